@@ -1,0 +1,43 @@
+# Two commands for a fresh machine: `make scores` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATASET ?= digits
+RECIPE ?= $(DATASET)
+WORKSPACE ?= workspace
+STAMP := $(VENV)/.installed
+
+.PHONY: install scores test test-fast lint format bench app clean-workspace
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml scripts/install-sysdeps.sh
+	@scripts/install-sysdeps.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+scores: install
+	$(BIN)/curate run $(RECIPE) --workspace $(WORKSPACE)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check curate tests benchmarks app
+	$(BIN)/ruff format --check curate tests benchmarks app
+
+format: install
+	$(BIN)/ruff format curate tests benchmarks app
+	$(BIN)/ruff check --fix curate tests benchmarks app
+
+bench: install
+	$(BIN)/python benchmarks/bench_loader.py
+
+app: install
+	$(BIN)/curate app --workspace $(WORKSPACE)

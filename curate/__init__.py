@@ -1,0 +1,7 @@
+"""curate: which images are trivial, which impossible, and why.
+
+Train an ensemble, log every member's prediction on every image after every epoch, turn the log
+into per-image difficulty scores in a DuckDB catalog, and export curricula and human-study pairs.
+"""
+
+__version__ = "0.1.0"

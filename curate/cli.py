@@ -1,0 +1,143 @@
+"""The `curate` command line: one subcommand per stage. Errors the user can fix exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from curate import __version__
+from curate.config import load_recipe
+from curate.errors import CurateError
+from curate.workspace import Workspace
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workspace", help="workspace folder (default $CURATE_WORKSPACE or ./workspace)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe key, e.g. --set train.epochs=5 (repeatable)",
+    )
+
+
+def _dataset_recipe(args: argparse.Namespace):
+    from curate.config import find_recipe
+    from curate.data.sources import FORMATS
+
+    over = list(args.overrides)
+    target = args.dataset
+    if find_recipe(target) is None and target not in FORMATS:
+        raise CurateError(
+            f"unknown dataset {target!r}; formats: {', '.join(FORMATS)}; or a recipe in pipelines/"
+        )
+    recipe = load_recipe(target, over)
+    ds = recipe.dataset
+    changes = {}
+    if args.source is not None:
+        changes["source"] = args.source
+    if args.name:
+        changes["name"] = args.name
+    if args.skip_corrupt:
+        changes["skip_corrupt"] = True
+    if args.random_labels is not None:
+        changes["random_labels"] = args.random_labels
+    if args.download:
+        changes["download"] = True
+    return dataclasses.replace(recipe, dataset=dataclasses.replace(ds, **changes))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from curate.data.ingest import ingest
+
+    recipe = _dataset_recipe(args)
+    ws = Workspace.resolve(args.workspace)
+    res = ingest(recipe.dataset, ws, force=args.force)
+    counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
+    print(f"{res.dataset}: {res.status} ({counts}; {res.storage}) in {res.path}")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from curate.query import list_tables, run_query
+
+    ws = Workspace.resolve(args.workspace)
+    if args.tables:
+        print(list_tables(ws))
+        return 0
+    if not args.sql:
+        raise CurateError(
+            'give the SQL to run, e.g. curate query "SELECT * FROM datasets", or --tables'
+        )
+    out = run_query(ws, args.sql, fmt=args.format, out=args.out)
+    if out:
+        print(out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"curate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="turn a dataset into .beton files and `instances` rows")
+    p.add_argument(
+        "dataset",
+        help="format (digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder, "
+        "imagenet, gaussian-sigma, gabor, gaussian-2class) or a recipe name",
+    )
+    p.add_argument("--source", help="path to the raw data: folder, archive or file")
+    p.add_argument(
+        "--name", help="catalog name (default: the format's, or the folder's for imagefolder)"
+    )
+    p.add_argument("--force", action="store_true", help="rebuild when input or settings changed")
+    p.add_argument(
+        "--skip-corrupt", action="store_true", help="skip unreadable images, listed in `skipped`"
+    )
+    p.add_argument(
+        "--random-labels", type=int, metavar="SEED", help="permute labels with this seed"
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the dataset with torchvision (needs a network)",
+    )
+    _add_common(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("query", help="run read-only SQL on the catalog")
+    p.add_argument("sql", nargs="?", help="the SQL statement")
+    p.add_argument("--format", default="table", choices=["table", "csv", "parquet", "json"])
+    p.add_argument("--out", help="write the result to this file instead of the terminal")
+    p.add_argument("--tables", action="store_true", help="list tables, views and their columns")
+    _add_common(p)
+    p.set_defaults(func=cmd_query)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CurateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""Ingest: a source (curate.data.sources) becomes one .beton per split plus rows in the catalog's
+`datasets`, `instances` and `skipped` tables.
+
+Every .beton has three fields: `image` (raw uint8 HxWxC, float32 HxWxC, or JPEG), `label` and
+`idx`. Outputs are written to a temporary folder and moved into place only after the catalog
+transaction commits, so an error or an interrupt leaves the previous state whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from curate import db
+from curate.config import DatasetConfig
+from curate.data.loader import IMAGENET_MEAN, IMAGENET_STD
+from curate.data.sources import SourceData, Split, decode_image, read_source
+from curate.errors import CurateError
+from curate.workspace import Workspace, atomic_path
+
+# the [dataset] keys that do not change what ingest writes (so changing them needs no --force)
+_NOT_CONTENT = {"workers", "download", "source"}
+
+
+@dataclass
+class IngestResult:
+    dataset: str
+    status: str  # "written", "up to date"
+    counts: dict[str, int]
+    storage: str
+    path: Path
+
+
+def _workers(n: int) -> int:
+    return n if n > 0 else max(1, os.cpu_count() or 1)
+
+
+def _decode_chunk(
+    args: tuple[list[str], int],
+) -> list[tuple[tuple[int, int, int] | None, np.ndarray | None, str | None]]:
+    """Decode files fully (catches truncation); keep pixels only for images up to `keep_side`."""
+    files, keep_side = args
+    out = []
+    for f in files:
+        try:
+            a = decode_image(f)
+        except ValueError as e:
+            out.append((None, None, str(e)))
+            continue
+        small = max(a.shape[:2]) <= keep_side
+        out.append((a.shape, a if small else None, None))
+    return out
+
+
+def decode_files(files: list[str], keep_side: int, workers: int, desc: str) -> list:
+    """Decode every file in a process pool, in chunks; returns (shape, pixels or None, error) per file."""
+    chunk = 512
+    chunks = [(files[i : i + chunk], keep_side) for i in range(0, len(files), chunk)]
+    results: list = []
+    with tqdm(total=len(files), desc=desc, unit="img", leave=False) as bar:
+        if workers == 1 or len(chunks) == 1:
+            for c in chunks:
+                results += _decode_chunk(c)
+                bar.update(len(c[0]))
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for c, r in zip(chunks, pool.map(_decode_chunk, chunks), strict=True):
+                    results += r
+                    bar.update(len(c[0]))
+    return results
+
+
+def _resize_jpeg_source(a: np.ndarray, cfg: DatasetConfig) -> np.ndarray:
+    import cv2
+
+    h, w = a.shape[:2]
+    if cfg.short_side > 0 and min(h, w) > cfg.short_side:  # shrink only: never invent pixels
+        s = cfg.short_side / min(h, w)
+    elif cfg.max_side > 0 and max(h, w) > cfg.max_side:
+        s = cfg.max_side / max(h, w)
+    else:
+        s = 1.0
+    if s != 1.0:
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        a = cv2.resize(a, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    return a
+
+
+class _ArraySource:
+    """Indexable view the ffcv writer reads: (image, label, idx)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray):
+        self.images, self.labels, self.idx = images, labels, idx
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i]), int(self.idx[i])
+
+
+class _FileSource:
+    def __init__(self, files: list[str], labels: np.ndarray, idx: np.ndarray, cfg: DatasetConfig):
+        self.files, self.labels, self.idx, self.cfg = files, labels, idx, cfg
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        a = decode_image(self.files[i])
+        if a.shape[2] == 1:
+            a = np.repeat(a, 3, axis=2)
+        a = np.ascontiguousarray(_resize_jpeg_source(a, self.cfg))
+        return a, int(self.labels[i]), int(self.idx[i])
+
+
+def _permute_labels(labels: np.ndarray, seed: int, split_no: int) -> np.ndarray:
+    return np.random.default_rng([seed, split_no]).permutation(labels)
+
+
+@dataclass
+class _Prepared:
+    split: Split
+    heights: np.ndarray
+    widths: np.ndarray
+    channels: np.ndarray
+    pixels: list | None  # decoded small images of a file split
+
+
+def _prepare_files(s: Split, cfg: DatasetConfig, workers: int) -> _Prepared:
+    """Decode a file split, drop (or refuse) unreadable files, assign idx."""
+    keep = cfg.raw_max_side if cfg.storage != "jpeg" else 0
+    res = decode_files(s.files, keep, workers, f"checking {s.name} images")
+    bad = [(f, r[2]) for f, r in zip(s.files, res, strict=True) if r[2] is not None]
+    if bad and not cfg.skip_corrupt:
+        f, why = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CurateError(
+            f"cannot read image {f}: {why}{more}; fix or remove it, or pass --skip-corrupt "
+            "to skip unreadable images"
+        )
+    ok = [i for i, r in enumerate(res) if r[2] is None]
+    if not ok:
+        raise CurateError(f"split {s.name}: no readable image")
+    s.skipped += bad
+    s.files = [s.files[i] for i in ok]
+    s.refs = list(s.files)
+    s.labels = s.labels[ok]
+    s.idx = s.file_ids[ok] if s.file_ids is not None else np.arange(len(ok))
+    shapes = np.array([res[i][0] for i in ok])
+    pixels = [res[i][1] for i in ok]
+    return _Prepared(s, shapes[:, 0], shapes[:, 1], shapes[:, 2], pixels)
+
+
+def _choose_storage(
+    preps: list[_Prepared], cfg: DatasetConfig
+) -> tuple[str, tuple[int, int, int] | None]:
+    arrays = [p.split.images for p in preps if p.split.images is not None]
+    if arrays:
+        a = arrays[0]
+        if cfg.storage == "jpeg":
+            raise CurateError(
+                f"{cfg.format} images are arrays; storage = 'jpeg' applies to image files only"
+            )
+        return ("float32" if a.dtype == np.float32 else "raw-uint8"), tuple(a.shape[1:])
+    shapes = {(int(h), int(w)) for p in preps for h, w in zip(p.heights, p.widths, strict=True)}
+    channels = 3 if any((p.channels == 3).any() for p in preps) else 1
+    equal_small = len(shapes) == 1 and max(next(iter(shapes))) <= cfg.raw_max_side
+    if cfg.storage == "raw" and not equal_small:
+        raise CurateError(
+            f"storage = 'raw' needs images of one size up to raw_max_side = {cfg.raw_max_side} "
+            f"pixels; found {len(shapes)} sizes up to {max(max(s) for s in shapes)}. "
+            "Use storage = 'jpeg' (or 'auto'), or raise raw_max_side"
+        )
+    if cfg.storage in ("auto", "raw") and equal_small:
+        h, w = next(iter(shapes))
+        return "raw-uint8", (h, w, channels)
+    return "jpeg", None
+
+
+def _stack_pixels(p: _Prepared, shape: tuple[int, int, int]) -> np.ndarray:
+    out = np.empty((len(p.pixels),) + shape, np.uint8)
+    for i, a in enumerate(p.pixels):
+        out[i] = a if a.shape[2] == shape[2] else np.repeat(a, shape[2], axis=2)
+    return out
+
+
+def _write_beton(path: Path, source, storage: str, shape, cfg: DatasetConfig, workers: int) -> None:
+    from ffcv.fields import IntField, NDArrayField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    if storage == "raw-uint8":
+        image = NDArrayField(dtype=np.dtype("uint8"), shape=shape)
+    elif storage == "float32":
+        image = NDArrayField(dtype=np.dtype("float32"), shape=shape)
+    else:
+        image = RGBImageField(write_mode="jpg", max_resolution=None, jpeg_quality=cfg.jpeg_quality)
+    writer = DatasetWriter(
+        str(path), {"image": image, "label": IntField(), "idx": IntField()}, num_workers=workers
+    )
+    writer.from_indexed_dataset(source, chunksize=256)
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (population) of (N, H, W, C) images, in their own units, chunked."""
+    c = images.shape[-1]
+    total, sq, n = np.zeros(c), np.zeros(c), 0
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk].reshape(-1, c).astype(np.float64)
+        total += x.sum(0)
+        sq += (x * x).sum(0)
+        n += len(x)
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean**2, 0))
+    std[std == 0] = 1.0
+    return mean.tolist(), std.tolist()
+
+
+def content_config(cfg: DatasetConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_CONTENT}
+
+
+def _existing(ws: Workspace, name: str) -> dict | None:
+    if not ws.catalog.exists():
+        return None
+    con = db.read(ws)
+    try:
+        if "datasets" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}:
+            return None
+        row = con.execute(
+            "SELECT checksum, recipe, splits, counts, storage FROM datasets WHERE dataset = ?",
+            [name],
+        ).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        return None
+    return {
+        "checksum": row[0],
+        "recipe": json.loads(row[1]),
+        "splits": row[2],
+        "counts": row[3],
+        "storage": row[4],
+    }
+
+
+def default_name(cfg: DatasetConfig) -> str:
+    name = cfg.name
+    if not name:
+        if cfg.format == "imagefolder" and cfg.source:
+            stem = Path(cfg.source).name
+            for s in (".tar.gz", ".tgz", ".tar", ".zip"):
+                stem = stem.removesuffix(s)
+            name = stem
+        else:
+            name = cfg.format
+    if cfg.random_labels is not None and "random" not in name:
+        name = f"{name}-random-labels-{cfg.random_labels}"
+    return name
+
+
+def ingest(cfg: DatasetConfig, ws: Workspace, force: bool = False) -> IngestResult:
+    """Build the .betons and catalog rows of one dataset; a no-op when input and config are unchanged.
+
+    Raises CurateError (exit code 2) on bad input, and when the input or config changed since the last
+    ingest and `force` is not set.
+    """
+    name = default_name(cfg)
+    cfg = dataclasses.replace(cfg, name=name)
+    if cfg.format == "imagenet" and cfg.storage == "auto":
+        cfg = dataclasses.replace(cfg, storage="jpeg")  # the papers' setting: JPEG, short side 256
+    if cfg.storage not in ("auto", "raw", "jpeg"):
+        raise CurateError(f"dataset.storage = {cfg.storage!r}; choose auto, raw or jpeg")
+    workers = _workers(cfg.workers)
+    src: SourceData = read_source(cfg, ws)
+    old = _existing(ws, name)
+    target = ws.dataset_dir(name)
+    if old is not None and not force:
+        same_input = old["checksum"] == src.checksum
+        same_cfg = old["recipe"] == json.loads(json.dumps(content_config(cfg)))
+        files_ok = all(ws.beton(name, s).exists() for s in old["splits"])
+        if same_input and same_cfg and files_ok:
+            return IngestResult(
+                name,
+                "up to date",
+                dict(zip(old["splits"], old["counts"], strict=True)),
+                old["storage"],
+                target,
+            )
+        what = (
+            "input changed (checksum differs)"
+            if not same_input
+            else "the [dataset] settings changed"
+            if not same_cfg
+            else "its .beton files are missing"
+        )
+        raise CurateError(
+            f"dataset {name!r} is already in {ws.catalog} but {what}; rerun with --force to "
+            f"rebuild it (this replaces {target}), or ingest under another --name"
+        )
+
+    preps: list[_Prepared] = []
+    for s in src.splits:
+        if s.files is not None:
+            preps.append(_prepare_files(s, cfg, workers))
+        else:
+            n, h, w, c = s.images.shape
+            preps.append(_Prepared(s, np.full(n, h), np.full(n, w), np.full(n, c), None))
+    storage, shape = _choose_storage(preps, cfg)
+
+    for k, p in enumerate(preps):
+        p.split.true_labels = p.split.labels.copy()  # type: ignore[attr-defined]
+        if cfg.random_labels is not None:
+            p.split.labels = _permute_labels(p.split.labels, cfg.random_labels, k)
+
+    with atomic_path(target) as tmp:
+        tmp.mkdir(parents=True)
+        rows, skipped, stats = [], [], None
+        stats_split = (
+            "train" if any(p.split.name == "train" for p in preps) else preps[0].split.name
+        )
+        for p in preps:
+            s = p.split
+            if s.images is not None:
+                source = _ArraySource(s.images, s.labels, s.idx)
+            elif storage == "raw-uint8":
+                source = _ArraySource(_stack_pixels(p, shape), s.labels, s.idx)
+            else:
+                source = _FileSource(s.files, s.labels, s.idx, cfg)
+            if s.name == stats_split:
+                stats = (
+                    channel_stats(source.images)
+                    if storage != "jpeg"
+                    else (IMAGENET_MEAN, IMAGENET_STD)
+                )
+            print(f"writing {name}/{s.name}.beton ({len(s.labels)} images, {storage})")
+            _write_beton(tmp / f"{s.name}.beton", source, storage, shape, cfg, workers)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "dataset": name,
+                        "split": s.name,
+                        "idx": s.idx.astype(np.int32),
+                        "label": s.labels.astype(np.int32),
+                        "true_label": s.true_labels.astype(np.int32),
+                        "class_name": np.array(src.class_names, dtype=object)[s.labels],
+                        "source": s.refs,
+                        "source_index": s.source_index if s.source_index is not None else None,
+                        "height": p.heights.astype(np.int32),
+                        "width": p.widths.astype(np.int32),
+                        "channels": p.channels.astype(np.int32),
+                    }
+                )
+            )
+            skipped += [(name, s.name, f, why) for f, why in s.skipped]
+        splits = [p.split.name for p in preps]
+        counts = [len(p.split.labels) for p in preps]
+        (tmp / "dataset.json").write_text(
+            json.dumps(
+                {
+                    "dataset": name,
+                    "format": cfg.format,
+                    "storage": storage,
+                    "shape": shape,
+                    "class_names": src.class_names,
+                    "splits": dict(zip(splits, counts, strict=True)),
+                    "mean": list(stats[0]),
+                    "std": list(stats[1]),
+                },
+                indent=1,
+            )
+        )
+        instances = pd.concat(rows, ignore_index=True)
+        instances["source_index"] = instances["source_index"].astype("Int64")
+        skipped_df = pd.DataFrame(skipped, columns=["dataset", "split", "source", "reason"])
+        info = db.version_info()
+        with db.write(ws) as con:
+            for table in ("instances", "skipped", "datasets"):
+                con.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
+            con.register("new_instances", instances)
+            con.execute("INSERT INTO instances SELECT * FROM new_instances")
+            if len(skipped_df):
+                con.register("new_skipped", skipped_df)
+                con.execute("INSERT INTO skipped SELECT * FROM new_skipped")
+            con.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                [
+                    name,
+                    cfg.format,
+                    src.source,
+                    len(src.class_names),
+                    src.class_names,
+                    splits,
+                    counts,
+                    storage,
+                    list(shape) if shape else None,
+                    src.checksum,
+                    cfg.random_labels,
+                    json.dumps(content_config(cfg)),
+                    info["version"],
+                    info["git_rev"],
+                ],
+            )
+    n_skip = len(skipped)
+    if n_skip:
+        print(f"skipped {n_skip} unreadable files (listed in the `skipped` table)")
+    return IngestResult(name, "written", dict(zip(splits, counts, strict=True)), storage, target)

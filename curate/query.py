@@ -1,0 +1,87 @@
+"""Read-only SQL over the catalog, for `curate query` and the app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from curate import db
+from curate.errors import CurateError
+from curate.workspace import Workspace, atomic_path
+
+
+def fetch(ws: Workspace, sql: str):
+    """Run one read-only statement; return a pandas DataFrame. Bad SQL or a write is a CurateError."""
+    con = db.read(ws)
+    try:
+        return con.execute(sql).df()
+    except duckdb.Error as e:
+        msg = str(e).splitlines()[0]
+        if "read-only" in msg.lower() or "read only" in msg.lower():
+            raise CurateError(
+                f"the catalog is read-only here: {msg}. `curate query` runs SELECT statements; "
+                "tables are written by the curate stages"
+            ) from None
+        raise CurateError(
+            f"SQL error: {msg}. Check the statement; `curate query --tables` lists tables and columns"
+        ) from None
+    finally:
+        con.close()
+
+
+def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = None) -> str:
+    df = fetch(ws, sql)
+    if fmt == "parquet" and not out:
+        raise CurateError("--format parquet writes a file: add --out FILE.parquet")
+    if out:
+        target = Path(out)
+        if target.exists() and target.is_dir():
+            raise CurateError(f"--out {target} is a folder; give a file path")
+        with atomic_path(target) as tmp:
+            if fmt == "parquet":
+                df.to_parquet(tmp, index=False)
+            elif fmt == "json":
+                df.to_json(tmp, orient="records", lines=False, date_format="iso")
+            elif fmt == "csv":
+                df.to_csv(tmp, index=False)
+            else:
+                tmp.write_text(df.to_string(index=False) + "\n")
+        return f"wrote {len(df)} rows to {target}"
+    if fmt == "csv":
+        return df.to_csv(index=False).rstrip("\n")
+    if fmt == "json":
+        return df.to_json(orient="records", date_format="iso")
+    if df.empty:
+        return f"(no rows; columns: {', '.join(df.columns)})"
+    import pandas as pd
+
+    with pd.option_context(
+        "display.max_rows", 200, "display.width", 200, "display.max_columns", 50
+    ):
+        return df.to_string(index=False, max_rows=200)
+
+
+def list_tables(ws: Workspace) -> str:
+    con = db.read(ws)
+    try:
+        rows = con.execute(
+            "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main' ORDER BY table_name, column_index"
+        ).fetchall()
+        views = {
+            r[0]
+            for r in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+    lines, current = [], None
+    for table, col, typ, comment in rows:
+        if table != current:
+            current = table
+            lines.append(f"\n{table} ({'view' if table in views else 'table'})")
+        meaning = comment or (db.column_doc(table, col) or "")
+        lines.append(f"  {col:<28} {typ:<12} {meaning}")
+    return "\n".join(lines).lstrip("\n")

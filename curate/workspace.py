@@ -1,0 +1,70 @@
+"""Where everything lives: the workspace folder, its catalog, dataset files and runs.
+
+Layout::
+
+    <workspace>/catalog.duckdb                 the DuckDB catalog (all tables and views)
+    <workspace>/datasets/<name>/<split>.beton  FFCV files written by ingest
+    <workspace>/sources/<name>/                archives unpacked by ingest, downloads
+    <workspace>/runs/<run>/                    training runs: recipe, checkpoints, prediction log
+
+The workspace is `--workspace`, else `$CURATE_WORKSPACE`, else `./workspace`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def resolve(cls, path: str | os.PathLike | None = None) -> Workspace:
+        root = Path(path or os.environ.get("CURATE_WORKSPACE") or "workspace")
+        return cls(root.expanduser().absolute())
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.root / "datasets" / dataset
+
+    def beton(self, dataset: str, split: str) -> Path:
+        return self.dataset_dir(dataset) / f"{split}.beton"
+
+    def sources_dir(self) -> Path:
+        return self.root / "sources"
+
+    def run_dir(self, run: str) -> Path:
+        return self.root / "runs" / run
+
+
+@contextmanager
+def atomic_path(target: Path, suffix: str = ""):
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+
+    Works for files and folders. A crash leaves `target` untouched and the temporary removed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,166 @@
+"""Shared fixtures: tiny real-format files written byte for byte, and the shared data when present."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared(name: str) -> Path:
+    p = SHARED_DATA / name
+    if not p.exists():
+        pytest.skip(f"{p} is absent (shared test data)")
+    return p
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:
+    """An IDX file as MNIST's: 0, 0, 0x08 (ubyte), ndim, big-endian int32 dims, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
+    data = header + np.ascontiguousarray(array, np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def make_mnist_dir(
+    root: Path, n_train: int = 30, n_test: int = 10, gz: bool = False, seed: int = 0
+):
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(root / f"{prefix}-images-idx3-ubyte", images, gz)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels, gz)
+        out[prefix] = (images, labels)
+    return out
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels, label_key: bytes = b"labels") -> None:
+    """A CIFAR python batch: dict with bytes keys, data (N, 3072) uint8 in CHW order, protocol 2."""
+    data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    d = {
+        b"batch_label": b"test batch",
+        label_key: list(map(int, labels)),
+        b"data": data,
+        b"filenames": [f"{i}.png".encode() for i in range(len(images))],
+    }
+    with open(path, "wb") as f:
+        pickle.dump(d, f, protocol=2)
+
+
+def make_cifar10_dir(root: Path, per_batch: int = 6, n_test: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    names = [
+        b"airplane",
+        b"automobile",
+        b"bird",
+        b"cat",
+        b"deer",
+        b"dog",
+        b"frog",
+        b"horse",
+        b"ship",
+        b"truck",
+    ]
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump(
+            {b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072},
+            f,
+            protocol=2,
+        )
+    train_imgs, train_labels = [], []
+    for b in range(1, 6):
+        imgs = rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, per_batch)
+        write_cifar_batch(base / f"data_batch_{b}", imgs, labels)
+        train_imgs.append(imgs)
+        train_labels.append(labels)
+    test_imgs = rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8)
+    test_labels = rng.integers(0, 10, n_test)
+    write_cifar_batch(base / "test_batch", test_imgs, test_labels)
+    return (
+        base,
+        (np.concatenate(train_imgs), np.concatenate(train_labels)),
+        (test_imgs, test_labels),
+    )
+
+
+def make_image_folder(
+    root: Path,
+    classes=("cat", "dog"),
+    per_class: int = 3,
+    size=(12, 10),
+    ext: str = ".png",
+    integer_names: bool = True,
+    seed: int = 0,
+):
+    """<root>/{train,test}/<class>/<file>; returns {split: [(idx, class, pixels)]}."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split in ("train", "test"):
+        rows, k = [], 0
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for _ in range(per_class):
+                a = rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
+                name = f"{k:05d}{ext}" if integer_names else f"img_{c}_{k}{ext}"
+                Image.fromarray(a).save(d / name)
+                rows.append((k, c, a))
+                k += 1
+        out[split] = rows
+    return out
+
+
+def ingest_cli(*args: str) -> int:
+    from curate.cli import main
+
+    return main(["ingest", *args])
+
+
+def read_all(dataset: str, split: str, ws: Path, batch_size: int = 7):
+    """Every instance of a split through the eval loader, as raw pixel values (not normalised)."""
+    import torch
+
+    from curate.config import LoaderConfig
+    from curate.data.loader import make_loader
+
+    ld = make_loader(
+        dataset,
+        split,
+        "eval",
+        workspace=str(ws),
+        cfg=LoaderConfig(normalize=False),
+        batch_size=batch_size,
+    )
+    xs, ys, ids = [], [], []
+    for x, y, i in ld:
+        xs.append(x)
+        ys.append(y)
+        ids.append(i)
+    x = torch.cat(xs)
+    return x.permute(0, 2, 3, 1).numpy(), torch.cat(ys).numpy(), torch.cat(ids).numpy()
+
+
+@pytest.fixture(scope="session")
+def digits_ws(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("digits-ws")
+    assert ingest_cli("digits", "--workspace", str(ws)) == 0
+    return ws

@@ -1,0 +1,202 @@
+"""Bad input: one clear message naming the file and the fix, exit code 2, nothing half-written."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from conftest import ingest_cli, make_cifar10_dir, make_image_folder, make_mnist_dir, write_idx
+
+
+def assert_refused(capsys, ws, code, *needles):
+    assert code == 2
+    err = (
+        capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    )  # after progress bars
+    assert err.startswith("error: "), err
+    for n in needles:
+        assert n in err, err
+    assert not (ws / "datasets").exists() or not any((ws / "datasets").iterdir())  # no .beton left
+    leftovers = [p for p in ws.rglob("*.tmp")] if ws.exists() else []
+    assert not leftovers
+    return err
+
+
+def test_missing_path(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("mnist", "--source", str(tmp_path / "nope"), "--workspace", str(ws)),
+        "does not exist",
+        "--source",
+    )
+
+
+def test_unknown_dataset(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("mnistt", "--workspace", str(ws)),
+        "unknown dataset 'mnistt'",
+        "mnist",
+    )
+
+
+def test_bad_recipe_key(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("digits", "--set", "dataset.storag=raw", "--workspace", str(ws)),
+        "unknown recipe key dataset.storag",
+        "storage",
+    )
+
+
+def test_empty_class_folder(tmp_path, capsys):
+    make_image_folder(tmp_path / "f")
+    (tmp_path / "f" / "train" / "bird").mkdir()
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws)),
+        "bird",
+        "holds no images",
+    )
+
+
+def test_truncated_image_then_skip_corrupt(tmp_path, capsys):
+    make_image_folder(tmp_path / "f", ext=".jpg")
+    victim = tmp_path / "f" / "train" / "dog" / "00004.jpg"
+    victim.write_bytes(victim.read_bytes()[:60])
+    ws = tmp_path / "ws"
+    err = assert_refused(
+        capsys,
+        ws,
+        ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws)),
+        "00004.jpg",
+        "--skip-corrupt",
+    )
+    assert "truncated" in err or "corrupt" in err
+    assert (
+        ingest_cli(
+            "imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws), "--skip-corrupt"
+        )
+        == 0
+    )
+    import duckdb
+
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    assert con.execute("SELECT split, source FROM skipped").fetchall() == [("train", str(victim))]
+    ids = [
+        r[0]
+        for r in con.execute(
+            "SELECT idx FROM instances WHERE split='train' ORDER BY idx"
+        ).fetchall()
+    ]
+    assert ids == [0, 1, 2, 3, 5]  # integer names keep their ids; the gap is the skipped file
+
+
+def test_non_image_file(tmp_path, capsys):
+    make_image_folder(tmp_path / "f")
+    (tmp_path / "f" / "test" / "cat" / "notes.txt").write_text("hello")
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws)),
+        "notes.txt",
+        "not an image",
+    )
+
+
+def test_text_file_named_jpg(tmp_path, capsys):
+    make_image_folder(tmp_path / "f")
+    (tmp_path / "f" / "test" / "cat" / "00099.png").write_text("not really a png")
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws)),
+        "00099.png",
+        "not a readable image",
+    )
+
+
+def test_pickle_that_is_not_cifar(tmp_path, capsys):
+    base, _, _ = make_cifar10_dir(tmp_path)
+    with open(base / "data_batch_3", "wb") as f:
+        pickle.dump({"weights": [1, 2, 3]}, f)
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("cifar10", "--source", str(base), "--workspace", str(ws)),
+        "data_batch_3",
+        "not a CIFAR python batch",
+    )
+
+
+def test_pickle_with_code_is_refused(tmp_path, capsys):
+    base, _, _ = make_cifar10_dir(tmp_path)
+    with open(base / "test_batch", "wb") as f:
+        pickle.dump(pytest.approx, f)  # a class reference: would import code
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("cifar10", "--source", str(base), "--workspace", str(ws)),
+        "test_batch",
+        "not a CIFAR python batch",
+    )
+
+
+def test_label_image_count_mismatch(tmp_path, capsys):
+    make_mnist_dir(tmp_path, n_train=20)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(19, np.uint8))
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("mnist", "--source", str(tmp_path), "--workspace", str(ws)),
+        "20 images",
+        "19 labels",
+    )
+
+
+def test_truncated_idx(tmp_path, capsys):
+    make_mnist_dir(tmp_path)
+    p = tmp_path / "t10k-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-100])
+    ws = tmp_path / "ws"
+    assert_refused(
+        capsys,
+        ws,
+        ingest_cli("mnist", "--source", str(tmp_path), "--workspace", str(ws)),
+        "t10k-images-idx3-ubyte",
+        "truncated",
+    )
+
+
+def test_failed_rebuild_keeps_previous_dataset(tmp_path, capsys):
+    make_image_folder(tmp_path / "f")
+    ws = tmp_path / "ws"
+    assert ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws)) == 0
+    before = (ws / "datasets" / "f" / "train.beton").read_bytes()
+    (tmp_path / "f" / "train" / "cat" / "00001.png").write_bytes(b"garbage")
+    assert (
+        ingest_cli(
+            "imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws), "--force"
+        )
+        == 2
+    )
+    assert "00001.png" in capsys.readouterr().err
+    assert (ws / "datasets" / "f" / "train.beton").read_bytes() == before
+    import duckdb
+
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM instances").fetchone() == (12,)
