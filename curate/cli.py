@@ -80,6 +80,53 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_recipe(args: argparse.Namespace):
+    over = list(args.overrides)
+    for flag, key in (
+        ("members", "members"),
+        ("epochs", "epochs"),
+        ("arch", "arch"),
+        ("device", "device"),
+        ("strategy", "strategy"),
+        ("seed", "seed"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            over.append(
+                f"train.{key}={value!r}" if isinstance(value, str) else f"train.{key}={value}"
+            )
+    return load_recipe(args.recipe, [o.replace("'", '"') for o in over])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from curate.train.run import train
+
+    recipe = _train_recipe(args)
+    ws = Workspace.resolve(args.workspace)
+    run_dir = train(recipe, ws, run=args.run)
+    print(f"run {args.run or recipe.name}: prediction log in {run_dir / 'predictions'}")
+    return 0
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--members", type=int, help="ensemble size M (>= 2)")
+    p.add_argument("--epochs", type=int, help="epochs E (>= 1)")
+    p.add_argument(
+        "--arch",
+        help="architecture (mlp, lenet5, small-stvgg, stvgg, linear-stvgg, resnet18-cifar, "
+        "resnet18, resnet50, densenet121, vgg16)",
+    )
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--strategy", choices=["auto", "separate", "fused"])
+    p.add_argument("--seed", type=int, help="recipe seed; every member's seeds derive from it")
+    p.add_argument(
+        "--run-name",
+        "--run",
+        dest="run",
+        help="run name (default: the recipe's name); under torchrun write --run-name",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"curate {__version__}")
@@ -117,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", action="store_true", help="list tables, views and their columns")
     _add_common(p)
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser(
+        "train", help="train the ensemble and log every member's predictions every epoch"
+    )
+    p.add_argument(
+        "recipe", help="a recipe in pipelines/ (or a .toml path), or an ingested dataset's name"
+    )
+    _add_train_flags(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)

@@ -91,7 +91,9 @@ class TrainConfig:
     width: int = (
         0  # architecture width multiplier where it applies (0 = the architecture's default)
     )
-    curriculum: str = ""  # path to an ordering exported by `curate curriculum`
+    dropout: bool = (
+        True  # the architecture's dropout layers (Hacohen removed them for random labels)
+    )
 
 
 @dataclass(frozen=True)

@@ -62,11 +62,50 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("source", "VARCHAR", "the file that could not be read"),
         ("reason", "VARCHAR", "why it was skipped"),
     ],
+    "runs": [
+        ("run", "VARCHAR", "run name (folder under <workspace>/runs/)"),
+        ("dataset", "VARCHAR", "the dataset it trained on"),
+        ("arch", "VARCHAR", "architecture of every member"),
+        ("members", "INTEGER", "ensemble size M"),
+        ("epochs", "INTEGER", "epochs E (the log also holds epoch 0, before training)"),
+        ("seed", "BIGINT", "recipe seed every member's seeds derive from"),
+        ("strategy", "VARCHAR", "fused (members in one model) or separate (one model each)"),
+        ("device", "VARCHAR", "cpu or cuda"),
+        ("world_size", "INTEGER", "processes that trained it (torchrun ranks)"),
+        ("recipe", "JSON", "dataset, loader and train settings of the run"),
+        ("path", "VARCHAR", "the run folder: prediction log, checkpoints, progress"),
+        ("train_seconds", "DOUBLE", "wall time summed over members' epochs, seconds"),
+        ("mean_final_acc", "JSON", "mean over members of the accuracy at epoch E, per split"),
+        ("version", "VARCHAR", "curate version"),
+        ("git_rev", "VARCHAR", "git revision of curate"),
+        ("torch_version", "VARCHAR", "PyTorch version"),
+        ("finished_at", "TIMESTAMP", "when the last member finished (UTC)"),
+    ],
+    "members": [
+        ("run", "VARCHAR", "run name"),
+        ("member", "INTEGER", "member m = 0..M-1"),
+        ("init_seed", "BIGINT", "seed of the member's initial weights"),
+        (
+            "order_seed",
+            "BIGINT",
+            "seed of its data order (epoch e: default_rng(order_seed + e - 1))",
+        ),
+        ("aug_seed", "BIGINT", "seed of its augmentation draws"),
+        ("epochs_done", "INTEGER", "last complete epoch"),
+        ("final_acc", "JSON", "accuracy at the last epoch, per split (higher = better)"),
+        (
+            "train_seconds",
+            "DOUBLE",
+            "wall time of its training epochs (shared when fused), seconds",
+        ),
+    ],
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "datasets": ("dataset",),
     "instances": ("dataset", "split", "idx"),
+    "runs": ("run",),
+    "members": ("run", "member"),
 }
 
 # views: name -> (SQL, meaning); created after the tables they read exist

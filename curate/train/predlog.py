@@ -1,0 +1,78 @@
+"""The prediction log of a run: Parquet shards, written atomically, plus per-member progress records.
+
+    <run>/predictions/pass=<pass>/split=<split>/member=<m>/epoch=<e>/part.parquet
+        idx int32, pred int16, p_true float32, margin float32   (one row per instance)
+    <run>/progress/member=<m>.json   {"epochs": {"<e>": {"acc": {split: accuracy}, "seconds": s}}}
+
+pass "eval" is the evaluation pass after each epoch (every instance once, eval mode); pass
+"train-forward" is the training forward pass (augmented, train mode; instances dropped by
+drop_last are absent).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.workspace import atomic_path
+
+SHARD_SCHEMA = pa.schema(
+    [("idx", pa.int32()), ("pred", pa.int16()), ("p_true", pa.float32()), ("margin", pa.float32())]
+)
+
+
+def shard_path(run_dir: Path, pass_: str, split: str, member: int, epoch: int) -> Path:
+    return (
+        run_dir
+        / "predictions"
+        / f"pass={pass_}"
+        / f"split={split}"
+        / f"member={member}"
+        / f"epoch={epoch}"
+        / "part.parquet"
+    )
+
+
+def write_shard(
+    path: Path, idx: np.ndarray, pred: np.ndarray, p_true: np.ndarray, margin: np.ndarray
+) -> None:
+    table = pa.table(
+        {
+            "idx": idx.astype(np.int32),
+            "pred": pred.astype(np.int16),
+            "p_true": p_true.astype(np.float32),
+            "margin": margin.astype(np.float32),
+        },
+        schema=SHARD_SCHEMA,
+    )
+    with atomic_path(path, ".parquet") as tmp:
+        pq.write_table(table, tmp)
+
+
+def progress_path(run_dir: Path, member: int) -> Path:
+    return run_dir / "progress" / f"member={member}.json"
+
+
+def read_progress(run_dir: Path, member: int) -> dict:
+    p = progress_path(run_dir, member)
+    return json.loads(p.read_text()) if p.exists() else {"epochs": {}}
+
+
+def mark_epoch_done(run_dir: Path, member: int, epoch: int, record: dict) -> None:
+    prog = read_progress(run_dir, member)
+    prog["epochs"][str(epoch)] = record
+    with atomic_path(progress_path(run_dir, member)) as tmp:
+        tmp.write_text(json.dumps(prog, indent=1))
+
+
+def last_done_epoch(run_dir: Path, member: int) -> int:
+    """The last epoch whose shards and checkpoint are complete; -1 when none."""
+    done = read_progress(run_dir, member)["epochs"]
+    e = -1
+    while str(e + 1) in done:
+        e += 1
+    return e

@@ -1,0 +1,379 @@
+"""Training: architectures, schedules, fused == separate, reproducibility, resume, torchrun, bad input."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import ROOT
+
+from curate.cli import main
+from curate.config import TrainConfig, load_recipe
+
+FAST = ["--set", "train.epochs=3", "--set", "train.members=4"]
+
+
+def read_log(run_dir: Path, pass_: str = "eval") -> dict:
+    out = {}
+    for p in sorted(
+        (run_dir / "predictions").glob(f"pass={pass_}/split=*/member=*/epoch=*/part.parquet")
+    ):
+        key = tuple(part.split("=", 1)[1] for part in p.parts[-4:-1])
+        out[key] = pq.read_table(p).to_pandas()
+    return out
+
+
+def assert_same_log(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and len(a) > 0
+    for k in a:
+        assert a[k].equals(b[k]), k
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+@pytest.mark.parametrize(
+    "arch, shape",
+    [
+        ("mlp", (1, 8, 8)),
+        ("lenet5", (1, 28, 28)),
+        ("lenet5", (3, 32, 32)),
+        ("small-stvgg", (3, 32, 32)),
+        ("stvgg", (3, 32, 32)),
+        ("linear-stvgg", (3, 32, 32)),
+        ("resnet18-cifar", (3, 32, 32)),
+        ("resnet18", (3, 64, 64)),
+        ("resnet50", (3, 64, 64)),
+        ("densenet121", (3, 64, 64)),
+        ("vgg16", (3, 64, 64)),
+    ],
+)
+def test_architectures_give_logits(arch, shape):
+    from curate.train.models import build_model
+
+    model = build_model(arch, shape, 7).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, *shape)).shape == (2, 7)
+
+
+def test_linear_stvgg_has_no_nonlinearity():
+    from curate.train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("linear-stvgg", (3, 32, 32), 5, dropout=False).eval().double()
+    a, b = (
+        torch.randn(1, 3, 32, 32, dtype=torch.float64),
+        torch.randn(1, 3, 32, 32, dtype=torch.float64),
+    )
+    zero = model(torch.zeros_like(a))
+    # affine: f(a + b) - f(0) = (f(a) - f(0)) + (f(b) - f(0))
+    assert torch.allclose(model(a + b) - zero, (model(a) - zero) + (model(b) - zero), atol=1e-9)
+
+
+def test_schedules_by_hand():
+    from curate.train.schedule import lr_factor
+
+    cos = TrainConfig(schedule="cosine", epochs=4)
+    assert lr_factor(0, 10, cos) == 1.0
+    assert lr_factor(20, 10, cos) == pytest.approx(0.5)  # half way: cos(pi/2) = 0
+    assert lr_factor(40, 10, cos) == pytest.approx(0.0)
+    step = TrainConfig(schedule="step", epochs=90, step_size=30, gamma=0.1)  # Meding's ResNet-18
+    assert [lr_factor(e * 5, 5, step) for e in (0, 29, 30, 59, 60, 89)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
+    st = TrainConfig(schedule="stvgg", epochs=100)  # 0.05 divided by 1.8 every 20 epochs
+    assert lr_factor(19, 1, st) == 1 and lr_factor(20, 1, st) == pytest.approx(1 / 1.8)
+    assert lr_factor(45, 1, st) == pytest.approx(1 / 1.8**2)
+    one = TrainConfig(schedule="onecycle", epochs=10)
+    assert lr_factor(0, 10, one) == pytest.approx(1 / 25) and lr_factor(
+        30, 10, one
+    ) == pytest.approx(1.0)
+    assert lr_factor(99, 10, one) < 1e-3
+    warm = TrainConfig(schedule="cosine", epochs=10, warmup_epochs=1)
+    assert lr_factor(4, 10, warm) == pytest.approx(0.5)
+
+
+def test_logit_stats_by_hand():
+    from curate.train.run import logit_stats
+
+    logits = torch.tensor([[[2.0, 1.0, 0.0]], [[0.0, 3.0, 1.0]]])  # (B=2, M=1, K=3)
+    y = torch.tensor([0, 2])
+    pred, p_true, margin = logit_stats(logits, y)
+    assert pred.tolist() == [[0, 1]]
+    assert margin.tolist() == [[1.0, -2.0]]  # 2 - 1; 1 - 3
+    e = np.exp
+    assert p_true[0].tolist() == pytest.approx([e(2) / (e(2) + e(1) + 1), e(1) / (1 + e(3) + e(1))])
+
+
+def test_member_seeds_differ_and_are_stable():
+    from curate.train.run import member_seeds
+
+    a = [member_seeds(0, m) for m in range(4)]
+    assert a == [member_seeds(0, m) for m in range(4)]
+    assert len({s["init"] for s in a}) == 4 and len({s["order"] for s in a}) == 4
+    assert member_seeds(1, 0) != a[0]
+
+
+@pytest.mark.parametrize(
+    "arch, shape", [("mlp", (1, 8, 8)), ("lenet5", (1, 28, 28)), ("small-stvgg", (3, 16, 16))]
+)
+def test_fused_trains_exactly_like_separate_members(arch, shape):
+    """Same seeds, same batches (each member its own), float64: the fused model and the members agree."""
+    from curate.train.fused import FusedEnsemble
+    from curate.train.models import build_model
+    from curate.train.run import member_seeds
+    from curate.train.schedule import make_optimizer
+
+    m_count, k = 3, 5
+    members = []
+    for m in range(m_count):
+        torch.manual_seed(member_seeds(0, m)["init"])
+        members.append(build_model(arch, shape, k, dropout=False).double())
+    fused = FusedEnsemble(copy.deepcopy(members))
+    cfg = TrainConfig(epochs=1, lr=0.1, schedule="cosine")
+    opt_f, sch_f = make_optimizer(fused.parameters(), cfg, 4)
+    opts = [make_optimizer(mem.parameters(), cfg, 4) for mem in members]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x = torch.randn(m_count, 16, *shape, generator=g, dtype=torch.float64)
+        y = torch.randint(0, k, (m_count, 16), generator=g)
+        out = fused(x)
+        loss = sum(torch.nn.functional.cross_entropy(out[:, j], y[j]) for j in range(m_count))
+        opt_f.zero_grad()
+        loss.backward()
+        opt_f.step()
+        sch_f.step()
+        for j, (mem, (opt, sch)) in enumerate(zip(members, opts, strict=True)):
+            lj = torch.nn.functional.cross_entropy(mem(x[j]), y[j])
+            opt.zero_grad()
+            lj.backward()
+            opt.step()
+            sch.step()
+    fused.eval()
+    for mem in members:
+        mem.eval()
+    xe = torch.randn(8, *shape, generator=g, dtype=torch.float64)
+    separate = torch.stack([mem(xe) for mem in members], 1)
+    assert torch.allclose(fused.forward_shared(xe), separate, atol=1e-10, rtol=0)
+    # training changed the weights: the comparison is not of two untouched initialisations
+    torch.manual_seed(member_seeds(0, 0)["init"])
+    fresh = build_model(arch, shape, k, dropout=False).double().eval()
+    assert not torch.allclose(fresh(xe), separate[:, 0])
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def train_cli(ws: Path, *args: str) -> int:
+    return main(["train", "digits", "--workspace", str(ws), *args])
+
+
+def test_same_recipe_same_log_bit_for_bit(digits_ws):
+    assert train_cli(digits_ws, "--run", "rep-a", *FAST) == 0
+    assert train_cli(digits_ws, "--run", "rep-b", *FAST) == 0
+    a, b = read_log(digits_ws / "runs" / "rep-a"), read_log(digits_ws / "runs" / "rep-b")
+    assert len(a) == 4 * 4 * 2  # members x epochs 0..3 x splits
+    assert_same_log(a, b)
+    # members really differ: different initial weights and orders
+    ep = a[("train", "0", "3")], a[("train", "1", "3")]
+    assert not ep[0]["p_true"].equals(ep[1]["p_true"])
+    # epoch 0 is the untrained model: near chance
+    assert (a[("test", "0", "0")]["pred"] == 0).mean() < 0.9
+    import duckdb
+
+    con = duckdb.connect(str(digits_ws / "catalog.duckdb"), read_only=True)
+    rows = con.execute(
+        "SELECT member, epochs_done FROM members WHERE run='rep-a' ORDER BY member"
+    ).fetchall()
+    assert rows == [(m, 3) for m in range(4)]
+
+
+def test_separate_strategy_matches_fused_closely(digits_ws):
+    assert train_cli(digits_ws, "--run", "rep-a", *FAST) == 0
+    assert train_cli(digits_ws, "--run", "sep", "--strategy", "separate", *FAST) == 0
+    a, b = read_log(digits_ws / "runs" / "rep-a"), read_log(digits_ws / "runs" / "sep")
+    assert a.keys() == b.keys()
+    for k in a:  # fp32, different summation order: equal to rounding
+        assert np.allclose(a[k]["p_true"], b[k]["p_true"], atol=2e-3), k
+        assert (a[k]["pred"] == b[k]["pred"]).mean() > 0.98
+
+
+def test_train_forward_pass_logged(digits_ws):
+    assert train_cli(digits_ws, "--run", "fwd", "--set", "train.log_train_pass=true", *FAST) == 0
+    fwd = read_log(digits_ws / "runs" / "fwd", "train-forward")
+    assert set(k[2] for k in fwd) == {"1", "2", "3"}  # training epochs only
+    shard = fwd[("train", "2", "1")]
+    assert (
+        len(shard) == (1438 // 64) * 64
+        and shard["idx"].is_unique
+        and shard["idx"].is_monotonic_increasing
+    )
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_same_log(digits_ws, tmp_path):
+    assert (
+        train_cli(
+            digits_ws,
+            "--run",
+            "whole",
+            "--set",
+            "train.epochs=6",
+            "--set",
+            "train.members=4",
+            "--strategy",
+            "separate",
+        )
+        == 0
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "curate",
+        "train",
+        "digits",
+        "--workspace",
+        str(digits_ws),
+        "--run",
+        "killed",
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "train.members=4",
+        "--strategy",
+        "separate",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    progress = digits_ws / "runs" / "killed" / "progress" / "member=1.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not progress.exists():  # member 0 done, member 1 under way
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert progress.exists(), "the run finished no epoch of member 1 before the deadline"
+    from curate.train.predlog import last_done_epoch
+
+    assert last_done_epoch(digits_ws / "runs" / "killed", 3) < 6  # killed before the end
+    assert (
+        train_cli(
+            digits_ws,
+            "--run",
+            "killed",
+            "--set",
+            "train.epochs=6",
+            "--set",
+            "train.members=4",
+            "--strategy",
+            "separate",
+        )
+        == 0
+    )
+    assert_same_log(read_log(digits_ws / "runs" / "whole"), read_log(digits_ws / "runs" / "killed"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(digits_ws):
+    assert train_cli(digits_ws, "--run", "rep-a", *FAST) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "curate",
+        "train",
+        "digits",
+        "--workspace",
+        str(digits_ws),
+        "--run-name",
+        "ddp",
+        "--device",
+        "cpu",
+        *FAST,
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = read_log(digits_ws / "runs" / "rep-a"), read_log(digits_ws / "runs" / "ddp")
+    assert a.keys() == b.keys()  # every member's shards, written by the rank that trained it
+    for k in a:
+        assert np.allclose(a[k]["p_true"], b[k]["p_true"], atol=2e-3), k
+    import duckdb
+
+    con = duckdb.connect(str(digits_ws / "catalog.duckdb"), read_only=True)
+    assert con.execute("SELECT world_size, members FROM runs WHERE run='ddp'").fetchall() == [
+        (2, 4)
+    ]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--arch", "resnet9000"], "unknown architecture 'resnet9000'"),
+        (["--set", "train.epoch=3"], "unknown recipe key train.epoch"),
+        (["--epochs", "0"], "train.epochs = 0"),
+        (["--members", "1"], "at least 2 members"),
+        (["--set", "train.lr=fast"], "train.lr = 'fast'"),
+    ],
+)
+def test_bad_train_input(digits_ws, capsys, args, needle):
+    assert train_cli(digits_ws, "--run", "bad", *args) == 2
+    assert needle in capsys.readouterr().err
+    assert not (digits_ws / "runs" / "bad" / "predictions").exists()
+
+
+def test_dataset_not_ingested(tmp_path, capsys):
+    assert main(["train", "mnist", "--workspace", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not ingested" in err and "curate ingest mnist" in err
+
+
+def test_run_folder_with_other_recipe_is_kept(digits_ws, capsys):
+    assert train_cli(digits_ws, "--run", "rep-a", *FAST) == 0
+    before = read_log(digits_ws / "runs" / "rep-a")
+    assert (
+        train_cli(
+            digits_ws,
+            "--run",
+            "rep-a",
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "train.members=4",
+            "--set",
+            "train.lr=0.2",
+        )
+        == 2
+    )
+    assert "different recipe" in capsys.readouterr().err
+    assert_same_log(before, read_log(digits_ws / "runs" / "rep-a"))
+
+
+def test_recipes_in_pipelines_load():
+    from curate.config import PIPELINES
+
+    names = sorted(p.stem for p in PIPELINES.glob("*.toml"))
+    assert "digits" in names
+    for n in names:
+        load_recipe(n)
