@@ -138,7 +138,3 @@ class FusedEnsemble(nn.Module):
         """Every member on the same batch x: (B, C, H, W) -> (B, M, K)."""
         return self(x.unsqueeze(0).expand(self.m, *x.shape))
 
-
-def can_fuse(member: nn.Module) -> bool:
-    ok = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.Linear, nn.Flatten) + _ELEMENTWISE
-    return isinstance(member, nn.Sequential) and all(isinstance(layer, ok) for layer in member)

@@ -30,7 +30,7 @@ from curate.data.augment import augment, normalize
 from curate.data.loader import DatasetInfo, dataset_info, make_loader
 from curate.errors import CurateError
 from curate.train import predlog
-from curate.train.fused import FusedEnsemble, can_fuse
+from curate.train.fused import FusedEnsemble
 from curate.train.models import SEQUENTIAL_ARCHS, build_model
 from curate.train.schedule import make_optimizer
 from curate.workspace import Workspace, atomic_path
