@@ -127,6 +127,39 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from curate.scores.report import print_summary
+    from curate.scores.store import score_run
+
+    ws = Workspace.resolve(args.workspace)
+    summary = score_run(ws, args.run, tol=args.tol, compare=args.compare or [])
+    print_summary(ws, args.run, summary)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Every stage of a recipe: ingest, train, score, then a short summary."""
+    from curate.data.ingest import ingest
+    from curate.scores.report import print_summary
+    from curate.scores.store import score_run
+    from curate.train.run import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    ws = Workspace.resolve(args.workspace)
+    print(f"== ingest {recipe.dataset.format} into {ws.root}")
+    res = ingest(recipe.dataset, ws, force=False)
+    print(f"{res.dataset}: {res.status} ({', '.join(f'{k} {v}' for k, v in res.counts.items())})")
+    print(
+        f"== train {recipe.name}: {recipe.train.members} x {recipe.train.arch}, {recipe.train.epochs} epochs"
+    )
+    train(recipe, ws, run=args.run)
+    run = args.run or recipe.name
+    print(f"== score {run}")
+    summary = score_run(ws, run, tol=recipe.score.tol, compare=list(recipe.score.compare_runs))
+    print_summary(ws, run, summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"curate {__version__}")
@@ -174,6 +207,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(p)
     _add_common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", help="turn a run's prediction log into the difficulty tables")
+    p.add_argument("run", help='run name (see `curate query "SELECT run FROM runs"`)')
+    p.add_argument(
+        "--tol",
+        type=int,
+        default=0,
+        help="split tolerance: 0 = strict (Meding), 1 = all except one",
+    )
+    p.add_argument(
+        "--compare",
+        action="append",
+        metavar="RUN",
+        help="also compare with this run (same dataset)",
+    )
+    _add_common(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("run", help="every stage of a recipe: ingest, train, score, summary")
+    p.add_argument(
+        "recipe", nargs="?", default="digits", help="a recipe in pipelines/ or a .toml path"
+    )
+    p.add_argument("--run-name", "--run", dest="run", help="run name (default: the recipe's name)")
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)

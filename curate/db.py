@@ -99,6 +99,176 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "wall time of its training epochs (shared when fused), seconds",
         ),
     ],
+    "instance_scores": [
+        ("run", "VARCHAR", "the run whose log was scored"),
+        ("dataset", "VARCHAR", "dataset of the run"),
+        ("split", "VARCHAR", "split the instance belongs to"),
+        ("idx", "INTEGER", "instance id in its split"),
+        ("label", "INTEGER", "class the members were trained and scored against"),
+        ("members", "INTEGER", "ensemble size M"),
+        (
+            "accessibility",
+            "DOUBLE",
+            "mean TP-agreement over epochs 1..E, 0..1; higher = easier (Hacohen)",
+        ),
+        (
+            "tpa_final",
+            "DOUBLE",
+            "TP-agreement at the last epoch E: fraction of members correct; higher = easier",
+        ),
+        ("strict_final", "BOOLEAN", "every member correct at epoch E (Pliushch strict agreement)"),
+        (
+            "agreement_final",
+            "DOUBLE",
+            "label-agnostic Agreement at E: largest fraction of members predicting one class",
+        ),
+        (
+            "learned_epoch",
+            "DOUBLE",
+            "median over members of the epoch after which a member stays correct; NULL if the median member is wrong at E; lower = easier",
+        ),
+        (
+            "first_learned",
+            "DOUBLE",
+            "median over members of the first epoch a member is correct; NULL if infinite; lower = easier",
+        ),
+        (
+            "forgetting_events",
+            "DOUBLE",
+            "correct-to-wrong transitions between epochs 1..E summed over members; NULL when never learned; higher = harder",
+        ),
+        ("never_learned", "BOOLEAN", "no member correct at any epoch 1..E"),
+        (
+            "confidence",
+            "DOUBLE",
+            "mean softmax probability of the true class over members and epochs 1..E; higher = easier",
+        ),
+        (
+            "variability",
+            "DOUBLE",
+            "mean over members of the std over epochs of that probability; higher = more ambiguous",
+        ),
+        ("final_correct", "INTEGER", "members correct at epoch E; higher = easier"),
+        (
+            "ddd",
+            "VARCHAR",
+            "trivial (>= M - tol correct at E), impossible (<= tol), else in-between (Meding)",
+        ),
+        ("tol", "INTEGER", "the split tolerance used for ddd (0 = strict, 1 = all except one)"),
+        (
+            "correct_by_epoch",
+            "USMALLINT[]",
+            "members correct at epochs 0..E (list position e + 1); tpa = value / members",
+        ),
+        (
+            "agree_by_epoch",
+            "USMALLINT[]",
+            "size of the largest agreeing group of members at epochs 0..E",
+        ),
+    ],
+    "epoch_metrics": [
+        ("run", "VARCHAR", "run"),
+        ("dataset", "VARCHAR", "dataset"),
+        ("split", "VARCHAR", "split"),
+        ("epoch", "INTEGER", "epoch e (0 = before training)"),
+        ("acc_mean", "DOUBLE", "mean member accuracy; higher = better"),
+        ("acc_std", "DOUBLE", "population std of member accuracies"),
+        (
+            "strict_agreement",
+            "DOUBLE",
+            "#all-correct / #at-least-one-correct (Pliushch eq. 2); higher = more agreement",
+        ),
+        ("lower_bound", "DOUBLE", "1 - min(sum of member error rates, 1) (Pliushch eq. 3)"),
+        (
+            "random_agreement",
+            "DOUBLE",
+            "product of member accuracies: all-correct fraction if errors were independent",
+        ),
+        (
+            "random_agreement_normalized",
+            "DOUBLE",
+            "random_agreement on strict_agreement's union-normalised scale",
+        ),
+        (
+            "bimodality",
+            "DOUBLE",
+            "kurtosis - skewness^2 - 1 of TP-agreement over instances; lower = more bimodal",
+        ),
+        (
+            "bimodality_null",
+            "DOUBLE",
+            "the same for independent members (Poisson-binomial, analytic)",
+        ),
+        ("frac_trivial", "DOUBLE", "fraction with >= M - tol members correct"),
+        ("frac_in_between", "DOUBLE", "fraction neither trivial nor impossible"),
+        ("frac_impossible", "DOUBLE", "fraction with <= tol members correct"),
+        (
+            "correct_count_hist",
+            "BIGINT[]",
+            "instances with exactly j = 0..M members correct (list position j + 1)",
+        ),
+        (
+            "correct_count_null",
+            "DOUBLE[]",
+            "the same expected under Binomial(M, acc_mean) (Meding Fig. 3)",
+        ),
+        (
+            "flip_rate",
+            "DOUBLE",
+            "fraction of (member, instance) whose correctness changed since e - 1; NULL at 0",
+        ),
+        (
+            "label_change_rate",
+            "DOUBLE",
+            "fraction of (member, instance) whose prediction changed since e - 1",
+        ),
+        ("acc_by_member", "DOUBLE[]", "accuracy of each member (list position m + 1)"),
+        ("tol", "INTEGER", "split tolerance of the frac_ columns"),
+    ],
+    "error_consistency": [
+        ("run", "VARCHAR", "run"),
+        ("split", "VARCHAR", "split"),
+        ("epoch", "INTEGER", "epoch"),
+        (
+            "subset",
+            "VARCHAR",
+            "'all' instances or 'in-between' ones only (by the split at epoch E)",
+        ),
+        ("member_i", "INTEGER", "first member of the pair"),
+        ("member_j", "INTEGER", "second member (> member_i)"),
+        ("n", "BIGINT", "instances in the subset"),
+        ("c_obs", "DOUBLE", "fraction where both are right or both wrong"),
+        ("c_exp", "DOUBLE", "that fraction expected from their accuracies alone"),
+        (
+            "kappa",
+            "DOUBLE",
+            "(c_obs - c_exp) / (1 - c_exp), 1 when c_obs = 1; higher = errors on the same instances",
+        ),
+    ],
+    "ensemble_comparison": [
+        ("run_a", "VARCHAR", "first ensemble's run"),
+        ("members_a", "INTEGER[]", "its members"),
+        ("run_b", "VARCHAR", "second ensemble's run"),
+        ("members_b", "INTEGER[]", "its members"),
+        ("split", "VARCHAR", "split"),
+        (
+            "kind",
+            "VARCHAR",
+            "'accessibility' (correlation row) or 'matched-epoch' (Hacohen Fig. 8a row)",
+        ),
+        ("n", "BIGINT", "instances compared"),
+        ("pearson_r", "DOUBLE", "Pearson r of the two accessibilities"),
+        ("pearson_p", "DOUBLE", "its two-tailed p-value"),
+        ("spearman_rho", "DOUBLE", "Spearman rho of the two accessibilities"),
+        ("spearman_p", "DOUBLE", "its two-tailed p-value"),
+        ("epoch_a", "INTEGER", "matched-epoch rows: epoch of a"),
+        ("epoch_b", "INTEGER", "epoch of b whose majority-vote accuracy is within 1 % of a's"),
+        ("acc_a", "DOUBLE", "majority-vote accuracy of a at epoch_a"),
+        ("acc_b", "DOUBLE", "majority-vote accuracy of b at epoch_b"),
+        ("both_correct", "BIGINT", "instances both majority votes get right"),
+        ("only_a", "BIGINT", "instances only a gets right"),
+        ("only_b", "BIGINT", "instances only b gets right"),
+    ],
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -106,10 +276,17 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "instances": ("dataset", "split", "idx"),
     "runs": ("run",),
     "members": ("run", "member"),
+    "instance_scores": ("run", "split", "idx"),
+    "epoch_metrics": ("run", "split", "epoch"),
 }
 
-# views: name -> (SQL, meaning); created after the tables they read exist
-VIEWS: dict[str, tuple[str, str]] = {}
+VIEWS = {
+    "difficulty": "instances joined with instance_scores (one row per run and instance) and, when computed, image_stats",
+    "trivial": "rows of difficulty with ddd = 'trivial'",
+    "in_between": "rows of difficulty with ddd = 'in-between'",
+    "impossible": "rows of difficulty with ddd = 'impossible'",
+    "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin",
+}
 
 
 def git_revision() -> str | None:
@@ -144,11 +321,46 @@ def create_statements() -> list[str]:
     return stmts
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+def _tables(con) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+
+def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
+    """(Re)create the views; `difficulty` joins image_stats only once that table exists."""
+    stats = "image_stats" in _tables(con)
+    con.execute(
+        "CREATE OR REPLACE VIEW difficulty AS SELECT i.dataset, i.split, i.idx, i.label, i.true_label, i.class_name, "
+        "i.source, i.height, i.width, i.channels, s.* EXCLUDE (dataset, split, idx, label)"
+        + (", st.* EXCLUDE (dataset, split, idx)" if stats else "")
+        + " FROM instance_scores s JOIN instances i USING (dataset, split, idx)"
+        + (" LEFT JOIN image_stats st USING (dataset, split, idx)" if stats else "")
+    )
+    for view, value in (
+        ("trivial", "trivial"),
+        ("in_between", "in-between"),
+        ("impossible", "impossible"),
+    ):
+        con.execute(
+            f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM difficulty WHERE ddd = '{value}'"
+        )
+    shards = list((ws.root / "runs").glob("*/predictions/*/*/*/*/part.parquet"))
+    if shards:
+        pattern = str(ws.root / "runs") + "/*/predictions/*/*/*/*/part.parquet"
+        con.execute(
+            "CREATE OR REPLACE VIEW predictions AS SELECT regexp_extract(filename, '/runs/([^/]+)/predictions/', 1) "
+            "AS run, pass, split, CAST(member AS INTEGER) AS member, CAST(epoch AS INTEGER) AS epoch, idx, pred, "
+            f"p_true, margin FROM read_parquet('{pattern}', hive_partitioning = true, filename = true)"
+        )
+    for view, meaning in VIEWS.items():
+        if view != "predictions" or shards:
+            con.execute(f"COMMENT ON VIEW {view} IS '{meaning.replace(chr(39), chr(39) * 2)}'")
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, ws: Workspace | None = None) -> None:
     for stmt in create_statements():
         con.execute(stmt)
-    for name, (sql, _) in VIEWS.items():
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    if ws is not None:
+        refresh_views(con, ws)
 
 
 @contextmanager
@@ -163,7 +375,7 @@ def write(ws: Workspace):
             "close the app or other curate commands using it and retry"
         ) from None
     try:
-        ensure_schema(con)
+        ensure_schema(con, ws)
         con.execute("BEGIN TRANSACTION")
         try:
             yield con

@@ -137,4 +137,3 @@ class FusedEnsemble(nn.Module):
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """Every member on the same batch x: (B, C, H, W) -> (B, M, K)."""
         return self(x.unsqueeze(0).expand(self.m, *x.shape))
-

@@ -1,0 +1,36 @@
+"""The short summary `make scores` and `curate score` print."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from curate.workspace import Workspace
+
+
+def print_summary(ws: Workspace, run: str, summary: dict) -> None:
+    for split, s in summary.items():
+        accs = np.array(s["acc_by_member"])
+        bim, null = np.array(s["bimodality"], float), np.array(s["bimodality_null"], float)
+        e_star = int(np.nanargmin(bim[1:])) + 1 if np.isfinite(bim[1:]).any() else len(bim) - 1
+        print(f"\n{run} / {split}: {s['instances']} instances, {s['members']} members")
+        print(
+            f"  accuracy per member at the last epoch: {' '.join(f'{a:.3f}' for a in accs)}"
+            f"  (mean {accs.mean():.3f})"
+        )
+        print(
+            f"  strict agreement {s['strict_agreement']:.3f}  vs  random (independent errors) "
+            f"{s['random_agreement_normalized']:.3f}  vs  lower bound {s['lower_bound']:.3f}"
+        )
+        print(
+            f"  bimodality {bim[-1]:.3f} vs null {null[-1]:.3f} at the last epoch; most bimodal at epoch {e_star}: "
+            f"{bim[e_star]:.3f} vs null {null[e_star]:.3f}  (lower = more bimodal)"
+        )
+        print(
+            f"  trivial {s['frac_trivial']:.1%}  in-between {s['frac_in_between']:.1%}  "
+            f"impossible {s['frac_impossible']:.1%}"
+        )
+    print(f"\ncatalog: {ws.catalog}")
+    print(
+        f"  try: curate query \"SELECT ddd, count(*) FROM difficulty WHERE run = '{run}' GROUP BY ddd\" "
+        f"--workspace {ws.root}"
+    )
