@@ -89,8 +89,13 @@ def _train_recipe(args: argparse.Namespace):
         ("device", "device"),
         ("strategy", "strategy"),
         ("seed", "seed"),
+        ("curriculum", "curriculum"),
     ):
         value = getattr(args, flag)
+        if flag == "curriculum" and value:
+            from pathlib import Path
+
+            value = str(Path(value).absolute())
         if value is not None:
             over.append(
                 f"train.{key}={value!r}" if isinstance(value, str) else f"train.{key}={value}"
@@ -125,6 +130,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         dest="run",
         help="run name (default: the recipe's name); under torchrun write --run-name",
     )
+    p.add_argument(
+        "--curriculum", help="train with an ordering exported by `curate curriculum` (.npy or .csv)"
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -149,6 +157,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"== ingest {recipe.dataset.format} into {ws.root}")
     res = ingest(recipe.dataset, ws, force=False)
     print(f"{res.dataset}: {res.status} ({', '.join(f'{k} {v}' for k, v in res.counts.items())})")
+    if recipe.score.stats:
+        from curate.stats.compute import compute_stats
+
+        print(f"== image statistics of {res.dataset}")
+        compute_stats(res.dataset, ws)
     print(
         f"== train {recipe.name}: {recipe.train.members} x {recipe.train.arch}, {recipe.train.epochs} epochs"
     )
@@ -157,6 +170,67 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"== score {run}")
     summary = score_run(ws, run, tol=recipe.score.tol, compare=list(recipe.score.compare_runs))
     print_summary(ws, run, summary)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from curate.stats.compute import compute_stats, format_reference, reference
+    from curate.stats.correlate import compute_correlations
+
+    ws = Workspace.resolve(args.workspace)
+    if args.reference:
+        ref = reference(ws, args.dataset)
+        if args.out:
+            import json
+            from pathlib import Path
+
+            from curate.workspace import atomic_path
+
+            with atomic_path(Path(args.out)) as tmp:
+                tmp.write_text(json.dumps(ref, indent=1))
+            print(f"wrote histogram data of {len(ref)} dataset(s) to {args.out}")
+        else:
+            print(format_reference(ref))
+        return 0
+    if not args.dataset:
+        raise CurateError("name the dataset: curate stats DATASET (or --reference)")
+    n = compute_stats(args.dataset, ws, workers=args.workers)
+    rows = compute_correlations(ws, args.dataset)
+    print(
+        f"{args.dataset}: statistics of {n} images in image_stats"
+        + (f"; {rows} correlations" if rows else "")
+    )
+    return 0
+
+
+def cmd_curriculum(args: argparse.Namespace) -> int:
+    from curate.curriculum import export_curriculum
+
+    ws = Workspace.resolve(args.workspace)
+    mode = "anti" if args.anti else "random" if args.random else "curriculum"
+    params = {}
+    for key in ("a", "b", "c", "inc", "step"):
+        value = getattr(args, f"pacing_{key}")
+        if value is not None:
+            params[key] = value
+    side = export_curriculum(
+        ws,
+        args.run,
+        args.out,
+        args.score,
+        args.pacing,
+        mode,
+        args.balanced,
+        args.where,
+        args.seed,
+        args.direction,
+        params,
+    )
+    print(
+        f"{mode} ordering of {side['n']} instances by {side['score']} "
+        f"({'higher' if side['higher_is_easier'] else 'lower'} = easier), pacing {side['pacing']}: "
+        f"{args.out} (.csv, .parquet, .npy, .json)"
+    )
     return 0
 
 
@@ -225,7 +299,62 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("run", help="every stage of a recipe: ingest, train, score, summary")
+    p = sub.add_parser(
+        "stats", help="image statistics of every instance, and their correlation with agreement"
+    )
+    p.add_argument("dataset", nargs="?", help="an ingested dataset")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    p.add_argument(
+        "--reference", action="store_true", help="print each statistic's distribution per dataset"
+    )
+    p.add_argument("--out", help="with --reference: write the histogram data as JSON here")
+    _add_common(p)
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("curriculum", help="export an easy-to-hard ordering and its pacing")
+    p.add_argument("run", help="a scored run")
+    p.add_argument(
+        "--score", default="accessibility", help="any numeric column of the difficulty view"
+    )
+    p.add_argument(
+        "--direction",
+        choices=["auto", "higher", "lower"],
+        default="auto",
+        help="which score values are easy (auto: accessibility-like higher, complexity-like lower)",
+    )
+    p.add_argument(
+        "--pacing",
+        default="fixed-exp",
+        help="fixed-exp, linear, quad, root, step, exp, log or none",
+    )
+    for key, typ, help_ in (
+        ("a", float, "Wu et al.: fraction of the steps to reach all data"),
+        ("b", float, "initial fraction (Wu) or starting fraction (fixed-exp)"),
+        ("c", float, "exp/log steepness"),
+        ("inc", float, "fixed-exp growth factor"),
+        ("step", int, "fixed-exp: batches between increases"),
+    ):
+        p.add_argument(f"--pacing-{key}", type=typ, help=help_)
+    p.add_argument(
+        "--balanced", action="store_true", help="interleave classes (Hacohen & Weinshall)"
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--anti", action="store_true", help="hard first")
+    g.add_argument("--random", action="store_true", help="a seeded random ordering (same pacing)")
+    p.add_argument(
+        "--where",
+        help="SQL filter on the difficulty view restricting the pool, e.g. \"ddd <> 'impossible'\"",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output path; .csv, .parquet, .npy and .json are written beside it",
+    )
+    _add_common(p)
+    p.set_defaults(func=cmd_curriculum)
+
+    p = sub.add_parser("run", help="every stage of a recipe: ingest, stats, train, score, summary")
     p.add_argument(
         "recipe", nargs="?", default="digits", help="a recipe in pipelines/ or a .toml path"
     )

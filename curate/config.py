@@ -75,6 +75,7 @@ class TrainConfig:
     strategy: str = "auto"  # auto | separate | fused
     optimizer: str = "sgd"  # sgd | adam
     lr: float = 0.05
+    lr_min: float = 0.0  # cosine: the rate reached at the end (Pliushch: 5e-4)
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
@@ -94,13 +95,16 @@ class TrainConfig:
     dropout: bool = (
         True  # the architecture's dropout layers (Hacohen removed them for random labels)
     )
+    curriculum: str = (
+        ""  # an ordering from `curate curriculum` (.npy/.csv beside its .json): paced batches
+    )
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
     tol: int = 0  # ddd split tolerance: 0 = Meding's strict split, 1 = "all except one"
-    passes: tuple[str, ...] = ("eval",)
     compare_runs: tuple[str, ...] = ()
+    stats: bool = True  # `curate run` computes image statistics before training
 
 
 @dataclass(frozen=True)

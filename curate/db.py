@@ -269,15 +269,81 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("only_a", "BIGINT", "instances only a gets right"),
         ("only_b", "BIGINT", "instances only b gets right"),
     ],
+    "image_stats": [
+        ("dataset", "VARCHAR", "dataset"),
+        ("split", "VARCHAR", "split"),
+        ("idx", "INTEGER", "instance id"),
+        (
+            "segment_count",
+            "BIGINT",
+            "regions of Felzenszwalb segmentation (scale 500, sigma 0.5, min size 20); higher = more cluttered",
+        ),
+        (
+            "mean_local_entropy",
+            "DOUBLE",
+            "mean Shannon entropy (bits) of the grey values in every 10x10 window; NULL below 10x10; higher = more texture",
+        ),
+        (
+            "dct_pct",
+            "DOUBLE",
+            "percent of orthonormal DCT-II coefficients needed for 99.98 % of the norm; higher = more high-frequency content",
+        ),
+        (
+            "edge_strength_sobel",
+            "DOUBLE",
+            "sum of Sobel gradient magnitudes of grey / 255; higher = more or stronger edges",
+        ),
+        ("mean_grey", "DOUBLE", "mean grey level, 0..255"),
+        ("rms_contrast", "DOUBLE", "standard deviation of grey / 255"),
+        ("colourfulness", "DOUBLE", "Hasler and Suesstrunk colourfulness; 0 for grey images"),
+        (
+            "jpeg_bytes",
+            "BIGINT",
+            "bytes of the image as JPEG at quality 90: compression-based complexity",
+        ),
+        ("jpeg_bits_per_pixel", "DOUBLE", "jpeg_bytes * 8 / (height * width)"),
+        ("stats_note", "VARCHAR", "why a statistic is missing, when one is"),
+    ],
+    "correlations": [
+        ("run", "VARCHAR", "run"),
+        ("dataset", "VARCHAR", "dataset"),
+        ("split", "VARCHAR", "split"),
+        ("statistic", "VARCHAR", "image statistic (a column of image_stats)"),
+        (
+            "kind",
+            "VARCHAR",
+            "'strict_agreement~mean_over_agreed' (Pearson over epochs, Pliushch) or 'accessibility~statistic (spearman)' (over instances)",
+        ),
+        ("r", "DOUBLE", "Pearson r, or Spearman rho"),
+        ("p", "DOUBLE", "two-tailed p-value"),
+        ("n", "BIGINT", "epochs or instances used"),
+        ("epochs", "INTEGER[]", "the epochs used: e > 5 with strict agreement >= 0.20"),
+        ("not_significant", "BOOLEAN", "p >= 0.001 (or too few points)"),
+    ],
+    "category_agreement": [
+        ("run", "VARCHAR", "run"),
+        ("split", "VARCHAR", "split"),
+        ("attribute", "VARCHAR", "categorical attribute, e.g. class_name"),
+        ("category", "VARCHAR", "its value"),
+        ("epoch", "INTEGER", "epoch"),
+        ("n", "BIGINT", "instances in the category"),
+        (
+            "frac_strict",
+            "DOUBLE",
+            "fraction of them every member gets right at the epoch; higher = learned earlier",
+        ),
+    ],
 }
 
+# instance_scores has no declared key (run, split, idx): an index over a million rows costs more than
+# it checks, and score writes each run's rows whole, in one transaction
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "datasets": ("dataset",),
     "instances": ("dataset", "split", "idx"),
     "runs": ("run",),
     "members": ("run", "member"),
-    "instance_scores": ("run", "split", "idx"),
     "epoch_metrics": ("run", "split", "epoch"),
+    "image_stats": ("dataset", "split", "idx"),
 }
 
 VIEWS = {
@@ -327,7 +393,9 @@ def _tables(con) -> set[str]:
 
 def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
     """(Re)create the views; `difficulty` joins image_stats only once that table exists."""
-    stats = "image_stats" in _tables(con)
+    stats = "image_stats" in _tables(
+        con
+    )  # created with the schema; kept for catalogs of older versions
     con.execute(
         "CREATE OR REPLACE VIEW difficulty AS SELECT i.dataset, i.split, i.idx, i.label, i.true_label, i.class_name, "
         "i.source, i.height, i.width, i.channels, s.* EXCLUDE (dataset, split, idx, label)"

@@ -24,6 +24,9 @@ from pathlib import Path
 class Workspace:
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().absolute())
+
     @classmethod
     def resolve(cls, path: str | os.PathLike | None = None) -> Workspace:
         root = Path(path or os.environ.get("CURATE_WORKSPACE") or "workspace")

@@ -377,3 +377,49 @@ def test_recipes_in_pipelines_load():
     assert "digits" in names
     for n in names:
         load_recipe(n)
+
+
+def test_jpeg_dataset_streams_from_ffcv_member_by_member(tmp_path):
+    """Large-image datasets are not held in memory: each member reads its own ffcv loader."""
+    from test_ingest import _imagenet_tree
+
+    _imagenet_tree(tmp_path / "ILSVRC", flat_val=True)
+    ws = tmp_path / "ws"
+    over = [
+        "--set",
+        "dataset.source=" + repr(str(tmp_path / "ILSVRC")).replace("'", '"'),
+        "--set",
+        "loader.crop_size=16",
+        "--set",
+        "loader.batch_size=2",
+        "--set",
+        "loader.flip=true",
+    ]
+    assert main(["ingest", "imagenet", "--workspace", str(ws), *over]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "imagenet-mini",
+                "--workspace",
+                str(ws),
+                "--run",
+                "jpeg",
+                "--arch",
+                "mlp",
+                "--members",
+                "2",
+                "--epochs",
+                "2",
+                *over,
+            ]
+        )
+        == 0
+    )
+    log = read_log(ws / "runs" / "jpeg")
+    assert len(log) == 2 * 3 * 2  # members x epochs 0..2 x splits (train, val)
+    assert sorted(log[("val", "1", "2")]["idx"]) == [0, 1, 2, 3]
+    import duckdb
+
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    assert con.execute("SELECT strategy FROM runs WHERE run = 'jpeg'").fetchall() == [("separate",)]

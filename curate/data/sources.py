@@ -265,7 +265,7 @@ def _find_idx(root: Path, stem: str, fmt: str) -> Path:
 def _read_idx_dataset(
     cfg: DatasetConfig, ws: Workspace, fmt: str, classes: list[str]
 ) -> SourceData:
-    if cfg.download:
+    if cfg.download and not cfg.source:
         import torchvision
 
         root = ws.sources_dir() / fmt
@@ -371,7 +371,7 @@ def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
 def _read_cifar(cfg: DatasetConfig, ws: Workspace, fmt: str) -> SourceData:
     c10 = fmt == "cifar10"
     folder = "cifar-10-batches-py" if c10 else "cifar-100-python"
-    if cfg.download:
+    if cfg.download and not cfg.source:
         import torchvision
 
         root = ws.sources_dir() / fmt

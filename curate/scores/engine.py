@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from curate.errors import CurateError
 from curate.scores import definitions as d
+from curate.scores.kernels import BLOCK, epoch_pass, member_timelines
 from curate.train import predlog
 
 
@@ -67,9 +68,10 @@ def log_layout(run_dir: Path, split: str) -> tuple[list[int], int]:
     return members, last
 
 
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    t = pq.read_table(path, columns=["idx", "pred", "p_true"])
-    return (t.column("idx").to_numpy(), t.column("pred").to_numpy(), t.column("p_true").to_numpy())
+def _read(path: Path, with_idx: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    t = pq.read_table(path, columns=(["idx"] if with_idx else []) + ["pred", "p_true"])
+    idx = t.column("idx").to_numpy() if with_idx else None
+    return idx, t.column("pred").to_numpy(), t.column("p_true").to_numpy()
 
 
 def score_split(
@@ -96,12 +98,15 @@ def score_split(
     pool = ThreadPoolExecutor(threads)
 
     def read_epoch(e):
-        parts = list(pool.map(_read, [path(m, e) for m in members]))
-        return parts
+        """Futures of one epoch's shards; member 0's brings idx, the others are checked by length."""
+        return [pool.submit(_read, path(m, e), j == 0) for j, m in enumerate(members)]
+
+    def collect(futures):
+        return [f.result() for f in futures]
 
     cat_idx, cat_lab = labels_by_idx
     order = np.argsort(cat_idx)
-    last_parts = read_epoch(last)
+    last_parts = collect(read_epoch(last))
     idx = last_parts[0][0].astype(np.int64)
     pos = np.searchsorted(cat_idx, idx, sorter=order)
     if np.any(pos >= len(cat_idx)) or not np.array_equal(
@@ -118,8 +123,8 @@ def score_split(
     n_mid = int(mid.sum())
 
     cube = np.empty((m_count, t_count, n), bool)  # c[m, e, n]
-    counts = np.empty((t_count, n), np.uint16)
-    agree = np.empty((t_count, n), np.uint16)
+    counts = np.empty((t_count, n), np.uint8 if m_count < 256 else np.uint16)
+    agree = np.empty_like(counts)
     hist = np.zeros((t_count, m_count + 1), np.int64)
     flips = np.zeros(t_count, np.int64)
     changes = np.zeros(t_count, np.int64)
@@ -128,54 +133,77 @@ def score_split(
     pair_all = np.zeros((t_count, m_count, m_count), np.int64)
     pair_mid = np.zeros((t_count, m_count, m_count), np.int64)
     correct_mid = np.zeros((m_count, t_count), np.int64)
-    groups = groups or {}
+    correct_all = np.zeros((m_count, t_count), np.int64)
+    groups = dict(groups or {})
     member_pos = {m: i for i, m in enumerate(members)}
-    group_rows = {g: [member_pos[m] for m in ms] for g, ms in groups.items()}
-    group_correct = {g: np.empty((t_count, n), bool) for g in groups}
-    prev_c = prev_pred = None
+    group_names = list(groups)
+    cols = np.zeros((1 + len(group_names), m_count), np.int64)  # kernel groups: 0 = every member
+    sizes = np.zeros(1 + len(group_names), np.int64)
+    cols[0], sizes[0] = np.arange(m_count), m_count
+    for gi, g in enumerate(group_names, 1):
+        pos_g = [member_pos[m] for m in groups[g]]
+        cols[gi, : len(pos_g)], sizes[gi] = pos_g, len(pos_g)
+    group_ok = np.empty((len(cols), t_count, n), bool)  # majority vote right, per group and epoch
+    group_hits = np.zeros((len(cols), n), np.int64)  # members of the group right, summed over 1..E
+    y32 = y.astype(np.int32)
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    fl, ch = np.zeros(n_blocks, np.int64), np.zeros(n_blocks, np.int64)
+    prev_pred = np.zeros((m_count, n), np.int16)
+    ahead = read_epoch(epochs[0]) if epochs[0] != last else None
     for t, e in enumerate(epochs):
-        parts = last_parts if e == last else read_epoch(e)
-        for p in parts:
-            if len(p[0]) != n or not np.array_equal(p[0], idx):
-                raise CurateError(
-                    f"shards of split {split!r} epoch {e} list different instances; the log is damaged"
-                )
-        pred = np.stack([p[1] for p in parts])
-        c = pred == y
-        cube[:, t] = c
-        k = c.sum(axis=0)
-        counts[t] = k
-        agree[t] = d.agreement_counts(pred)
-        hist[t] = np.bincount(k, minlength=m_count + 1)
-        if prev_c is not None:
-            flips[t] = np.count_nonzero(c != prev_c)
-            changes[t] = np.count_nonzero(pred != prev_pred)
-        prev_c, prev_pred = c, pred
-        if e >= 1:
-            p_true = np.stack([p[2] for p in parts]).astype(np.float64)
-            psum += p_true
-            psq += p_true * p_true
+        parts = last_parts if e == last else collect(ahead)
+        nxt = epochs[t + 1] if t + 1 < t_count else None
+        ahead = read_epoch(nxt) if nxt is not None and nxt != last else None  # read while computing
+        if not np.array_equal(parts[0][0], idx) or any(len(p[1]) != n for p in parts):
+            raise CurateError(
+                f"shards of split {split!r} epoch {e} list different instances; the log is damaged"
+            )
+        pred = np.stack([p[1] for p in parts]).astype(np.int16, copy=False)
+        p_true = np.stack([p[2] for p in parts]) if e >= 1 else pred  # unused at epoch 0
+        # c, correct counts, Agreement, majority votes, flips and p_true sums in one compiled pass
+        epoch_pass(
+            pred,
+            y32,
+            prev_pred,
+            t > 0,
+            p_true,
+            e >= 1,
+            cols,
+            sizes,
+            cube[:, t],
+            counts[t],
+            agree[t],
+            group_ok[:, t],
+            group_hits,
+            psum,
+            psq,
+            fl,
+            ch,
+        )
+        flips[t], changes[t] = fl.sum(), ch.sum()
+        prev_pred = pred
+        c = cube[:, t]
+        hist[t] = np.bincount(counts[t], minlength=m_count + 1)
+        correct_all[:, t] = np.count_nonzero(c, axis=1)
         pair_all[t] = d.pair_agreement_counts(c)
         if n_mid:
-            pair_mid[t] = d.pair_agreement_counts(c[:, mid])
-            correct_mid[:, t] = c[:, mid].sum(axis=1)
-        for g, rows in group_rows.items():
-            group_correct[g][t] = d.majority_vote(pred[rows]) == y
+            cm = c[:, mid]
+            pair_mid[t] = d.pair_agreement_counts(cm)
+            correct_mid[:, t] = cm.sum(axis=1)
         if progress is not None:
             progress.update(1)
     pool.shutdown()
 
-    # per instance, in chunks of instances
-    names = ("accessibility", "learned_epoch", "first_learned", "forgetting_events")
-    inst = {k: np.empty(n) for k in names}
-    inst["never_learned"] = np.empty(n, bool)
-    for s in range(0, n, chunk):
-        cc = cube[:, :, s : s + chunk]
-        inst["accessibility"][s : s + chunk] = d.accessibility(cc)
-        inst["learned_epoch"][s : s + chunk] = d.learned_epoch(cc)
-        inst["first_learned"][s : s + chunk] = d.first_learned(cc)
-        inst["forgetting_events"][s : s + chunk] = d.forgetting_events(cc)
-        inst["never_learned"][s : s + chunk] = d.never_learned(cc)
+    # per instance: member timelines in one compiled pass over the cube, then medians over members
+    learned, first = np.empty((m_count, n)), np.empty((m_count, n))
+    forget = np.empty((m_count, n), np.int32)
+    member_timelines(cube, learned, first, forget)
+    inst = {"learned_epoch": d._median_or_nan(learned), "first_learned": d._median_or_nan(first)}
+    inst["never_learned"] = ~(group_hits[0] > 0)  # = d.never_learned(cube)
+    inst["forgetting_events"] = np.where(
+        inst["never_learned"], np.nan, forget.sum(axis=0)
+    )  # = d.forgetting_events
+    inst["accessibility"] = counts[1:].mean(axis=0) / m_count  # = d.accessibility(cube)
     e_count = last  # epochs 1..E
     mean_p = psum / e_count
     inst["confidence"] = mean_p.mean(axis=0)  # = d.confidence(p_true), from running sums
@@ -188,10 +216,9 @@ def score_split(
     inst["strict_final"] = counts[-1] == m_count
     inst["agreement_final"] = agree[-1] / m_count
 
-    em = d.epoch_metrics_from_stats(hist, cube.sum(axis=2).astype(np.int64), flips, changes, n, tol)
+    em = d.epoch_metrics_from_stats(hist, correct_all, flips, changes, n, tol)
     em["epoch"] = np.array(epochs)
 
-    correct_all = cube.sum(axis=2)
     rows = []
     iu, ju = np.triu_indices(m_count, 1)
     for subset, pairs, correct, size in (
@@ -206,7 +233,10 @@ def score_split(
                 (e, subset, members[i], members[j], size, float(a), float(b), float(c))
                 for i, j, a, b, c in zip(iu, ju, k["c_obs"], k["c_exp"], k["kappa"], strict=True)
             ]
-    group_access = {g: d.accessibility(cube[r]) for g, r in group_rows.items()}
+    group_access = {
+        g: group_hits[gi] / (sizes[gi] * e_count) for gi, g in enumerate(group_names, 1)
+    }
+    group_correct = {g: group_ok[gi] for gi, g in enumerate(group_names, 1)}
     return SplitScores(
         split, members, idx, y, inst, counts, agree, em, rows, group_correct, group_access
     )

@@ -254,6 +254,9 @@ def score_run(
         cols = [c for c, _, _ in db.SCHEMA["ensemble_comparison"]]
         comp = pd.DataFrame(comparisons).reindex(columns=cols)  # noqa: F841
         con.execute("INSERT INTO ensemble_comparison SELECT * FROM comp")
+    from curate.stats.correlate import compute_correlations
+
+    compute_correlations(ws, info.dataset)  # when image statistics exist
     return {sc.split: summarize(sc) for sc in results}
 
 

@@ -240,30 +240,83 @@ def _in_memory_eval_batches(split: InMemorySplit, batch: int):
         )
 
 
+@dataclass
+class Paced:
+    """A curriculum: positions in the train split (easiest first) and the pacing g(step)."""
+
+    order: np.ndarray
+    pacing: object
+
+
+def load_paced(path: str, split_idx: np.ndarray, steps_per_epoch: int, epochs: int) -> Paced:
+    """Read an exported ordering and its sidecar; map its idx to row positions of the train split."""
+    from curate.curriculum import load_ordering, load_sidecar, pacing_function
+
+    idx = load_ordering(path)
+    side = load_sidecar(path if Path(path).suffix else Path(path).with_suffix(".npy"))
+    pos = np.searchsorted(split_idx, idx)
+    if np.any(pos >= len(split_idx)) or not np.array_equal(
+        split_idx[np.minimum(pos, len(split_idx) - 1)], idx
+    ):
+        raise CurateError(
+            f"curriculum {path} names instances this dataset's train split does not have; "
+            "export it from a run on the same dataset"
+        )
+    pacing = pacing_function(
+        side["pacing"], len(idx), steps_per_epoch * epochs, **side.get("pacing_params", {})
+    )
+    return Paced(pos, pacing)
+
+
 def _in_memory_train_batches(
-    split: InMemorySplit, members: list[int], seeds: dict, epoch: int, recipe: Recipe
+    split: InMemorySplit,
+    members: list[int],
+    seeds: dict,
+    epoch: int,
+    recipe: Recipe,
+    paced: Paced | None = None,
 ):
-    """Member m's batches of epoch e (1-based): its own permutation and augmentation draws."""
+    """Member m's batches of epoch e (1-based): its own permutation (or curriculum draws) and augmentation."""
+    from curate.curriculum import curriculum_batch
+
     b = recipe.loader.batch_size
     n = len(split)
     steps = n // b
-    perms = [
-        torch.from_numpy(np.random.default_rng(seeds[m]["order"] + epoch - 1).permutation(n)).to(
-            split.x.device
-        )
-        for m in members
-    ]
+    if paced is None:
+        perms = [
+            np.random.default_rng(seeds[m]["order"] + epoch - 1).permutation(n) for m in members
+        ]
     gens = [torch.Generator().manual_seed(seeds[m]["aug"] * 1_000_003 + epoch - 1) for m in members]
     flip, tr = recipe.loader.flip, recipe.loader.translate
     for t in range(steps):
         xs, ys, ids = [], [], []
-        for p, g in zip(perms, gens, strict=True):
-            rows = p[t * b : (t + 1) * b]
+        for j, (m, g) in enumerate(zip(members, gens, strict=True)):
+            if paced is None:
+                rows = perms[j][t * b : (t + 1) * b]
+            else:  # drawn from the g(step) easiest, seeded per member and step
+                rows = curriculum_batch(
+                    paced.order, (epoch - 1) * steps + t, b, paced.pacing, seeds[m]["order"]
+                )
+            rows = torch.from_numpy(rows).to(split.x.device)
             x = augment(split.x[rows], g, flip, tr)
             xs.append(normalize(x, split.mean, split.std))
             ys.append(split.y[rows])
             ids.append(split.idx[rows])
         yield torch.stack(xs), torch.stack(ys), torch.stack(ids)
+
+
+def _split_idx(ws: Workspace, dataset: str, split: str) -> np.ndarray:
+    from curate import db
+
+    con = db.read(ws)
+    try:
+        rows = con.execute(
+            "SELECT idx FROM instances WHERE dataset = ? AND split = ? ORDER BY idx",
+            [dataset, split],
+        ).fetchall()
+    finally:
+        con.close()
+    return np.array([r[0] for r in rows], np.int64)
 
 
 def _stream_train_batches(loader, epoch: int):
@@ -357,6 +410,12 @@ def train(recipe: Recipe, ws: Workspace, run: str | None = None, quiet: bool = F
             "training instances; lower it"
         )
 
+    paced = None
+    if t.curriculum and todo:
+        split_idx = (
+            data["train"].idx.cpu().numpy() if in_memory else _split_idx(ws, dataset, "train")
+        )
+        paced = load_paced(t.curriculum, split_idx, steps, t.epochs)
     units = _build_units(recipe, info, in_shape, todo, strategy == "fused") if todo else []
     total = sum(
         (t.epochs - max(0, predlog.last_done_epoch(run_dir, u.members[0]))) * steps for u in units
@@ -381,6 +440,7 @@ def train(recipe: Recipe, ws: Workspace, run: str | None = None, quiet: bool = F
             device,
             autocast,
             bar,
+            paced,
         )
     bar.close()
     if world > 1:
@@ -404,6 +464,7 @@ def _train_unit(
     device,
     autocast,
     bar,
+    paced: Paced | None = None,
 ) -> None:
     t = recipe.train
     model = unit.model.to(device)
@@ -426,6 +487,13 @@ def _train_unit(
             seed=seeds[unit.members[0]]["order"],
             device=device,
         )
+        if paced is not None:
+            from curate.curriculum import ffcv_order
+
+            inner = train_loader.loader
+            inner.traversal_order = ffcv_order(
+                paced.order, recipe.loader.batch_size, paced.pacing, seeds[unit.members[0]]["order"]
+            )(inner)
         eval_loaders = {
             s: make_loader(info.name, s, "eval", ws, recipe.loader, device=device) for s in splits
         }
@@ -475,7 +543,7 @@ def _train_unit(
         torch.manual_seed(seeds[unit.members[0]]["dropout"] + epoch)  # dropout draws, per epoch
         model.train()
         batches = (
-            _in_memory_train_batches(data["train"], unit.members, seeds, epoch, recipe)
+            _in_memory_train_batches(data["train"], unit.members, seeds, epoch, recipe, paced)
             if data is not None
             else _stream_train_batches(train_loader, epoch)
         )

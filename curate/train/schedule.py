@@ -1,7 +1,7 @@
 """Optimisers and learning-rate schedules the papers used, as per-step factors of the base rate.
 
 | schedule | factor at step t of T (epoch = t / steps_per_epoch)       | used by                  |
-| cosine   | 0.5 (1 + cos(pi t / T)), after optional linear warm-up    | Pliushch (CIFAR)         |
+| cosine   | f + (1 - f) 0.5 (1 + cos(pi t / T)), f = lr_min / lr      | Pliushch (CIFAR)         |
 | step     | gamma ^ floor(epoch / step_size)                          | Meding ResNet-18, Pascal |
 | stvgg    | 1.8 ^ -floor(epoch / 20)                                  | Hacohen st-VGG           |
 | onecycle | linear 1/25 -> 1 over 30 % of T, then cosine to 1/25e4    | KTH-TIPS (with Adam)     |
@@ -29,7 +29,8 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
         return (step + 1) / warm
     if cfg.schedule == "cosine":
         t = (step - warm) / max(1, total - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        floor = cfg.lr_min / cfg.lr if cfg.lr > 0 else 0.0
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
     if cfg.schedule == "step":
         return cfg.gamma ** (epoch // cfg.step_size)
     if cfg.schedule == "stvgg":

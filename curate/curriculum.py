@@ -1,0 +1,311 @@
+"""Curricula (SCIENCE.md, Curricula): orderings from easy to hard, pacing functions, and samplers that
+draw each batch uniformly from the g(t) easiest instances.
+
+Usable without the rest of curate::
+
+    from curate.curriculum import CurriculumSampler, load_ordering, pacing_function
+    order = load_ordering("digits-curriculum.npy")           # positions, easiest first
+    g = pacing_function("fixed-exp", n=len(order), total_steps=1000)
+    sampler = CurriculumSampler(order, batch_size=64, pacing=g, total_steps=1000, seed=0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, sampler=sampler)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from curate.errors import CurateError
+
+PACINGS = ("fixed-exp", "linear", "quad", "root", "step", "exp", "log", "none")
+
+# scores where a lower value means easier (the rest: higher = easier)
+LOWER_IS_EASIER = {
+    "learned_epoch",
+    "first_learned",
+    "forgetting_events",
+    "variability",
+    "segment_count",
+    "mean_local_entropy",
+    "dct_pct",
+    "edge_strength_sobel",
+    "jpeg_bytes",
+    "jpeg_bits_per_pixel",
+    "rms_contrast",
+    "colourfulness",
+}
+
+
+# ----------------------------------------------------------------------------- pacing
+
+
+def fixed_exp(t: int, n: int, b: float = 0.04, inc: float = 1.9, step: int = 100) -> int:
+    """Hacohen & Weinshall: g(t) = min(1, b inc^floor(t / step)) N."""
+    return int(min(1.0, b * inc ** (t // step)) * n)
+
+
+def wu_pacing(
+    kind: str, t: int, n: int, total_steps: int, a: float = 0.8, b: float = 0.2, c: float = 10.0
+) -> int:
+    """Wu, Dyer & Neyshabur (2021): N_b = b N at t = 0, all N at t = a T.
+
+    linear  N_b + (N - N_b) t / (aT)          quad  N_b + (N - N_b) (t / (aT))^2
+    root    N_b + (N - N_b) sqrt(t / (aT))    step  N_b + N floor(t / (aT))
+    exp     N_b + (N - N_b) (e^(c t / (aT)) - 1) / (e^c - 1)
+    log     N_b + (N - N_b) (1 + log(t / (aT) + e^-c) / c)
+    capped at N.
+    """
+    at = a * total_steps
+    nb = b * n
+    x = t / at
+    if kind == "linear":
+        v = nb + (n - nb) * x
+    elif kind == "quad":
+        v = nb + (n - nb) * x * x
+    elif kind == "root":
+        v = nb + (n - nb) * math.sqrt(x)
+    elif kind == "step":
+        v = nb + n * math.floor(x)
+    elif kind == "exp":
+        v = nb + (n - nb) * math.expm1(min(c * x, 700)) / math.expm1(c)
+    elif kind == "log":
+        v = nb + (n - nb) * (1 + math.log(x + math.exp(-c)) / c)
+    else:
+        raise CurateError(f"unknown pacing {kind!r}; choose one of {', '.join(PACINGS)}")
+    return int(min(v, n))
+
+
+def pacing_function(kind: str, n: int, total_steps: int, **params) -> Callable[[int], int]:
+    """g(step) -> number of the easiest instances available, at least 1 and at most n.
+
+    kind : fixed-exp (params b, inc, step), linear, quad, root, step, exp, log (params a, b, c), or none.
+    """
+    if kind not in PACINGS:
+        raise CurateError(f"unknown pacing {kind!r}; choose one of {', '.join(PACINGS)}")
+    if kind == "none":
+        return lambda t: n
+    if kind == "fixed-exp":
+        return lambda t: max(1, fixed_exp(t, n, **params))
+    return lambda t: max(1, wu_pacing(kind, t, n, total_steps, **params))
+
+
+# ----------------------------------------------------------------------------- orderings
+
+
+def order_by_score(score: np.ndarray, higher_is_easier: bool = True, seed: int = 0) -> np.ndarray:
+    """Positions sorted from easy to hard; ties broken by a seeded generator. NaN scores go last."""
+    score = np.asarray(score, dtype=float)
+    key = -score if higher_is_easier else score
+    key = np.where(np.isnan(key), np.inf, key)
+    tie = np.random.default_rng(seed).permutation(len(score))
+    return np.lexsort((tie, key))
+
+
+def balance(order: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Interleave classes (Hacohen & Weinshall): group j holds every class's j-th easiest instance, the
+    groups follow one another, within a group instances keep their order. order: positions, easiest first."""
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    lab = labels[order]
+    within = np.zeros(
+        len(order), np.int64
+    )  # j: how many easier instances of the same class precede
+    for k in np.unique(lab):
+        sel = lab == k
+        within[sel] = np.arange(sel.sum())
+    return order[np.lexsort((np.arange(len(order)), within))]
+
+
+def make_ordering(
+    score: np.ndarray,
+    labels: np.ndarray,
+    mode: str = "curriculum",
+    balanced: bool = False,
+    higher_is_easier: bool = True,
+    seed: int = 0,
+) -> np.ndarray:
+    """mode: curriculum (easy first), anti (hard first) or random (a seeded permutation)."""
+    if mode == "random":
+        order = np.random.default_rng(seed).permutation(len(score))
+        return balance(order, labels) if balanced else order
+    order = order_by_score(score, higher_is_easier, seed)
+    if balanced:
+        order = balance(order, labels)
+    if mode == "anti":
+        order = order[::-1].copy()
+    elif mode != "curriculum":
+        raise CurateError(f"ordering mode {mode!r}; choose curriculum, anti or random")
+    return order
+
+
+# ----------------------------------------------------------------------------- drawing batches
+
+
+def curriculum_batch(
+    order: np.ndarray, step: int, batch_size: int, pacing: Callable[[int], int], seed: int
+) -> np.ndarray:
+    """The batch at `step`: batch_size instances drawn uniformly without replacement from the g(step)
+    easiest (with replacement when fewer than a batch are available). Depends only on (seed, step)."""
+    avail = min(len(order), pacing(step))
+    rng = np.random.default_rng([seed, step])
+    pick = rng.choice(avail, batch_size, replace=avail < batch_size)
+    return order[pick]
+
+
+class CurriculumSampler:
+    """A `torch.utils.data.Sampler` of positions: total_steps batches of batch_size, each drawn from the
+    g(step) easiest instances. Use with DataLoader(batch_size=batch_size, sampler=...). Resumable: pass
+    the step to start from."""
+
+    def __init__(
+        self,
+        order,
+        batch_size: int,
+        pacing: Callable[[int], int],
+        total_steps: int,
+        seed: int = 0,
+        start_step: int = 0,
+    ):
+        self.order = np.asarray(order)
+        self.batch_size, self.pacing, self.total_steps = batch_size, pacing, total_steps
+        self.seed, self.start_step = seed, start_step
+
+    def __len__(self) -> int:
+        return (self.total_steps - self.start_step) * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        for t in range(self.start_step, self.total_steps):
+            yield from curriculum_batch(
+                self.order, t, self.batch_size, self.pacing, self.seed
+            ).tolist()
+
+
+def ffcv_order(ordering: np.ndarray, batch_size: int, pacing: Callable[[int], int], seed: int = 0):
+    """An ffcv TraversalOrder class drawing each epoch's batches from the curriculum; install it with
+    `loader.traversal_order = ffcv_order(order, ...)(loader)` (ffcv 1.0.2 rejects classes as `order=`)."""
+    from ffcv.traversal_order.base import TraversalOrder
+
+    class CurriculumOrder(TraversalOrder):
+        def sample_order(self, epoch: int):
+            steps = len(self.indices) // batch_size
+            batches = [
+                curriculum_batch(ordering, epoch * steps + s, batch_size, pacing, seed)
+                for s in range(steps)
+            ]
+            out = np.concatenate(batches) if batches else np.empty(0, np.int64)
+            rest = np.asarray(self.indices, dtype=np.int64)[
+                : len(self.indices) - len(out)
+            ]  # never served
+            return np.concatenate([out, rest]).astype(np.int64)
+
+    return CurriculumOrder
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def load_ordering(path: str | Path) -> np.ndarray:
+    """The idx ordering of an exported curriculum (.npy, .csv or .parquet), easiest first."""
+    p = Path(path)
+    if not p.exists():
+        raise CurateError(
+            f"curriculum file {p} does not exist; export one with `curate curriculum RUN --out {p}`"
+        )
+    if p.suffix == ".npy":
+        return np.load(p)
+    import pandas as pd
+
+    df = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
+    if "idx" not in df:
+        raise CurateError(f"{p} has no idx column; it is not a curriculum exported by curate")
+    return df["idx"].to_numpy()
+
+
+def load_sidecar(path: str | Path) -> dict:
+    side = Path(path).with_suffix(".json")
+    if not side.exists():
+        raise CurateError(
+            f"{side} (the pacing parameters of {path}) is missing; export the curriculum again"
+        )
+    return json.loads(side.read_text())
+
+
+def export_curriculum(
+    ws,
+    run: str,
+    out: str | Path,
+    score: str = "accessibility",
+    pacing: str = "fixed-exp",
+    mode: str = "curriculum",
+    balanced: bool = False,
+    where: str | None = None,
+    seed: int = 0,
+    direction: str = "auto",
+    params: dict | None = None,
+) -> dict:
+    """Write <out>.csv, <out>.parquet, <out>.npy (idx, easiest first, with the score) and <out>.json
+    (pacing, its parameters, run, score, seed). Returns the sidecar."""
+    import pandas as pd
+
+    from curate.query import fetch
+    from curate.workspace import atomic_path
+
+    cols = fetch(ws, "SELECT * FROM difficulty LIMIT 0").columns
+    if score not in cols:
+        raise CurateError(
+            f"--score {score!r} is not a column of difficulty; numeric columns include: "
+            "accessibility, tpa_final, learned_epoch, confidence, dct_pct, ..."
+        )
+    pacing_function(pacing, 1, 1, **(params or {}))  # validates the name and parameters
+    sql = (
+        f"SELECT idx, label, \"{score}\" AS score FROM difficulty WHERE run = '{run.replace(chr(39), '')}' "
+        "AND split = 'train'" + (f" AND ({where})" if where else "") + " ORDER BY idx"
+    )
+    df = fetch(ws, sql)
+    if df.empty:
+        raise CurateError(
+            f"no training instances of run {run!r} match"
+            + (f" --where {where!r}" if where else "")
+            + '; check the run name (`curate query "SELECT DISTINCT run FROM difficulty"`)'
+        )
+    if not pd.api.types.is_numeric_dtype(df["score"]):
+        raise CurateError(f"--score {score!r} is not numeric")
+    higher = score not in LOWER_IS_EASIER if direction == "auto" else direction == "higher"
+    order = make_ordering(
+        df["score"].to_numpy(float), df["label"].to_numpy(), mode, balanced, higher, seed
+    )
+    ranked = df.iloc[order].reset_index(drop=True)
+    ranked.insert(0, "rank", np.arange(len(ranked)))
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".csv", ".parquet", ".npy", ".json") else out
+    sidecar = {
+        "run": run,
+        "score": score,
+        "higher_is_easier": higher,
+        "mode": mode,
+        "balanced": balanced,
+        "where": where,
+        "seed": seed,
+        "pacing": pacing,
+        "pacing_params": params or {},
+        "n": len(ranked),
+    }
+    for suffix, write in (
+        (".csv", lambda p: ranked.to_csv(p, index=False)),
+        (".parquet", lambda p: ranked.to_parquet(p, index=False)),
+        (".npy", lambda p: _save_npy(p, ranked["idx"].to_numpy(np.int64))),
+        (".json", lambda p: p.write_text(json.dumps(sidecar, indent=1))),
+    ):
+        target = stem.with_suffix(suffix)
+        with atomic_path(target, suffix) as tmp:
+            write(tmp)
+    return sidecar
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append .npy to a temporary name
+        np.save(f, array)

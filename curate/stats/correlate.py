@@ -1,0 +1,190 @@
+"""Agreement against image statistics (SCIENCE.md): the `correlations` and `category_agreement`
+tables, as Pliushch et al. analyse them.
+
+mu_f[e] = mean of statistic f over the instances every member gets right at epoch e; Pearson r
+between strict_agreement[e] and mu_f[e] over the epochs e > 5 with strict_agreement >= 0.20; p >= 0.001
+is reported as not significant. Per instance: Spearman rho between accessibility and f.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from curate import db
+from curate.workspace import Workspace
+
+MIN_EPOCH = 5  # epochs e > 5 (Pliushch et al. omit the first, noisy ones)
+MIN_STRICT = 0.20
+ALPHA = 0.001
+
+
+def strict_mean_of_stat(strict: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """mu_f[e]: mean of f (N,) over instances with strict[e, n], (T,) from strict (T, N); NaN when none."""
+    ok = ~np.isnan(f)
+    s = strict & ok[None, :]
+    count = s.sum(axis=1)
+    total = (s * np.where(ok, f, 0)[None, :]).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def correlation_epochs(epochs: np.ndarray, strict_agreement: np.ndarray) -> np.ndarray:
+    """Mask of the epochs Pliushch et al. plot: e > 5 and strict agreement >= 0.20."""
+    return (epochs > MIN_EPOCH) & (strict_agreement >= MIN_STRICT)
+
+
+def agreement_correlation(
+    epochs: np.ndarray, strict_agreement: np.ndarray, strict: np.ndarray, f: np.ndarray
+) -> dict:
+    """Pearson r (two-tailed p) between strict_agreement[e] and mu_f[e] over the chosen epochs.
+
+    Positive r: as agreement grows, the agreed-upon instances have higher f (learned later).
+    """
+    mu = strict_mean_of_stat(strict, f)
+    use = correlation_epochs(epochs, strict_agreement) & np.isfinite(mu)
+    n = int(use.sum())
+    if n < 3 or np.std(mu[use]) == 0 or np.std(strict_agreement[use]) == 0:
+        return {
+            "r": np.nan,
+            "p": np.nan,
+            "n": n,
+            "epochs": epochs[use].tolist(),
+            "not_significant": True,
+        }
+    r, p = stats.pearsonr(strict_agreement[use], mu[use])
+    return {
+        "r": float(r),
+        "p": float(p),
+        "n": n,
+        "epochs": epochs[use].tolist(),
+        "not_significant": bool(p >= ALPHA),
+    }
+
+
+def accessibility_correlation(accessibility: np.ndarray, f: np.ndarray) -> dict:
+    """Spearman rho (two-tailed p) between accessibility and f over instances (NaN f left out).
+    Negative rho: images with higher f are harder."""
+    ok = ~np.isnan(f)
+    n = int(ok.sum())
+    if n < 3 or np.std(f[ok]) == 0 or np.std(accessibility[ok]) == 0:
+        return {"r": np.nan, "p": np.nan, "n": n, "not_significant": True}
+    rho, p = stats.spearmanr(accessibility[ok], f[ok])
+    return {"r": float(rho), "p": float(p), "n": n, "not_significant": bool(p >= ALPHA)}
+
+
+def category_fractions(strict: np.ndarray, categories: np.ndarray) -> pd.DataFrame:
+    """Per category and epoch, the fraction of the category's instances every member gets right."""
+    rows = []
+    for cat in pd.unique(categories):
+        mask = categories == cat
+        frac = strict[:, mask].mean(axis=1)
+        rows += [(cat, e, int(mask.sum()), float(v)) for e, v in enumerate(frac)]
+    return pd.DataFrame(rows, columns=["category", "epoch", "n", "frac_strict"])
+
+
+def compute_correlations(ws: Workspace, dataset: str) -> int:
+    """Fill `correlations` and `category_agreement` for every scored run of `dataset` that has image
+    statistics; returns the number of rows written."""
+    from curate.stats.definitions import STATS
+
+    con = db.read(ws)
+    try:
+        runs = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT run FROM instance_scores WHERE dataset = ?", [dataset]
+            ).fetchall()
+        ]
+        has_stats = con.execute(
+            "SELECT count(*) FROM image_stats WHERE dataset = ?", [dataset]
+        ).fetchone()[0]
+        frames = {}
+        for run in runs:
+            frames[run] = (
+                con.execute(
+                    "SELECT s.split, s.idx, s.members, s.accessibility, s.correct_by_epoch, i.class_name, "
+                    + ", ".join(f"st.{k}" for k in STATS)
+                    + " FROM instance_scores s JOIN instances i USING (dataset, split, idx) "
+                    "JOIN image_stats st USING (dataset, split, idx) WHERE s.run = ? ORDER BY s.split, s.idx",
+                    [run],
+                ).df(),
+                con.execute(
+                    "SELECT split, epoch, strict_agreement FROM epoch_metrics WHERE run = ? ORDER BY split, epoch",
+                    [run],
+                ).df(),
+            )
+    finally:
+        con.close()
+    if not has_stats or not runs:
+        return 0
+    corr_rows, cat_frames = [], []
+    for run, (inst, em) in frames.items():
+        for split, g in inst.groupby("split"):
+            e = em[em["split"] == split]
+            epochs = e["epoch"].to_numpy()
+            sa = e["strict_agreement"].to_numpy()
+            counts = np.stack(g["correct_by_epoch"].to_numpy()).T  # (T, N)
+            strict = counts == g["members"].to_numpy()[None, :]
+            access = g["accessibility"].to_numpy(dtype=float)
+            for stat in STATS:
+                f = g[stat].to_numpy(dtype=float)
+                a = agreement_correlation(epochs, sa, strict, f)
+                corr_rows.append(
+                    (
+                        run,
+                        dataset,
+                        split,
+                        stat,
+                        "strict_agreement~mean_over_agreed",
+                        a["r"],
+                        a["p"],
+                        a["n"],
+                        a["epochs"],
+                        a["not_significant"],
+                    )
+                )
+                b = accessibility_correlation(access, f)
+                corr_rows.append(
+                    (
+                        run,
+                        dataset,
+                        split,
+                        stat,
+                        "accessibility~statistic (spearman)",
+                        b["r"],
+                        b["p"],
+                        b["n"],
+                        None,
+                        b["not_significant"],
+                    )
+                )
+            cf = category_fractions(strict, g["class_name"].to_numpy())
+            cf.insert(0, "attribute", "class_name")
+            cf.insert(0, "split", split)
+            cf.insert(0, "run", run)
+            cat_frames.append(cf)
+    corr = pd.DataFrame(
+        corr_rows,
+        columns=[
+            "run",
+            "dataset",
+            "split",
+            "statistic",
+            "kind",
+            "r",
+            "p",
+            "n",
+            "epochs",  # noqa: F841
+            "not_significant",
+        ],
+    )
+    cats = pd.concat(cat_frames, ignore_index=True)  # noqa: F841
+    with db.write(ws) as con:
+        for run in frames:
+            con.execute("DELETE FROM correlations WHERE run = ?", [run])
+            con.execute("DELETE FROM category_agreement WHERE run = ?", [run])
+        con.execute("INSERT INTO correlations SELECT * FROM corr")
+        con.execute("INSERT INTO category_agreement SELECT * FROM cats")
+    return len(corr_rows)

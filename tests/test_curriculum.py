@@ -1,0 +1,289 @@
+"""Curricula: pacing functions against their formulas, orderings, samplers, export, training with one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from curate import curriculum as cu
+from curate.cli import main
+
+
+@pytest.mark.parametrize("t, expected", [(0, 40), (99, 40), (100, 76), (250, 144), (10_000, 1000)])
+def test_fixed_exponential_pacing(t, expected):
+    # min(1, 0.04 * 1.9 ** floor(t / 100)) * 1000
+    assert cu.fixed_exp(t, 1000) == expected
+
+
+@pytest.mark.parametrize(
+    "kind, t, expected",
+    [
+        ("linear", 0, 200),
+        ("linear", 40, 600),
+        ("linear", 80, 1000),
+        ("linear", 95, 1000),
+        ("quad", 40, 400),  # 200 + 800 * (40 / 80)^2
+        ("root", 20, 600),  # 200 + 800 * sqrt(20 / 80)
+        ("step", 79, 200),
+        ("step", 80, 1000),  # 200 + 1000 * floor(t / 80), capped
+        ("exp", 40, 205),  # 200 + 800 (e^5 - 1) / (e^10 - 1) = 205.35
+        ("log", 40, 944),  # 200 + 800 (1 + ln(0.5 + e^-10) / 10) = 944.56
+    ],
+)
+def test_wu_pacing_functions(kind, t, expected):
+    assert cu.wu_pacing(kind, t, n=1000, total_steps=100, a=0.8, b=0.2) == expected
+
+
+def test_pacing_function_bounds_and_errors():
+    g = cu.pacing_function("linear", 10, 100, a=0.5, b=0.0)
+    assert g(0) == 1 and g(1000) == 10  # at least one instance, at most all
+    assert cu.pacing_function("none", 7, 5)(0) == 7
+    from curate.errors import CurateError
+
+    with pytest.raises(CurateError):
+        cu.pacing_function("cubic", 10, 10)
+
+
+def test_orderings_by_hand():
+    score = np.array([0.9, 0.8, 0.7, 0.95, 0.1, 0.5])
+    labels = np.array([0, 0, 1, 1, 2, 0])
+    assert cu.make_ordering(score, labels).tolist() == [3, 0, 1, 2, 5, 4]
+    assert cu.make_ordering(score, labels, "anti").tolist() == [4, 5, 2, 1, 0, 3]
+    # balanced: groups of every class's j-th easiest: (3, 0, 4), (1, 2), (5)
+    assert cu.make_ordering(score, labels, balanced=True).tolist() == [3, 0, 4, 1, 2, 5]
+    assert cu.make_ordering(score, labels, higher_is_easier=False).tolist() == [4, 5, 2, 1, 0, 3]
+    r1, r2 = (
+        cu.make_ordering(score, labels, "random", seed=1),
+        cu.make_ordering(score, labels, "random", seed=1),
+    )
+    assert r1.tolist() == r2.tolist() and sorted(r1) == list(range(6))
+
+
+def test_ties_are_broken_by_the_seed():
+    score = np.zeros(50)
+    a, b = cu.order_by_score(score, seed=0), cu.order_by_score(score, seed=1)
+    assert sorted(a) == list(range(50)) and a.tolist() != b.tolist()
+    assert cu.order_by_score(score, seed=0).tolist() == a.tolist()
+
+
+def test_sampler_draws_from_the_easiest_and_resumes():
+    order = np.array([7, 3, 9, 1, 0, 2, 4, 5, 6, 8])
+    g = cu.pacing_function("linear", 10, 20, a=0.5, b=0.2)  # 2 at first, all 10 from step 10
+    s = cu.CurriculumSampler(order, batch_size=2, pacing=g, total_steps=20, seed=3)
+    flat = list(s)
+    assert len(flat) == len(s) == 40
+    assert set(flat[:2]) == {7, 3}  # step 0: the two easiest, without replacement
+    resumed = list(cu.CurriculumSampler(order, 2, g, 20, seed=3, start_step=5))
+    assert resumed == flat[10:]
+    import torch
+
+    ds = torch.utils.data.TensorDataset(torch.arange(10))
+    batches = [b[0].tolist() for b in torch.utils.data.DataLoader(ds, batch_size=2, sampler=s)]
+    assert batches[0] == flat[:2]
+
+
+def test_ffcv_traversal_order(digits_ws):
+    from curate.config import LoaderConfig
+    from curate.data.loader import make_loader
+
+    ld = make_loader(
+        "digits", "train", "train", workspace=str(digits_ws), cfg=LoaderConfig(batch_size=16)
+    )
+    easiest = np.arange(100, 120)
+    order = np.concatenate([easiest, np.setdiff1d(np.arange(1438), easiest)])
+    pace = cu.pacing_function(
+        "fixed-exp", len(order), 1000, b=20 / 1438
+    )  # 20 instances for 100 steps
+    ld.loader.traversal_order = cu.ffcv_order(order, 16, pace, seed=0)(ld.loader)
+    seen = np.concatenate([i.numpy() for _, _, i in ld])
+    assert set(seen) <= set(easiest) and len(seen) == (1438 // 16) * 16
+
+
+@pytest.fixture(scope="module")
+def scored_digits(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("cur")
+    args = [
+        "--workspace",
+        str(ws),
+        "--set",
+        "train.members=4",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "score.stats=false",
+    ]
+    assert main(["run", "digits", *args]) == 0
+    return ws
+
+
+def test_export_writes_every_format(scored_digits, tmp_path, capsys):
+    out = tmp_path / "cur"
+    assert (
+        main(
+            [
+                "curriculum",
+                "digits",
+                "--score",
+                "accessibility",
+                "--pacing",
+                "fixed-exp",
+                "--balanced",
+                "--where",
+                "ddd <> 'impossible'",
+                "--out",
+                str(out),
+                "--workspace",
+                str(scored_digits),
+            ]
+        )
+        == 0
+    )
+    csv = pd.read_csv(out.with_suffix(".csv"))
+    assert (pd.read_parquet(out.with_suffix(".parquet"))["idx"] == csv["idx"]).all()
+    assert np.array_equal(np.load(out.with_suffix(".npy")), csv["idx"].to_numpy())
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert (
+        side["run"] == "digits"
+        and side["pacing"] == "fixed-exp"
+        and side["balanced"]
+        and side["seed"] == 0
+    )
+    import duckdb
+
+    con = duckdb.connect(str(scored_digits / "catalog.duckdb"), read_only=True)
+    pool = con.execute(
+        "SELECT count(*) FROM difficulty WHERE run='digits' AND split='train' "
+        "AND ddd <> 'impossible'"
+    ).fetchone()[0]
+    assert len(csv) == pool
+    # not balanced: scores never increase along the ordering
+    assert (
+        main(
+            [
+                "curriculum",
+                "digits",
+                "--out",
+                str(tmp_path / "plain"),
+                "--workspace",
+                str(scored_digits),
+            ]
+        )
+        == 0
+    )
+    plain = pd.read_csv(tmp_path / "plain.csv")
+    assert (np.diff(plain["score"]) <= 1e-12).all()
+    assert (
+        main(
+            [
+                "curriculum",
+                "digits",
+                "--score",
+                "learned_epoch",
+                "--anti",
+                "--out",
+                str(tmp_path / "le"),
+                "--workspace",
+                str(scored_digits),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "le.json").read_text())["higher_is_easier"] is False
+
+
+def test_export_refusals(scored_digits, tmp_path, capsys):
+    ws = str(scored_digits)
+    assert (
+        main(
+            [
+                "curriculum",
+                "digits",
+                "--score",
+                "nope",
+                "--out",
+                str(tmp_path / "x"),
+                "--workspace",
+                ws,
+            ]
+        )
+        == 2
+    )
+    assert "not a column" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "curriculum",
+                "digits",
+                "--where",
+                "idx <",
+                "--out",
+                str(tmp_path / "x"),
+                "--workspace",
+                ws,
+            ]
+        )
+        == 2
+    )
+    assert "SQL error" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "curriculum",
+                "digits",
+                "--pacing",
+                "cubic",
+                "--out",
+                str(tmp_path / "x"),
+                "--workspace",
+                ws,
+            ]
+        )
+        == 2
+    )
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_train_with_a_curriculum_draws_from_the_easiest(scored_digits, tmp_path):
+    ws = str(scored_digits)
+    out = tmp_path / "easy"
+    assert (
+        main(
+            ["curriculum", "digits", "--pacing", "fixed-exp", "--out", str(out), "--workspace", ws]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "digits",
+                "--run",
+                "paced",
+                "--curriculum",
+                str(out.with_suffix(".npy")),
+                "--workspace",
+                ws,
+                "--set",
+                "train.members=2",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "train.log_train_pass=true",
+            ]
+        )
+        == 0
+    )
+    order = np.load(out.with_suffix(".npy"))
+    allowed = set(
+        order[: int(0.04 * len(order))]
+    )  # fixed-exp: 4 % until step 100 (22 steps an epoch here)
+    import pyarrow.parquet as pq
+
+    shards = list(
+        (scored_digits / "runs" / "paced" / "predictions" / "pass=train-forward").rglob("*.parquet")
+    )
+    seen = set(np.concatenate([pq.read_table(p)["idx"].to_numpy() for p in shards]))
+    assert len(shards) == 2 and seen <= allowed and len(seen) > 10
