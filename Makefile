@@ -23,6 +23,7 @@ scores: install
 	$(BIN)/curate run $(RECIPE) --workspace $(WORKSPACE)
 
 test: install
+	@scripts/install-browser.sh
 	$(BIN)/python -m pytest -q
 
 test-fast: install

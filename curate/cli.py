@@ -234,6 +234,31 @@ def cmd_curriculum(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from curate.humanstudy import export_pairs
+
+    ws = Workspace.resolve(args.workspace)
+    out = export_pairs(
+        ws, args.run, args.out, args.n, args.train_trials, args.same_class, args.seed, args.split
+    )
+    print(
+        f"{args.n} test and {args.train_trials} practice trials in {out}: open {out / 'index.html'} in a browser"
+    )
+    return 0
+
+
+def cmd_pairs_analyse(args: argparse.Namespace) -> int:
+    from curate.humanstudy import analyse
+
+    table = analyse(args.dir, args.answers)
+    print(table.to_string(index=False))
+    print(
+        f"per observer: {args.dir}/analysis.csv; between observers: {args.dir}/consistency.csv; "
+        f"plot: {args.dir}/analysis.png"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"curate {__version__}")
@@ -353,6 +378,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(p)
     p.set_defaults(func=cmd_curriculum)
+
+    p = sub.add_parser(
+        "pairs", help="export trivial-vs-impossible image pairs as a browser 2AFC experiment"
+    )
+    p.add_argument("run", help="a scored run")
+    p.add_argument("--n", type=int, default=80, help="test trials")
+    p.add_argument("--train-trials", type=int, default=5, help="practice trials shown first")
+    p.add_argument("--same-class", action="store_true", help="pair images of the same class")
+    p.add_argument("--split", help="split to draw from (default: test, else val)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", required=True, help="a new folder for images, manifest.csv and index.html"
+    )
+    _add_common(p)
+    p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser(
+        "pairs-analyse", help="accuracy per observer and error consistency between observers"
+    )
+    p.add_argument("dir", help="the folder `curate pairs` wrote")
+    p.add_argument(
+        "answers", nargs="+", help="answers CSV files downloaded from the experiment page"
+    )
+    p.set_defaults(func=cmd_pairs_analyse)
 
     p = sub.add_parser("run", help="every stage of a recipe: ingest, stats, train, score, summary")
     p.add_argument(

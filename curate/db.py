@@ -320,6 +320,18 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("epochs", "INTEGER[]", "the epochs used: e > 5 with strict agreement >= 0.20"),
         ("not_significant", "BOOLEAN", "p >= 0.001 (or too few points)"),
     ],
+    "agreement_stat_curves": [
+        ("run", "VARCHAR", "run"),
+        ("split", "VARCHAR", "split"),
+        ("statistic", "VARCHAR", "image statistic"),
+        ("epoch", "INTEGER", "epoch"),
+        ("strict_agreement", "DOUBLE", "strict agreement at the epoch"),
+        (
+            "mean_over_agreed",
+            "DOUBLE",
+            "mean of the statistic over the instances every member gets right (mu_f)",
+        ),
+    ],
     "category_agreement": [
         ("run", "VARCHAR", "run"),
         ("split", "VARCHAR", "split"),

@@ -240,20 +240,21 @@ def score_run(
         ):
             con.execute(f"DELETE FROM {table} WHERE {key} = ?", [run])
         for sc in results:
-            inst = instance_table(run, info.dataset, sc, tol)  # noqa: F841 (read by DuckDB by name)
-            con.execute("INSERT INTO instance_scores SELECT * FROM inst")
-            ep = epoch_frame(run, info.dataset, sc, tol)  # noqa: F841
-            con.execute("INSERT INTO epoch_metrics SELECT * FROM ep")
+            con.register("new_instance_scores", instance_table(run, info.dataset, sc, tol))
+            con.execute("INSERT INTO instance_scores SELECT * FROM new_instance_scores")
+            con.register("new_epoch_metrics", epoch_frame(run, info.dataset, sc, tol))
+            con.execute("INSERT INTO epoch_metrics SELECT * FROM new_epoch_metrics")
             kappa = pd.DataFrame(
                 sc.kappa_rows,
                 columns=["epoch", "subset", "member_i", "member_j", "n", "c_obs", "c_exp", "kappa"],
             )
             kappa.insert(0, "split", sc.split)
             kappa.insert(0, "run", run)
-            con.execute("INSERT INTO error_consistency SELECT * FROM kappa")
+            con.register("new_kappa", kappa)
+            con.execute("INSERT INTO error_consistency SELECT * FROM new_kappa")
         cols = [c for c, _, _ in db.SCHEMA["ensemble_comparison"]]
-        comp = pd.DataFrame(comparisons).reindex(columns=cols)  # noqa: F841
-        con.execute("INSERT INTO ensemble_comparison SELECT * FROM comp")
+        con.register("new_comparison", pd.DataFrame(comparisons).reindex(columns=cols))
+        con.execute("INSERT INTO ensemble_comparison SELECT * FROM new_comparison")
     from curate.stats.correlate import compute_correlations
 
     compute_correlations(ws, info.dataset)  # when image statistics exist

@@ -202,7 +202,8 @@ def compute_stats(dataset: str, ws: Workspace, workers: int = 0, quiet: bool = F
     stats_frame.insert(0, "dataset", dataset)
     with db.write(ws) as con:
         con.execute("DELETE FROM image_stats WHERE dataset = ?", [dataset])
-        con.execute("INSERT INTO image_stats SELECT * FROM stats_frame")
+        con.register("new_image_stats", stats_frame)
+        con.execute("INSERT INTO image_stats SELECT * FROM new_image_stats")
     return len(stats_frame)
 
 

@@ -119,7 +119,7 @@ def compute_correlations(ws: Workspace, dataset: str) -> int:
         con.close()
     if not has_stats or not runs:
         return 0
-    corr_rows, cat_frames = [], []
+    corr_rows, cat_frames, curve_rows = [], [], []
     for run, (inst, em) in frames.items():
         for split, g in inst.groupby("split"):
             e = em[em["split"] == split]
@@ -130,6 +130,10 @@ def compute_correlations(ws: Workspace, dataset: str) -> int:
             access = g["accessibility"].to_numpy(dtype=float)
             for stat in STATS:
                 f = g[stat].to_numpy(dtype=float)
+                curve_rows += [
+                    (run, split, stat, int(ep), float(a), float(mu))
+                    for ep, a, mu in zip(epochs, sa, strict_mean_of_stat(strict, f), strict=True)
+                ]
                 a = agreement_correlation(epochs, sa, strict, f)
                 corr_rows.append(
                     (
@@ -176,15 +180,25 @@ def compute_correlations(ws: Workspace, dataset: str) -> int:
             "r",
             "p",
             "n",
-            "epochs",  # noqa: F841
+            "epochs",
             "not_significant",
         ],
     )
-    cats = pd.concat(cat_frames, ignore_index=True)  # noqa: F841
+    cats = pd.concat(cat_frames, ignore_index=True)
     with db.write(ws) as con:
         for run in frames:
             con.execute("DELETE FROM correlations WHERE run = ?", [run])
             con.execute("DELETE FROM category_agreement WHERE run = ?", [run])
-        con.execute("INSERT INTO correlations SELECT * FROM corr")
-        con.execute("INSERT INTO category_agreement SELECT * FROM cats")
+        for run in frames:
+            con.execute("DELETE FROM agreement_stat_curves WHERE run = ?", [run])
+        curves = pd.DataFrame(
+            curve_rows,
+            columns=["run", "split", "statistic", "epoch", "strict_agreement", "mean_over_agreed"],
+        )
+        con.register("new_curves", curves)
+        con.execute("INSERT INTO agreement_stat_curves SELECT * FROM new_curves")
+        con.register("new_correlations", corr)
+        con.register("new_categories", cats)
+        con.execute("INSERT INTO correlations SELECT * FROM new_correlations")
+        con.execute("INSERT INTO category_agreement SELECT * FROM new_categories")
     return len(corr_rows)

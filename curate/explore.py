@@ -1,0 +1,267 @@
+"""Read-only queries behind the explorer app: each returns a small DataFrame (or array) a view plots.
+
+Every function takes an open read-only DuckDB connection, so the app can cache one connection, and
+touches at most a page of instances, so views stay fast on an ImageNet-size catalog.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from curate.errors import CurateError
+from curate.stats.definitions import STATS
+
+DDD = ("trivial", "in-between", "impossible")
+
+
+def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
+    return con.execute(sql, params or []).df()
+
+
+def datasets(con) -> list[str]:
+    return _q(con, "SELECT dataset FROM datasets ORDER BY dataset")["dataset"].tolist()
+
+
+def runs(con, dataset: str | None = None) -> pd.DataFrame:
+    """Scored runs (with their dataset), newest first."""
+    sql = (
+        "SELECT r.run, r.dataset, r.arch, r.members, r.epochs, r.finished_at FROM runs r "
+        "WHERE EXISTS (SELECT 1 FROM epoch_metrics e WHERE e.run = r.run)"
+    )
+    if dataset:
+        sql += " AND r.dataset = ?"
+    return _q(con, sql + " ORDER BY r.finished_at DESC", [dataset] if dataset else [])
+
+
+def splits(con, run: str) -> list[str]:
+    return _q(con, "SELECT DISTINCT split FROM epoch_metrics WHERE run = ? ORDER BY split", [run])[
+        "split"
+    ].tolist()
+
+
+def run_overview(con, run: str) -> pd.DataFrame:
+    """Per split and epoch: accuracy (mean, std), strict agreement, lower bound, random agreement,
+    bimodality and its null, trivial / in-between / impossible fractions (the papers' main figure)."""
+    return _q(
+        con,
+        "SELECT split, epoch, acc_mean, acc_std, strict_agreement, lower_bound, random_agreement, "
+        "random_agreement_normalized, bimodality, bimodality_null, frac_trivial, frac_in_between, "
+        "frac_impossible, flip_rate FROM epoch_metrics WHERE run = ? ORDER BY split, epoch",
+        [run],
+    )
+
+
+def tpa_heatmap(con, run: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs (T,), observed (M + 1, T), null (M + 1, T)): instances with j members correct per epoch,
+    observed and under independent members (Hacohen Fig. 3b; Meding Fig. 3)."""
+    df = _q(
+        con,
+        "SELECT epoch, correct_count_hist, correct_count_null FROM epoch_metrics WHERE run = ? AND split = ? "
+        "ORDER BY epoch",
+        [run, split],
+    )
+    if df.empty:
+        raise CurateError(f"no epoch metrics for run {run!r} split {split!r}")
+    obs = np.stack(df["correct_count_hist"].to_numpy()).T.astype(float)
+    null = np.stack(df["correct_count_null"].to_numpy()).T.astype(float)
+    return df["epoch"].to_numpy(), obs, null
+
+
+def classes(con, run: str, split: str) -> list[str]:
+    return _q(
+        con,
+        "SELECT DISTINCT class_name FROM difficulty WHERE run = ? AND split = ? ORDER BY 1",
+        [run, split],
+    )["class_name"].tolist()
+
+
+def subset_where(
+    run: str,
+    split: str,
+    ddd: list[str] | None = None,
+    class_name: str | None = None,
+    score: str | None = None,
+    score_range: tuple[float, float] | None = None,
+    stat: str | None = None,
+    stat_range: tuple[float, float] | None = None,
+    where: str | None = None,
+) -> tuple[str, list]:
+    """The WHERE clause (with parameters) of a subset of `difficulty`."""
+    clauses, params = ["run = ?", "split = ?"], [run, split]
+    if ddd:
+        clauses.append("ddd IN (" + ", ".join("?" for _ in ddd) + ")")
+        params += list(ddd)
+    if class_name:
+        clauses.append("class_name = ?")
+        params.append(class_name)
+    for col, rng in ((score, score_range), (stat, stat_range)):
+        if col and rng is not None:
+            if not col.replace("_", "").isalnum():
+                raise CurateError(f"bad column name {col!r}")
+            clauses.append(f'"{col}" BETWEEN ? AND ?')
+            params += [float(rng[0]), float(rng[1])]
+    if where:
+        clauses.append(f"({where})")
+    return " AND ".join(clauses), params
+
+
+def subset_count(con, clause: str, params: list) -> int:
+    try:
+        return int(
+            con.execute(f"SELECT count(*) FROM difficulty WHERE {clause}", params).fetchone()[0]
+        )
+    except duckdb.Error as e:
+        raise CurateError(f"SQL error: {str(e).splitlines()[0]}") from None
+
+
+def subset_page(
+    con, clause: str, params: list, page: int = 0, page_size: int = 48, order: str = "accessibility"
+) -> pd.DataFrame:
+    """One page of the subset: idx, class, accessibility, learned epoch, ddd, source (for thumbnails)."""
+    if not order.replace("_", "").isalnum():
+        raise CurateError(f"bad column name {order!r}")
+    try:
+        return con.execute(
+            f"SELECT dataset, split, idx, class_name, accessibility, learned_epoch, ddd, source FROM difficulty "
+            f'WHERE {clause} ORDER BY "{order}", idx LIMIT ? OFFSET ?',
+            params + [page_size, page * page_size],
+        ).df()
+    except duckdb.Error as e:
+        raise CurateError(f"SQL error: {str(e).splitlines()[0]}") from None
+
+
+def instance_detail(con, run: str, split: str, idx: int) -> pd.Series:
+    df = _q(
+        con, "SELECT * FROM difficulty WHERE run = ? AND split = ? AND idx = ?", [run, split, idx]
+    )
+    if df.empty:
+        raise CurateError(f"no instance {idx} in split {split!r} of run {run!r}")
+    return df.iloc[0]
+
+
+def prediction_timeline(
+    con, run: str, split: str, idx: int
+) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """(correct (M, T) bool, pred (M, T) int, members, epochs) of one instance from the raw log."""
+    has_log = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE view_name = 'predictions'"
+    ).fetchone()[0]
+    if not has_log:
+        raise CurateError("no prediction log is reachable from this catalog")
+    df = _q(
+        con,
+        "SELECT member, epoch, pred FROM predictions WHERE run = ? AND pass = 'eval' AND split = ? "
+        "AND idx = ?",
+        [run, split, idx],
+    )
+    label = con.execute(
+        "SELECT label FROM instance_scores WHERE run = ? AND split = ? AND idx = ?",
+        [run, split, idx],
+    ).fetchone()[0]
+    members, epochs = sorted(df["member"].unique()), sorted(df["epoch"].unique())
+    pred = df.pivot(index="member", columns="epoch", values="pred").reindex(
+        index=members, columns=epochs
+    )
+    p = pred.to_numpy()
+    return p == label, p, members, epochs
+
+
+def agreement_curves(con, run: str, split: str) -> pd.DataFrame:
+    """Per statistic and epoch: strict agreement and the mean statistic of the all-correct instances."""
+    return _q(
+        con,
+        "SELECT statistic, epoch, strict_agreement, mean_over_agreed FROM agreement_stat_curves "
+        "WHERE run = ? AND split = ? ORDER BY statistic, epoch",
+        [run, split],
+    )
+
+
+def correlation_table(con, run: str, split: str) -> pd.DataFrame:
+    return _q(
+        con,
+        "SELECT statistic, kind, r, p, n, not_significant FROM correlations WHERE run = ? AND split = ? "
+        "ORDER BY statistic, kind",
+        [run, split],
+    )
+
+
+def scatter_sample(con, run: str, split: str, stat: str, n: int = 5000) -> pd.DataFrame:
+    """Accessibility against a statistic for a seeded sample of at most n instances."""
+    if stat not in STATS:
+        raise CurateError(f"unknown statistic {stat!r}")
+    return _q(
+        con,
+        f'SELECT accessibility, "{stat}" AS value, ddd FROM difficulty WHERE run = ? AND split = ? '
+        f'AND "{stat}" IS NOT NULL USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (0)',
+        [run, split],
+    )
+
+
+def consistency_matrix(
+    con, run: str, split: str, subset: str = "all", epoch: int | None = None
+) -> pd.DataFrame:
+    """Members x members kappa at an epoch (default: the last), on all or on in-between instances."""
+    if epoch is None:
+        epoch = con.execute(
+            "SELECT max(epoch) FROM error_consistency WHERE run = ? AND split = ?", [run, split]
+        ).fetchone()[0]
+    df = _q(
+        con,
+        "SELECT member_i, member_j, kappa FROM error_consistency WHERE run = ? AND split = ? AND "
+        "subset = ? AND epoch = ?",
+        [run, split, subset, epoch],
+    )
+    members = sorted(set(df["member_i"]) | set(df["member_j"]))
+    mat = pd.DataFrame(np.eye(len(members)), index=members, columns=members)
+    for r in df.itertuples():
+        mat.loc[r.member_i, r.member_j] = mat.loc[r.member_j, r.member_i] = r.kappa
+    return mat
+
+
+def sql_console(con, sql: str, limit: int = 1000) -> pd.DataFrame:
+    """A read-only query, at most `limit` rows; errors as CurateError with DuckDB's message."""
+    try:
+        cur = con.execute(sql)
+        if cur.description is None:
+            return pd.DataFrame()
+        return pd.DataFrame(cur.fetchmany(limit), columns=[d[0] for d in cur.description])
+    except duckdb.Error as e:
+        raise CurateError(str(e).splitlines()[0]) from None
+
+
+def thumbnails(
+    ws, dataset: str, split: str, idx: list[int], sources: list[str] | None = None
+) -> list[np.ndarray]:
+    """The images of `idx` as uint8 (H, W, C): from the .beton for raw storage, from the source files for JPEG."""
+    from curate.data.loader import dataset_info
+
+    info = dataset_info(dataset, ws)
+    if info.storage == "jpeg":
+        from curate.data.sources import decode_image
+
+        return [decode_image(s) for s in sources]
+    from curate.config import LoaderConfig
+    from curate.data.loader import make_loader
+    from curate.train.run import _split_idx
+
+    all_idx = _split_idx(ws, dataset, split)
+    pos = np.searchsorted(all_idx, np.asarray(idx))
+    order = np.argsort(pos)
+    ld = make_loader(
+        dataset,
+        split,
+        "eval",
+        ws,
+        LoaderConfig(normalize=False),
+        batch_size=max(1, len(idx)),
+        indices=pos[order],
+    )
+    x = np.concatenate([b[0].permute(0, 2, 3, 1).numpy() for b in ld])
+    if info.storage == "float32":
+        x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12) * 255
+    out = [None] * len(idx)
+    for k, o in enumerate(order):
+        out[o] = np.rint(x[k]).astype(np.uint8)
+    return out

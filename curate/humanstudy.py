@@ -1,0 +1,346 @@
+"""Human 2AFC pairs (Meding et al. B.4): export trials pairing one trivial with one impossible image,
+a self-contained browser experiment, and the analysis of observers' answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from curate.errors import CurateError
+from curate.workspace import Workspace, atomic_path
+
+SIDE = 224  # pixels of the exported images
+POOL = 1000  # trivial images drawn from the 1,000 most accessible, impossible from the 1,000 least
+
+
+def _pool(ws: Workspace, run: str, split: str | None) -> tuple[pd.DataFrame, str]:
+    from curate.query import fetch
+
+    splits = fetch(
+        ws, f"SELECT DISTINCT split FROM difficulty WHERE run = '{run.replace(chr(39), '')}'"
+    )["split"].tolist()
+    if not splits:
+        raise CurateError(f"run {run!r} has no scores; run `curate score {run}` first")
+    if split is None:
+        split = next((s for s in ("test", "val") if s in splits), splits[0])
+    if split not in splits:
+        raise CurateError(f"run {run!r} has no split {split!r}; it has {', '.join(splits)}")
+    df = fetch(
+        ws,
+        "SELECT dataset, split, idx, label, class_name, source, ddd, accessibility FROM difficulty "
+        f"WHERE run = '{run.replace(chr(39), '')}' AND split = '{split}' AND ddd <> 'in-between'",
+    )
+    return df, split
+
+
+def choose_pairs(df: pd.DataFrame, n: int, same_class: bool, seed: int) -> list[tuple[int, int]]:
+    """(trivial idx, impossible idx) pairs: trivial from the POOL most accessible trivial images, impossible
+    from the POOL least accessible impossible ones, without repeats, seeded."""
+    rng = np.random.default_rng(seed)
+    triv = (
+        df[df["ddd"] == "trivial"]
+        .sort_values(["accessibility", "idx"], ascending=[False, True])
+        .head(POOL)
+    )
+    imp = (
+        df[df["ddd"] == "impossible"]
+        .sort_values(["accessibility", "idx"], ascending=[True, True])
+        .head(POOL)
+    )
+    if not same_class:
+        if len(triv) < n or len(imp) < n:
+            raise CurateError(
+                f"{n} pairs need {n} trivial and {n} impossible images; there are {len(triv)} trivial "
+                f"and {len(imp)} impossible (pools of at most {POOL}). Lower --n or --train-trials, "
+                "or widen the split with `curate score RUN --tol 1`"
+            )
+        t = rng.choice(triv["idx"].to_numpy(), n, replace=False)
+        i = rng.choice(imp["idx"].to_numpy(), n, replace=False)
+        return list(zip(t.tolist(), i.tolist(), strict=True))
+    pairs, used_t, used_i = [], set(), set()
+    for _, row in imp.sample(frac=1, random_state=seed).iterrows():
+        cands = triv[(triv["label"] == row["label"]) & ~triv["idx"].isin(used_t)]
+        if len(cands):
+            t = int(cands["idx"].iloc[rng.integers(len(cands))])
+            pairs.append((t, int(row["idx"])))
+            used_t.add(t)
+            used_i.add(int(row["idx"]))
+        if len(pairs) == n:
+            return pairs
+    raise CurateError(
+        f"{n} same-class pairs asked for, only {len(pairs)} can be made (trivial {len(triv)}, "
+        f"impossible {len(imp)}); lower --n or drop --same-class"
+    )
+
+
+def _image(info, row, pixels: dict) -> np.ndarray:
+    from curate.data.sources import decode_image
+
+    if info.storage == "jpeg":
+        return decode_image(row["source"])
+    return pixels[row["split"]][int(row["idx"])]
+
+
+def _to_png(a: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+    scale = SIDE / max(a.shape[:2])
+    resample = Image.NEAREST if scale >= 4 else Image.BICUBIC  # tiny images stay crisp
+    img.resize((SIDE, SIDE), resample).save(path)
+
+
+def export_pairs(
+    ws: Workspace,
+    run: str,
+    out: str | Path,
+    n: int = 80,
+    train_trials: int = 5,
+    same_class: bool = False,
+    seed: int = 0,
+    split: str | None = None,
+) -> Path:
+    """Write DIR/images/*.png, DIR/manifest.csv and DIR/index.html; returns DIR."""
+    from curate.data.loader import dataset_info
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CurateError(
+            f"{out} exists and is not empty; choose a new --out (nothing is overwritten)"
+        )
+    df, split = _pool(ws, run, split)
+    pairs = choose_pairs(df, n + train_trials, same_class, seed)
+    info = dataset_info(df["dataset"].iloc[0], ws)
+    pixels = {}
+    if info.storage != "jpeg":
+        from curate.stats.compute import _split_pixels
+
+        ids, px = _split_pixels(info, split, ws)
+        pixels[split] = dict(zip(ids.tolist(), px, strict=True))
+    rows = df.set_index("idx")
+    rng = np.random.default_rng([seed, 1])
+    with atomic_path(out) as tmp:
+        (tmp / "images").mkdir(parents=True)
+        trials = []
+        for k, (t_idx, i_idx) in enumerate(pairs):
+            imp_left = bool(rng.random() < 0.5)
+            left, right = (i_idx, t_idx) if imp_left else (t_idx, i_idx)
+            files = []
+            for idx in (left, right):
+                name = f"images/{split}_{idx}.png"
+                if not (tmp / name).exists():
+                    _to_png(
+                        _image(
+                            info,
+                            {"split": split, "idx": idx, "source": rows.loc[idx, "source"]},
+                            pixels,
+                        ),
+                        tmp / name,
+                    )
+                files.append(name)
+            trials.append(
+                {
+                    "trial": k,
+                    "phase": "training" if k < train_trials else "test",
+                    "left_idx": left,
+                    "right_idx": right,
+                    "left_file": files[0],
+                    "right_file": files[1],
+                    "impossible_side": "left" if imp_left else "right",
+                    "split": split,
+                    "left_class": rows.loc[left, "class_name"],
+                    "right_class": rows.loc[right, "class_name"],
+                    "seed": seed,
+                }
+            )
+        pd.DataFrame(trials).to_csv(tmp / "manifest.csv", index=False)
+        (tmp / "index.html").write_text(render_html(trials, run))
+    return out
+
+
+def render_html(trials: list[dict], run: str) -> str:
+    """One page, no external resources: trials one at a time, keys (F / left arrow, J / right arrow) or
+    clicks, progress shown, answers downloaded as CSV at the end."""
+    data = json.dumps(
+        [
+            {
+                k: t[k]
+                for k in ("trial", "phase", "left_file", "right_file", "left_idx", "right_idx")
+            }
+            for t in trials
+        ]
+    )
+    return _HTML.replace("__TRIALS__", data).replace("__RUN__", json.dumps(run))
+
+
+_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Which image is harder?</title>
+<style>
+ body { font-family: system-ui, sans-serif; background: #777; color: #fff; text-align: center; margin: 0; }
+ #pair { display: flex; justify-content: center; gap: 48px; margin-top: 24px; }
+ #pair img { width: 224px; height: 224px; image-rendering: pixelated; cursor: pointer; border: 4px solid transparent; }
+ #pair img:hover { border-color: #fff; }
+ #progress { margin-top: 16px; font-size: 18px; }
+ #bar { width: 480px; height: 8px; background: #555; margin: 8px auto; } #fill { height: 8px; background: #fff; width: 0; }
+ button { font-size: 18px; padding: 8px 24px; margin-top: 24px; }
+ .hidden { display: none; }
+</style></head><body>
+<div id="intro"><h2>Which image is harder for the network?</h2>
+ <p>In each trial one image is easy and one is hard for a trained classifier. Choose the hard one:
+ press <b>F</b> or &larr; for the left image, <b>J</b> or &rarr; for the right one, or click it.</p>
+ <p>The first trials are practice.</p><button id="start">Start</button></div>
+<div id="task" class="hidden"><div id="phase"></div><div id="pair"><img id="left" alt="left image"><img id="right" alt="right image"></div>
+ <div id="progress"></div><div id="bar"><div id="fill"></div></div></div>
+<div id="done" class="hidden"><h2>Thank you!</h2><p>Your answers were downloaded as a CSV file.</p>
+ <button id="again">Download again</button><pre id="csv" class="hidden"></pre></div>
+<script>
+const TRIALS = __TRIALS__; const RUN = __RUN__;
+let k = -1, t0 = 0; const answers = [];
+const $ = (id) => document.getElementById(id);
+function show(i) {
+  const t = TRIALS[i];
+  $("left").src = t.left_file; $("right").src = t.right_file;
+  $("phase").textContent = t.phase === "training" ? "practice" : "";
+  $("progress").textContent = "trial " + (i + 1) + " / " + TRIALS.length;
+  $("fill").style.width = (100 * i / TRIALS.length) + "%";
+  t0 = performance.now();
+}
+function csvText() {
+  const head = "trial,phase,left_idx,right_idx,chosen_side,rt_ms";
+  return [head].concat(answers.map(a => [a.trial, a.phase, a.left_idx, a.right_idx, a.chosen_side, a.rt_ms].join(","))).join("\\n") + "\\n";
+}
+function download() {
+  const blob = new Blob([csvText()], {type: "text/csv"});
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob); a.download = "answers-" + RUN + "-" + Date.now() + ".csv";
+  document.body.appendChild(a); a.click(); a.remove();
+}
+function answer(side) {
+  if (k < 0 || k >= TRIALS.length) return;
+  const t = TRIALS[k];
+  answers.push({trial: t.trial, phase: t.phase, left_idx: t.left_idx, right_idx: t.right_idx, chosen_side: side,
+                rt_ms: Math.round(performance.now() - t0)});
+  k += 1;
+  if (k < TRIALS.length) { show(k); return; }
+  $("task").classList.add("hidden"); $("done").classList.remove("hidden");
+  $("csv").textContent = csvText(); download();
+}
+$("start").onclick = () => { $("intro").classList.add("hidden"); $("task").classList.remove("hidden"); k = 0; show(0); };
+$("left").onclick = () => answer("left"); $("right").onclick = () => answer("right");
+$("again").onclick = download;
+document.addEventListener("keydown", (e) => {
+  if (e.key === "f" || e.key === "F" || e.key === "ArrowLeft") answer("left");
+  if (e.key === "j" || e.key === "J" || e.key === "ArrowRight") answer("right");
+});
+</script></body></html>
+"""
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def observer_accuracy(correct: np.ndarray) -> dict:
+    """Fraction of test trials where the observer chose the impossible image, with a two-sided binomial
+    test against 50 %. Higher = the observer sees what the network finds hard."""
+    from scipy import stats
+
+    k, n = int(correct.sum()), len(correct)
+    res = stats.binomtest(k, n, 0.5) if n else None
+    return {
+        "n": n,
+        "correct": k,
+        "accuracy": k / n if n else np.nan,
+        "p": res.pvalue if res else np.nan,
+    }
+
+
+def analyse(out: str | Path, answer_files: list[str]) -> pd.DataFrame:
+    """Per observer accuracy and binomial p; kappa between observers; writes DIR/analysis.csv,
+    DIR/consistency.csv and DIR/analysis.png. Returns the per-observer table."""
+    from curate.scores.definitions import error_consistency
+
+    out = Path(out)
+    man_path = out / "manifest.csv"
+    if not man_path.exists():
+        raise CurateError(f"{man_path} is missing; give the folder `curate pairs` wrote")
+    man = pd.read_csv(man_path).set_index("trial")
+    if not answer_files:
+        raise CurateError("give at least one answers CSV downloaded from the experiment page")
+    observers, vectors = [], {}
+    for f in answer_files:
+        p = Path(f)
+        if not p.exists():
+            raise CurateError(f"answers file {p} does not exist")
+        try:
+            a = pd.read_csv(p)
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise CurateError(f"{p} is not a CSV ({e})") from None
+        missing = {"trial", "chosen_side"} - set(a.columns)
+        if missing:
+            raise CurateError(
+                f"{p} lacks columns {sorted(missing)}; it is not an answers file of this experiment"
+            )
+        if not set(a["trial"]) <= set(man.index):
+            raise CurateError(
+                f"{p} answers trials the manifest does not have; it belongs to another export"
+            )
+        a = a[a["trial"].map(man["phase"]) == "test"]
+        correct = a["chosen_side"].to_numpy() == a["trial"].map(man["impossible_side"]).to_numpy()
+        vectors[p.stem] = pd.Series(correct, index=a["trial"].to_numpy())
+        observers.append({"observer": p.stem, **observer_accuracy(correct)})
+    table = pd.DataFrame(observers)
+    pairs = []
+    names = list(vectors)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            common = vectors[a].index.intersection(vectors[b].index)
+            pairs.append(
+                {
+                    "observer_a": a,
+                    "observer_b": b,
+                    "trials": len(common),
+                    "kappa": error_consistency(
+                        vectors[a][common].to_numpy(), vectors[b][common].to_numpy()
+                    )
+                    if len(common)
+                    else np.nan,
+                }
+            )
+    cons = pd.DataFrame(pairs, columns=["observer_a", "observer_b", "trials", "kappa"])
+    table.to_csv(out / "analysis.csv", index=False)
+    cons.to_csv(out / "consistency.csv", index=False)
+    _plot(table, cons, names, out / "analysis.png")
+    return table
+
+
+def _plot(table: pd.DataFrame, cons: pd.DataFrame, names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ax = axes[0]
+    acc = table["accuracy"].to_numpy()
+    err = 1.96 * np.sqrt(acc * (1 - acc) / np.maximum(table["n"].to_numpy(), 1))
+    ax.bar(range(len(table)), acc, yerr=err, color="#4c72b0")
+    ax.axhline(0.5, color="k", ls="--", lw=1, label="chance")
+    ax.set_xticks(range(len(table)), table["observer"], rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (chose the impossible image)")
+    ax.legend()
+    mat = np.eye(len(names))
+    for r in cons.itertuples():
+        i, j = names.index(r.observer_a), names.index(r.observer_b)
+        mat[i, j] = mat[j, i] = r.kappa
+    im = axes[1].imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r")
+    axes[1].set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axes[1].set_yticks(range(len(names)), names)
+    axes[1].set_title("error consistency (kappa)")
+    fig.colorbar(im, ax=axes[1])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
