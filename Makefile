@@ -39,6 +39,10 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_scores.py
+	$(BIN)/python benchmarks/bench_stats.py
+	$(BIN)/python benchmarks/bench_app.py
 
 app: install
 	$(BIN)/curate app --workspace $(WORKSPACE)

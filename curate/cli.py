@@ -259,6 +259,36 @@ def cmd_pairs_analyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parent.parent / "app" / "app.py"
+    if not app.exists():
+        raise CurateError(f"{app} is missing; run the app from a curate checkout")
+    ws = Workspace.resolve(args.workspace)
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+        "--workspace",
+        str(ws.root),
+    ]
+    print(
+        f"curate explorer on http://localhost:{args.port} (catalog {ws.catalog}); Ctrl-C stops it"
+    )
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"curate {__version__}")
@@ -402,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
         "answers", nargs="+", help="answers CSV files downloaded from the experiment page"
     )
     p.set_defaults(func=cmd_pairs_analyse)
+
+    p = sub.add_parser("app", help="the Streamlit explorer over the catalog (read-only)")
+    p.add_argument("--port", type=int, default=8501)
+    _add_common(p)
+    p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("run", help="every stage of a recipe: ingest, stats, train, score, summary")
     p.add_argument(

@@ -193,8 +193,8 @@ def scatter_sample(con, run: str, split: str, stat: str, n: int = 5000) -> pd.Da
         raise CurateError(f"unknown statistic {stat!r}")
     return _q(
         con,
-        f'SELECT accessibility, "{stat}" AS value, ddd FROM difficulty WHERE run = ? AND split = ? '
-        f'AND "{stat}" IS NOT NULL USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (0)',
+        f'SELECT * FROM (SELECT accessibility, "{stat}" AS value, ddd FROM difficulty WHERE run = ? AND split = ? '
+        f'AND "{stat}" IS NOT NULL) USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (0)',  # sample after filtering
         [run, split],
     )
 
@@ -236,32 +236,22 @@ def thumbnails(
 ) -> list[np.ndarray]:
     """The images of `idx` as uint8 (H, W, C): from the .beton for raw storage, from the source files for JPEG."""
     from curate.data.loader import dataset_info
+    from curate.workspace import Workspace
 
+    ws = ws if isinstance(ws, Workspace) else Workspace.resolve(ws)
     info = dataset_info(dataset, ws)
     if info.storage == "jpeg":
         from curate.data.sources import decode_image
 
         return [decode_image(s) for s in sources]
-    from curate.config import LoaderConfig
-    from curate.data.loader import make_loader
+    from curate.data.beton import read_arrays
     from curate.train.run import _split_idx
 
     all_idx = _split_idx(ws, dataset, split)
     pos = np.searchsorted(all_idx, np.asarray(idx))
-    order = np.argsort(pos)
-    ld = make_loader(
-        dataset,
-        split,
-        "eval",
-        ws,
-        LoaderConfig(normalize=False),
-        batch_size=max(1, len(idx)),
-        indices=pos[order],
+    x = read_arrays(
+        info.beton(split), pos, info.shape, "float32" if info.storage == "float32" else "uint8"
     )
-    x = np.concatenate([b[0].permute(0, 2, 3, 1).numpy() for b in ld])
     if info.storage == "float32":
         x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12) * 255
-    out = [None] * len(idx)
-    for k, o in enumerate(order):
-        out[o] = np.rint(x[k]).astype(np.uint8)
-    return out
+    return [np.rint(a).astype(np.uint8) for a in x]

@@ -107,6 +107,7 @@ def test_batched_equals_one_by_one():
         assert batched["dct_pct"][i] == pytest.approx(sd.dct_pct(a))
         assert batched["edge_strength_sobel"][i] == pytest.approx(sd.edge_strength_sobel(a))
         assert batched["rms_contrast"][i] == pytest.approx(sd.rms_contrast(a))
+        assert batched["colourfulness"][i] == pytest.approx(sd.colourfulness(a))
 
 
 def test_awkward_images_follow_the_rules():
@@ -213,3 +214,12 @@ def test_stats_from_jpeg_sources_rgba_and_grey(tmp_path):
     assert (
         by["z.png"][0] is None and "smaller" in by["z.png"][2]
     )  # 1 pixel: no entropy, with the reason
+
+
+def test_sliding_histogram_equals_sorting_every_window():
+    rng = np.random.default_rng(5)
+    imgs = rng.integers(0, 6, (7, 23, 17, 3), dtype=np.uint8) * 40  # few levels: many repeats
+    ref = np.array([sd.local_entropy_map(sd.grey(a)[None]).mean() for a in imgs])
+    assert sd.mean_local_entropy_batch(imgs) == pytest.approx(ref, abs=1e-9)
+    hundred = np.arange(100, dtype=np.uint8).reshape(1, 10, 10, 1)
+    assert sd.mean_local_entropy_batch(hundred)[0] == pytest.approx(np.log2(100))

@@ -49,6 +49,7 @@ def stats_of_images(images: list[np.ndarray]) -> pd.DataFrame:
         g = sd.grey(stack)
         out["mean_grey"] = g.mean(axis=(1, 2))
         out["rms_contrast"] = (g / 255.0).std(axis=(1, 2))
+        out["colourfulness"] = sd.colourfulness_batch(stack)
     else:
         for i, a in enumerate(images):
             out["mean_local_entropy"][i] = sd.mean_local_entropy(a)
@@ -56,9 +57,11 @@ def stats_of_images(images: list[np.ndarray]) -> pd.DataFrame:
             out["edge_strength_sobel"][i] = sd.edge_strength_sobel(a)
             out["mean_grey"][i] = sd.mean_grey(a)
             out["rms_contrast"][i] = sd.rms_contrast(a)
+    batched = not np.isnan(out["colourfulness"]).any()
     for i, a in enumerate(images):
         out["segment_count"][i] = sd.segment_count(a)
-        out["colourfulness"][i] = sd.colourfulness(a)
+        if not batched:
+            out["colourfulness"][i] = sd.colourfulness(a)
         out["jpeg_bytes"][i] = sd.jpeg_bytes(a)
         out["jpeg_bits_per_pixel"][i] = 8 * out["jpeg_bytes"][i] / (a.shape[0] * a.shape[1])
         if min(a.shape[:2]) < sd.WINDOW:

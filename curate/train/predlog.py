@@ -20,6 +20,9 @@ import pyarrow.parquet as pq
 
 from curate.workspace import atomic_path
 
+ROW_GROUP = (
+    65_536  # rows per Parquet row group: one instance's row is found without reading the file
+)
 SHARD_SCHEMA = pa.schema(
     [("idx", pa.int32()), ("pred", pa.int16()), ("p_true", pa.float32()), ("margin", pa.float32())]
 )
@@ -50,7 +53,7 @@ def write_shard(
         schema=SHARD_SCHEMA,
     )
     with atomic_path(path, ".parquet") as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP)
 
 
 def progress_path(run_dir: Path, member: int) -> Path:

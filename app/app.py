@@ -1,0 +1,356 @@
+"""The curate explorer: a read-only Streamlit app over a workspace's catalog.
+
+    streamlit run app/app.py -- --workspace DIR        (or: curate app --workspace DIR, make app)
+
+The queries live in curate.explore; this file only lays out plots, galleries and tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from curate import explore  # noqa: E402
+from curate.errors import CurateError  # noqa: E402
+from curate.workspace import Workspace  # noqa: E402
+
+VIEWS = (
+    "Run overview",
+    "TP-agreement",
+    "Subset explorer",
+    "Image detail",
+    "Agreement vs statistics",
+    "Members",
+    "SQL console",
+)
+
+
+def workspace() -> Workspace:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workspace", default=None)
+    args, _ = ap.parse_known_args(sys.argv[1:])
+    return Workspace.resolve(args.workspace or os.environ.get("CURATE_WORKSPACE"))
+
+
+@st.cache_resource
+def connection(path: str):
+    import duckdb
+
+    return duckdb.connect(path, read_only=True)  # the app cannot write to the catalog
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def cached(name: str, path: str, *args):
+    return getattr(explore, name)(connection(path), *args)
+
+
+@st.cache_data(ttl=300, show_spinner="decoding images")
+def cached_thumbnails(root: str, dataset: str, split: str, idx: tuple, sources: tuple):
+    return explore.thumbnails(Workspace(root), dataset, split, list(idx), list(sources))
+
+
+def _big(im: np.ndarray, side: int = 96) -> np.ndarray:
+    """Grey to 2-D and small images enlarged by pixel repetition, so 8x8 digits stay crisp."""
+    im = im[..., 0] if im.shape[-1] == 1 else im
+    k = max(1, side // max(im.shape[:2]))
+    return np.repeat(np.repeat(im, k, axis=0), k, axis=1)
+
+
+def line_chart(df: pd.DataFrame, x: str, cols: list[str], title: str, y_title: str = ""):
+    long = df.melt(id_vars=[x], value_vars=cols, var_name="series", value_name="value")
+    return (
+        alt.Chart(long, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(f"{x}:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("value:Q", title=y_title),
+            color="series:N",
+            tooltip=[x, "series", "value"],
+        )
+    )
+
+
+def heatmap(mat: np.ndarray, epochs: np.ndarray, title: str):
+    m = mat.shape[0] - 1
+    df = pd.DataFrame(
+        [(int(e), j / m, float(mat[j, t])) for t, e in enumerate(epochs) for j in range(m + 1)],
+        columns=["epoch", "tpa", "instances"],
+    )
+    return (
+        alt.Chart(df, title=title)
+        .mark_rect()
+        .encode(
+            x="epoch:O",
+            y=alt.Y("tpa:O", sort="descending", title="TP-agreement"),
+            color=alt.Color("instances:Q", scale=alt.Scale(type="symlog")),
+            tooltip=["epoch", "tpa", "instances"],
+        )
+    )
+
+
+def view_overview(path, run, split):
+    df = cached("run_overview", path, run)
+    d = df[df["split"] == split]
+    band = d.assign(lo=d["acc_mean"] - d["acc_std"], hi=d["acc_mean"] + d["acc_std"])
+    acc = (
+        alt.Chart(band).mark_area(opacity=0.25).encode(x="epoch:Q", y="lo:Q", y2="hi:Q")
+    )  # mean +- std
+    st.altair_chart(
+        acc
+        + line_chart(
+            d,
+            "epoch",
+            ["acc_mean", "strict_agreement", "random_agreement_normalized", "lower_bound"],
+            f"{run} / {split}: agreement (Pliushch Fig. 2)",
+        ),
+        width="stretch",
+    )
+    c1, c2 = st.columns(2)
+    c1.altair_chart(
+        line_chart(
+            d, "epoch", ["bimodality", "bimodality_null"], "bimodality (lower = more bimodal)"
+        ),
+        width="stretch",
+    )
+    c2.altair_chart(
+        line_chart(
+            d,
+            "epoch",
+            ["frac_trivial", "frac_in_between", "frac_impossible"],
+            "trivial / in-between / impossible",
+        ),
+        width="stretch",
+    )
+    with st.expander("table"):
+        st.dataframe(d, hide_index=True)
+
+
+def view_tpa(path, run, split):
+    epochs, obs, null = cached("tpa_heatmap", path, run, split)
+    c1, c2 = st.columns(2)
+    c1.altair_chart(
+        heatmap(obs, epochs, "instances per TP-agreement (Hacohen Fig. 3b)"), width="stretch"
+    )
+    c2.altair_chart(heatmap(null, epochs, "independent members (null)"), width="stretch")
+    e = st.select_slider("epoch", options=[int(x) for x in epochs], value=int(epochs[-1]))
+    t = int(np.flatnonzero(epochs == e)[0])
+    m = obs.shape[0] - 1
+    hist = pd.DataFrame(
+        {"members correct": np.arange(m + 1), "observed": obs[:, t], "binomial null": null[:, t]}
+    )
+    long = hist.melt("members correct", var_name="series", value_name="instances")
+    st.altair_chart(
+        alt.Chart(long, title=f"correct-count histogram at epoch {e} (Meding Fig. 3)")
+        .mark_bar(opacity=0.7)
+        .encode(x="members correct:O", y="instances:Q", color="series:N", xOffset="series:N"),
+        width="stretch",
+    )
+
+
+def view_subset(path, root, run, split):
+    c1, c2, c3 = st.columns(3)
+    ddd = c1.multiselect("split by difficulty", explore.DDD, default=["impossible"])
+    cls = c2.selectbox("class", ["(all)"] + cached("classes", path, run, split))
+    lo, hi = c3.slider("accessibility", 0.0, 1.0, (0.0, 1.0))
+    where = st.text_input(
+        "SQL WHERE clause on the difficulty view (optional)", placeholder="learned_epoch > 5"
+    )
+    try:
+        clause, params = explore.subset_where(
+            run,
+            split,
+            ddd,
+            None if cls == "(all)" else cls,
+            "accessibility",
+            (lo, hi),
+            where=where or None,
+        )
+        count = explore.subset_count(connection(path), clause, params)
+    except CurateError as e:
+        st.error(str(e))
+        return
+    pages = max(1, -(-count // 48))
+    page = st.number_input(f"{count} images; page (of {pages})", 1, pages, 1) - 1
+    rows = explore.subset_page(connection(path), clause, params, int(page))
+    if rows.empty:
+        st.info("no image matches")
+        return
+    try:
+        imgs = cached_thumbnails(
+            root,
+            rows["dataset"][0],
+            split,
+            tuple(int(i) for i in rows["idx"]),
+            tuple(rows["source"].astype(str)),
+        )
+    except CurateError as e:
+        st.warning(f"thumbnails unavailable: {e}")
+        imgs = []
+    if imgs:
+        caps = [
+            f"{r.idx}: {r.class_name}\nacc {r.accessibility:.2f}, learned {r.learned_epoch if pd.notna(r.learned_epoch) else '-'}"
+            for r in rows.itertuples()
+        ]
+        st.image([_big(im) for im in imgs], caption=caps, width=96)
+    st.dataframe(rows.drop(columns=["dataset", "source"]), hide_index=True)
+
+
+def view_detail(path, root, run, split):
+    idx = st.number_input("instance idx", min_value=0, value=0, step=1)
+    try:
+        row = explore.instance_detail(connection(path), run, split, int(idx))
+    except CurateError as e:
+        st.error(str(e))
+        return
+    c1, c2 = st.columns([1, 2])
+    try:
+        img = cached_thumbnails(root, row["dataset"], split, (int(idx),), (str(row["source"]),))[0]
+        c1.image(_big(img, 256), width=256, caption=f"{row['class_name']} ({row['ddd']})")
+    except CurateError as e:
+        c1.warning(str(e))
+    c2.dataframe(row.to_frame("value").astype(str), width="stretch")
+    try:
+        correct, pred, members, epochs = explore.prediction_timeline(
+            connection(path), run, split, int(idx)
+        )
+    except CurateError as e:
+        st.info(str(e))
+        return
+    grid = pd.DataFrame(
+        [
+            (m, e, bool(correct[i, j]), int(pred[i, j]))
+            for i, m in enumerate(members)
+            for j, e in enumerate(epochs)
+        ],
+        columns=["member", "epoch", "correct", "predicted"],
+    )
+    st.altair_chart(
+        alt.Chart(grid, title="prediction timeline")
+        .mark_rect()
+        .encode(
+            x="epoch:O",
+            y="member:O",
+            color=alt.Color("correct:N", scale=alt.Scale(range=["#c44e52", "#55a868"])),
+            tooltip=["member", "epoch", "predicted", "correct"],
+        ),
+        width="stretch",
+    )
+
+
+def view_stats(path, run, split):
+    curves = cached("agreement_curves", path, run, split)
+    if curves.empty:
+        st.info("no image statistics for this dataset yet: run `curate stats DATASET`")
+        return
+    st.dataframe(cached("correlation_table", path, run, split), hide_index=True)
+    stat = st.selectbox("statistic", sorted(curves["statistic"].unique()))
+    c = curves[curves["statistic"] == stat]
+    c1, c2 = st.columns(2)
+    c1.altair_chart(
+        alt.Chart(c, title=f"mean {stat} of the all-correct instances")
+        .mark_line(point=True)
+        .encode(
+            x="epoch:Q",
+            y=alt.Y("mean_over_agreed:Q", scale=alt.Scale(zero=False)),
+            tooltip=list(c.columns),
+        ),
+        width="stretch",
+    )
+    sample = cached("scatter_sample", path, run, split, stat)
+    c2.altair_chart(
+        alt.Chart(sample, title=f"accessibility against {stat}")
+        .mark_circle(opacity=0.4)
+        .encode(x="value:Q", y="accessibility:Q", color="ddd:N"),
+        width="stretch",
+    )
+
+
+def view_members(path, run, split):
+    for subset in ("all", "in-between"):
+        mat = cached("consistency_matrix", path, run, split, subset)
+        if mat.empty:
+            st.info(f"no {subset} instances")
+            continue
+        long = mat.reset_index(names="i").melt("i", var_name="j", value_name="kappa")
+        st.altair_chart(
+            alt.Chart(long, title=f"error consistency (kappa), {subset} instances, last epoch")
+            .mark_rect()
+            .encode(
+                x="j:O",
+                y="i:O",
+                color=alt.Color(
+                    "kappa:Q", scale=alt.Scale(domain=[-1, 1], scheme="redblue", reverse=True)
+                ),
+                tooltip=["i", "j", "kappa"],
+            ),
+            width="stretch",
+        )
+
+
+def view_sql(path):
+    sql = st.text_area("read-only SQL", "SELECT ddd, count(*) AS n FROM difficulty GROUP BY ddd")
+    if st.button("run"):
+        try:
+            df = explore.sql_console(connection(path), sql)
+        except CurateError as e:
+            st.error(f"SQL error: {e}")
+            return
+        st.dataframe(df, hide_index=True)
+        st.download_button("download CSV", df.to_csv(index=False), "query.csv", "text/csv")
+
+
+def main() -> None:
+    st.set_page_config(page_title="curate explorer", layout="wide")
+    ws = workspace()
+    st.sidebar.title("curate")
+    if not ws.catalog.exists():
+        st.warning(
+            f"No catalog at {ws.catalog}. Run `make scores` (or `curate run digits --workspace {ws.root}`)."
+        )
+        return
+    path = str(ws.catalog)
+    try:
+        ds = cached("datasets", path)
+        runs = cached("runs", path)
+    except Exception as e:  # noqa: BLE001 - an unreadable catalog is shown, not raised
+        st.error(f"cannot read {path}: {e}")
+        return
+    dataset = st.sidebar.selectbox("dataset", ds) if ds else None
+    mine = runs[runs["dataset"] == dataset] if dataset else runs
+    if mine.empty:
+        st.info(
+            f"No scored run{' of ' + dataset if dataset else ''} yet. Train and score one: "
+            f"`curate run digits --workspace {ws.root}`."
+        )
+        view_sql(path)
+        return
+    run = st.sidebar.selectbox("run", mine["run"].tolist())
+    split = st.sidebar.selectbox("split", cached("splits", path, run))
+    view = st.sidebar.radio("view", VIEWS)
+    st.header(view)
+    if view == "Run overview":
+        view_overview(path, run, split)
+    elif view == "TP-agreement":
+        view_tpa(path, run, split)
+    elif view == "Subset explorer":
+        view_subset(path, str(ws.root), run, split)
+    elif view == "Image detail":
+        view_detail(path, str(ws.root), run, split)
+    elif view == "Agreement vs statistics":
+        view_stats(path, run, split)
+    elif view == "Members":
+        view_members(path, run, split)
+    else:
+        view_sql(path)
+
+
+main()
