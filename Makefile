@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATASET ?= digits
+ARGS ?=
 RECIPE ?= $(DATASET)
 WORKSPACE ?= workspace
 STAMP := $(VENV)/.installed
@@ -20,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml scripts/install-sysdeps.sh
 	@touch $@
 
 scores: install
-	$(BIN)/curate run $(RECIPE) --workspace $(WORKSPACE)
+	$(BIN)/curate run $(RECIPE) --workspace $(WORKSPACE) $(ARGS)
 
 test: install
 	@scripts/install-browser.sh

@@ -164,3 +164,57 @@ def digits_ws(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("digits-ws")
     assert ingest_cli("digits", "--workspace", str(ws)) == 0
     return ws
+
+
+@pytest.fixture(scope="session")
+def small_scored_ws(tmp_path_factory) -> Path:
+    """`curate run digits` with 4 members, 2 epochs, split tolerance 1: a small real catalog with image
+    statistics, scores and a prediction log, shared by the curriculum, pairs and app tests (read-only
+    for them, apart from extra runs)."""
+    from curate.cli import main
+
+    ws = tmp_path_factory.mktemp("small-scored")
+    args = ["--set", "train.members=4", "--set", "train.epochs=2", "--set", "score.tol=1"]
+    assert main(["run", "digits", "--workspace", str(ws), *args]) == 0
+    return ws
+
+
+def headless_chromium(tmp_path: Path, downloads: Path | None = None, window: str = "1400,1000"):
+    """A Selenium driver of Debian's chromium (skips the test when chromium or chromedriver is missing)."""
+    import shutil
+
+    chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chrome or not driver:
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--allow-file-access-from-files",
+        f"--window-size={window}",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        opts.add_argument(a)
+    if downloads is not None:
+        opts.add_experimental_option(
+            "prefs",
+            {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+        )
+    browser = webdriver.Chrome(
+        options=opts, service=webdriver.ChromeService(executable_path=driver)
+    )
+    if downloads is not None:
+        browser.execute_cdp_cmd(
+            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
+    return browser

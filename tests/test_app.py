@@ -3,7 +3,6 @@ and the app served on localhost and rendered in headless Chromium."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import time
 import duckdb
 import numpy as np
 import pytest
+from conftest import headless_chromium
 
 from curate import explore
 from curate.cli import main
@@ -21,26 +21,14 @@ APP = str(ROOT / "app" / "app.py")
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    ws = tmp_path_factory.mktemp("app-ws")
-    assert (
-        main(
-            [
-                "run",
-                "digits",
-                "--workspace",
-                str(ws),
-                "--set",
-                "train.members=4",
-                "--set",
-                "train.epochs=2",
-                "--set",
-                "score.tol=1",
-            ]
-        )
-        == 0
-    )
-    return ws
+def ws(small_scored_ws, tmp_path_factory):
+    """A copy: AppTest runs the app in this process, and its cached read-only connection would stop
+    other tests from writing to the shared workspace."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("app") / "ws"
+    shutil.copytree(small_scored_ws, copy)
+    return copy
 
 
 @pytest.fixture()
@@ -151,12 +139,9 @@ def _port() -> int:
 
 @pytest.mark.slow
 def test_served_app_in_headless_chromium(ws, tmp_path):
-    chrome, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chrome or not driver_path:
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
 
+    browser = headless_chromium(tmp_path)  # skips before the server starts when chromium is missing
     port = _port()
     server = subprocess.Popen(
         [
@@ -179,25 +164,6 @@ def test_served_app_in_headless_chromium(ws, tmp_path):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chrome
-    for a in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        opts.add_argument(a)
-    browser = webdriver.Chrome(
-        options=opts, service=webdriver.ChromeService(executable_path=driver_path)
     )
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)

@@ -103,20 +103,8 @@ def test_ffcv_traversal_order(digits_ws):
 
 
 @pytest.fixture(scope="module")
-def scored_digits(tmp_path_factory):
-    ws = tmp_path_factory.mktemp("cur")
-    args = [
-        "--workspace",
-        str(ws),
-        "--set",
-        "train.members=4",
-        "--set",
-        "train.epochs=2",
-        "--set",
-        "score.stats=false",
-    ]
-    assert main(["run", "digits", *args]) == 0
-    return ws
+def scored_digits(small_scored_ws):
+    return small_scored_ws
 
 
 def test_export_writes_every_format(scored_digits, tmp_path, capsys):

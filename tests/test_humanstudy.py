@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import headless_chromium
 
 from curate.cli import main
 from curate.humanstudy import choose_pairs, observer_accuracy
@@ -41,28 +41,8 @@ def test_observer_accuracy_binomial():
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
-    ws = tmp_path_factory.mktemp("pairs-ws")
-    assert (
-        main(
-            [
-                "run",
-                "digits",
-                "--workspace",
-                str(ws),
-                "--set",
-                "train.members=4",
-                "--set",
-                "train.epochs=2",
-                "--set",
-                "score.stats=false",
-                "--set",
-                "score.tol=1",
-            ]
-        )
-        == 0
-    )
-    return ws
+def scored(small_scored_ws):
+    return small_scored_ws
 
 
 def test_export_and_refusals(scored, tmp_path, capsys):
@@ -128,17 +108,7 @@ def test_export_and_refusals(scored, tmp_path, capsys):
     assert "trivial" in err and "impossible" in err and not (tmp_path / "big").exists()
 
 
-def _chromium():
-    chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chrome or not driver:
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    from selenium import webdriver
-
-    return webdriver, chrome, driver
-
-
 def test_experiment_in_headless_chromium(scored, tmp_path):
-    webdriver, chrome, driver_path = _chromium()
     from selenium.webdriver.common.by import By
 
     out = tmp_path / "study"
@@ -161,33 +131,8 @@ def test_experiment_in_headless_chromium(scored, tmp_path):
     )
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chrome
-    for a in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--allow-file-access-from-files",
-    ):
-        opts.add_argument(a)
-    opts.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
-    browser = webdriver.Chrome(
-        options=opts, service=webdriver.ChromeService(executable_path=driver_path)
-    )
+    browser = headless_chromium(tmp_path, downloads)
     try:
-        browser.execute_cdp_cmd(
-            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-        )
         browser.get(f"file://{out / 'index.html'}")
         browser.find_element(By.ID, "start").click()
         body = browser.find_element(By.TAG_NAME, "body")

@@ -105,7 +105,10 @@ def checksum_arrays(*arrays: np.ndarray) -> str:
 
 def require_path(source: str, fmt: str, what: str) -> Path:
     if not source:
-        raise CurateError(f"{fmt} needs --source PATH pointing at {what}")
+        raise CurateError(
+            f"{fmt} needs --source PATH (in a recipe or `curate run`: --set dataset.source=PATH) "
+            f"pointing at {what}"
+        )
     p = Path(source).expanduser()
     if not p.exists():
         raise CurateError(f"source path {p} does not exist; pass --source pointing at {what}")
