@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from curate import __version__
@@ -195,6 +196,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if not args.dataset:
         raise CurateError("name the dataset: curate stats DATASET (or --reference)")
     n = compute_stats(args.dataset, ws, workers=args.workers)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 writes the tables
     rows = compute_correlations(ws, args.dataset)
     print(
         f"{args.dataset}: statistics of {n} images in image_stats"

@@ -223,3 +223,50 @@ def test_sliding_histogram_equals_sorting_every_window():
     assert sd.mean_local_entropy_batch(imgs) == pytest.approx(ref, abs=1e-9)
     hundred = np.arange(100, dtype=np.uint8).reshape(1, 10, 10, 1)
     assert sd.mean_local_entropy_batch(hundred)[0] == pytest.approx(np.log2(100))
+
+
+@pytest.mark.slow
+def test_stats_sharded_over_two_torchrun_ranks(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    ws = tmp_path / "ws"
+    assert ingest_cli("digits", "--workspace", str(ws)) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "-m",
+        "curate",
+        "stats",
+        "digits",
+        "--workspace",
+        str(ws),
+        "--workers",
+        "1",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    sharded = con.execute(
+        "SELECT split, idx, dct_pct, segment_count FROM image_stats ORDER BY split, idx"
+    ).fetchall()
+    con.close()
+    assert len(sharded) == 1797
+    import shutil
+
+    shutil.rmtree(ws / "stats")
+    assert main(["stats", "digits", "--workspace", str(ws), "--workers", "1"]) == 0
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    single = con.execute(
+        "SELECT split, idx, dct_pct, segment_count FROM image_stats ORDER BY split, idx"
+    ).fetchall()
+    assert sharded == single
