@@ -218,3 +218,12 @@ def headless_chromium(tmp_path: Path, downloads: Path | None = None, window: str
             "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
         )
     return browser
+
+
+def free_port() -> int:
+    """A TCP port on localhost nobody listens on (for torchrun and the app server)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

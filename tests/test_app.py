@@ -11,7 +11,7 @@ import time
 import duckdb
 import numpy as np
 import pytest
-from conftest import headless_chromium
+from conftest import free_port, headless_chromium
 
 from curate import explore
 from curate.cli import main
@@ -131,18 +131,12 @@ def test_app_without_catalog_or_runs(tmp_path, monkeypatch):
     assert "No scored run" in at.info[0].value
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_served_app_in_headless_chromium(ws, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser = headless_chromium(tmp_path)  # skips before the server starts when chromium is missing
-    port = _port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,

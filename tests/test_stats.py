@@ -227,17 +227,14 @@ def test_sliding_histogram_equals_sorting_every_window():
 
 @pytest.mark.slow
 def test_stats_sharded_over_two_torchrun_ranks(tmp_path):
-    import socket
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from conftest import ROOT, free_port
 
     ws = tmp_path / "ws"
     assert ingest_cli("digits", "--workspace", str(ws)) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",

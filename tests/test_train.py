@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 from curate.cli import main
 from curate.config import TrainConfig, load_recipe
@@ -282,12 +281,6 @@ def test_kill_and_resume_gives_the_same_log(digits_ws, tmp_path):
     assert_same_log(read_log(digits_ws / "runs" / "whole"), read_log(digits_ws / "runs" / "killed"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(digits_ws):
     assert train_cli(digits_ws, "--run", "rep-a", *FAST) == 0
@@ -297,7 +290,7 @@ def test_torchrun_two_processes_gloo(digits_ws):
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
+        f"--master_port={free_port()}",
         "-m",
         "curate",
         "train",
