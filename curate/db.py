@@ -487,3 +487,18 @@ def column_doc(table: str, column: str) -> str | None:
         if c == column:
             return meaning
     return None
+
+
+def split_labels(ws: Workspace, dataset: str, split: str):
+    """(idx, label) int64 arrays of a split, in idx order (the row order of its .beton)."""
+    import numpy as np
+
+    con = read(ws)
+    try:
+        df = con.execute(
+            "SELECT idx, label FROM instances WHERE dataset = ? AND split = ? ORDER BY idx",
+            [dataset, split],
+        ).df()
+    finally:
+        con.close()
+    return df["idx"].to_numpy(np.int64), df["label"].to_numpy(np.int64)

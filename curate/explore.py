@@ -245,9 +245,9 @@ def thumbnails(
 
         return [decode_image(s) for s in sources]
     from curate.data.beton import read_arrays
-    from curate.train.run import _split_idx
+    from curate.db import split_labels
 
-    all_idx = _split_idx(ws, dataset, split)
+    all_idx = split_labels(ws, dataset, split)[0]
     pos = np.searchsorted(all_idx, np.asarray(idx))
     x = read_arrays(
         info.beton(split), pos, info.shape, "float32" if info.storage == "float32" else "uint8"

@@ -76,14 +76,6 @@ def choose_pairs(df: pd.DataFrame, n: int, same_class: bool, seed: int) -> list[
     )
 
 
-def _image(info, row, pixels: dict) -> np.ndarray:
-    from curate.data.sources import decode_image
-
-    if info.storage == "jpeg":
-        return decode_image(row["source"])
-    return pixels[row["split"]][int(row["idx"])]
-
-
 def _to_png(a: np.ndarray, path: Path) -> None:
     from PIL import Image
 
@@ -104,8 +96,6 @@ def export_pairs(
     split: str | None = None,
 ) -> Path:
     """Write DIR/images/*.png, DIR/manifest.csv and DIR/index.html; returns DIR."""
-    from curate.data.loader import dataset_info
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CurateError(
@@ -113,14 +103,19 @@ def export_pairs(
         )
     df, split = _pool(ws, run, split)
     pairs = choose_pairs(df, n + train_trials, same_class, seed)
-    info = dataset_info(df["dataset"].iloc[0], ws)
-    pixels = {}
-    if info.storage != "jpeg":
-        from curate.stats.compute import _split_pixels
-
-        ids, px = _split_pixels(info, split, ws)
-        pixels[split] = dict(zip(ids.tolist(), px, strict=True))
     rows = df.set_index("idx")
+    from curate.explore import thumbnails
+
+    wanted = sorted({i for pair in pairs for i in pair})
+    images = dict(
+        zip(
+            wanted,
+            thumbnails(
+                ws, df["dataset"].iloc[0], split, wanted, [rows.loc[i, "source"] for i in wanted]
+            ),
+            strict=True,
+        )
+    )
     rng = np.random.default_rng([seed, 1])
     with atomic_path(out) as tmp:
         (tmp / "images").mkdir(parents=True)
@@ -132,14 +127,7 @@ def export_pairs(
             for idx in (left, right):
                 name = f"images/{split}_{idx}.png"
                 if not (tmp / name).exists():
-                    _to_png(
-                        _image(
-                            info,
-                            {"split": split, "idx": idx, "source": rows.loc[idx, "source"]},
-                            pixels,
-                        ),
-                        tmp / name,
-                    )
+                    _to_png(images[idx], tmp / name)
                 files.append(name)
             trials.append(
                 {

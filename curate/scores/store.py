@@ -50,18 +50,6 @@ def run_info(ws: Workspace, run: str) -> RunInfo:
     return RunInfo(run, ident["dataset"], ident["train"]["members"], list(row[0]))
 
 
-def _labels(ws: Workspace, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    con = db.read(ws)
-    try:
-        df = con.execute(
-            "SELECT idx, label FROM instances WHERE dataset = ? AND split = ? ORDER BY idx",
-            [dataset, split],
-        ).df()
-    finally:
-        con.close()
-    return df["idx"].to_numpy(np.int64), df["label"].to_numpy(np.int64)
-
-
 def _list_column(matrix: np.ndarray) -> pa.Array:
     """(T, N) -> N lists of length T."""
     flat = np.ascontiguousarray(matrix.T).reshape(-1)
@@ -182,7 +170,7 @@ def score_run(
             sc = score_split(
                 run_dir,
                 split,
-                _labels(ws, info.dataset, split),
+                db.split_labels(ws, info.dataset, split),
                 tol=tol,
                 groups=groups,
                 progress=bar,
@@ -212,7 +200,7 @@ def score_run(
             osc = score_split(
                 ws.run_dir(other),
                 sc.split,
-                _labels(ws, info.dataset, sc.split),
+                db.split_labels(ws, info.dataset, sc.split),
                 tol=0,
                 groups={"all": om},
             )

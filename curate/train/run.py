@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from curate import db
 from curate.config import Recipe
 from curate.data.augment import augment, normalize
 from curate.data.loader import DatasetInfo, dataset_info, make_loader
@@ -305,20 +306,6 @@ def _in_memory_train_batches(
         yield torch.stack(xs), torch.stack(ys), torch.stack(ids)
 
 
-def _split_idx(ws: Workspace, dataset: str, split: str) -> np.ndarray:
-    from curate import db
-
-    con = db.read(ws)
-    try:
-        rows = con.execute(
-            "SELECT idx FROM instances WHERE dataset = ? AND split = ? ORDER BY idx",
-            [dataset, split],
-        ).fetchall()
-    finally:
-        con.close()
-    return np.array([r[0] for r in rows], np.int64)
-
-
 def _stream_train_batches(loader, epoch: int):
     loader.set_epoch(epoch - 1)
     for x, y, i in loader:
@@ -415,7 +402,9 @@ def train(recipe: Recipe, ws: Workspace, run: str | None = None, quiet: bool = F
     paced = None
     if t.curriculum and todo:
         split_idx = (
-            data["train"].idx.cpu().numpy() if in_memory else _split_idx(ws, dataset, "train")
+            data["train"].idx.cpu().numpy()
+            if in_memory
+            else db.split_labels(ws, dataset, "train")[0]
         )
         paced = load_paced(t.curriculum, split_idx, steps, t.epochs)
     units = _build_units(recipe, info, in_shape, todo, strategy == "fused") if todo else []
