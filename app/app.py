@@ -41,16 +41,10 @@ def workspace() -> Workspace:
     return Workspace.resolve(args.workspace or os.environ.get("CURATE_WORKSPACE"))
 
 
-@st.cache_resource
-def connection(path: str):
-    import duckdb
-
-    return duckdb.connect(path, read_only=True)  # the app cannot write to the catalog
-
-
 @st.cache_data(ttl=30, show_spinner=False)
-def cached(name: str, path: str, *args):
-    return getattr(explore, name)(connection(path), *args)
+def cached(name: str, root: str, *args):
+    """explore.<name>(reader, *args), cached; the catalog is held only while the query runs."""
+    return explore.call(root, name, *args)
 
 
 @st.cache_data(ttl=300, show_spinner="decoding images")
@@ -174,13 +168,13 @@ def view_subset(path, root, run, split):
             (lo, hi),
             where=where or None,
         )
-        count = explore.subset_count(connection(path), clause, params)
+        count = explore.call(path, "subset_count", clause, params)
     except CurateError as e:
         st.error(str(e))
         return
     pages = max(1, -(-count // 48))
     page = st.number_input(f"{count} images; page (of {pages})", 1, pages, 1) - 1
-    rows = explore.subset_page(connection(path), clause, params, int(page))
+    rows = explore.call(path, "subset_page", clause, params, int(page))
     if rows.empty:
         st.info("no image matches")
         return
@@ -207,7 +201,7 @@ def view_subset(path, root, run, split):
 def view_detail(path, root, run, split):
     idx = st.number_input("instance idx", min_value=0, value=0, step=1)
     try:
-        row = explore.instance_detail(connection(path), run, split, int(idx))
+        row = explore.call(path, "instance_detail", run, split, int(idx))
     except CurateError as e:
         st.error(str(e))
         return
@@ -219,8 +213,8 @@ def view_detail(path, root, run, split):
         c1.warning(str(e))
     c2.dataframe(row.to_frame("value").astype(str), width="stretch")
     try:
-        correct, pred, members, epochs = explore.prediction_timeline(
-            connection(path), run, split, int(idx)
+        correct, pred, members, epochs = explore.call(
+            path, "prediction_timeline", run, split, int(idx)
         )
     except CurateError as e:
         st.info(str(e))
@@ -300,7 +294,7 @@ def view_sql(path):
     sql = st.text_area("read-only SQL", "SELECT ddd, count(*) AS n FROM difficulty GROUP BY ddd")
     if st.button("run"):
         try:
-            df = explore.sql_console(connection(path), sql)
+            df = explore.call(path, "sql_console", sql)
         except CurateError as e:
             st.error(f"SQL error: {e}")
             return
@@ -317,12 +311,12 @@ def main() -> None:
             f"No catalog at {ws.catalog}. Run `make scores` (or `curate run digits --workspace {ws.root}`)."
         )
         return
-    path = str(ws.catalog)
+    path = str(ws.root)  # every query opens the catalog read-only, sandboxed, and closes it
     try:
         ds = cached("datasets", path)
         runs = cached("runs", path)
     except Exception as e:  # noqa: BLE001 - an unreadable catalog is shown, not raised
-        st.error(f"cannot read {path}: {e}")
+        st.error(f"cannot read {ws.catalog}: {e}")
         return
     dataset = st.sidebar.selectbox("dataset", ds) if ds else None
     mine = runs[runs["dataset"] == dataset] if dataset else runs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -27,30 +26,36 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _flags(args: argparse.Namespace, table: dict[str, str]) -> dict[str, tuple[str, object]]:
+    """The given command-line flags as recipe overrides: {"section.key": ("--flag", value)}."""
+    out = {}
+    for dest, key in table.items():
+        value = getattr(args, dest, None)
+        if value is None or value is False:
+            continue
+        out[key] = ("--" + dest.replace("_", "-"), value)
+    return out
+
+
+_DATASET_FLAGS = {
+    "source": "dataset.source",
+    "name": "dataset.name",
+    "skip_corrupt": "dataset.skip_corrupt",
+    "random_labels": "dataset.random_labels",
+    "download": "dataset.download",
+}
+
+
 def _dataset_recipe(args: argparse.Namespace):
     from curate.config import find_recipe
     from curate.data.sources import FORMATS
 
-    over = list(args.overrides)
     target = args.dataset
     if find_recipe(target) is None and target not in FORMATS:
         raise CurateError(
             f"unknown dataset {target!r}; formats: {', '.join(FORMATS)}; or a recipe in pipelines/"
         )
-    recipe = load_recipe(target, over)
-    ds = recipe.dataset
-    changes = {}
-    if args.source is not None:
-        changes["source"] = args.source
-    if args.name:
-        changes["name"] = args.name
-    if args.skip_corrupt:
-        changes["skip_corrupt"] = True
-    if args.random_labels is not None:
-        changes["random_labels"] = args.random_labels
-    if args.download:
-        changes["download"] = True
-    return dataclasses.replace(recipe, dataset=dataclasses.replace(ds, **changes))
+    return load_recipe(target, args.overrides, _flags(args, _DATASET_FLAGS))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -81,36 +86,39 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_recipe(args: argparse.Namespace):
-    over = list(args.overrides)
-    for flag, key in (
-        ("members", "members"),
-        ("epochs", "epochs"),
-        ("arch", "arch"),
-        ("device", "device"),
-        ("strategy", "strategy"),
-        ("seed", "seed"),
-        ("curriculum", "curriculum"),
-    ):
-        value = getattr(args, flag)
-        if flag == "curriculum" and value:
-            from pathlib import Path
+_TRAIN_FLAGS = {
+    "members": "train.members",
+    "epochs": "train.epochs",
+    "arch": "train.arch",
+    "device": "train.device",
+    "strategy": "train.strategy",
+    "seed": "train.seed",
+    "curriculum": "train.curriculum",
+}
 
-            value = str(Path(value).absolute())
-        if value is not None:
-            over.append(
-                f"train.{key}={value!r}" if isinstance(value, str) else f"train.{key}={value}"
-            )
-    return load_recipe(args.recipe, [o.replace("'", '"') for o in over])
+
+def _train_recipe(args: argparse.Namespace):
+    if args.curriculum:
+        from pathlib import Path
+
+        args.curriculum = str(Path(args.curriculum).absolute())
+    return load_recipe(args.recipe, args.overrides, _flags(args, _TRAIN_FLAGS))
+
+
+def _run_name(args: argparse.Namespace) -> str | None:
+    from curate.config import check_name
+
+    return check_name(args.run, "--run-name") if args.run is not None else None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from curate.train.run import train
 
     recipe = _train_recipe(args)
+    run = _run_name(args)
     ws = Workspace.resolve(args.workspace)
-    run_dir = train(recipe, ws, run=args.run)
-    print(f"run {args.run or recipe.name}: prediction log in {run_dir / 'predictions'}")
+    run_dir = train(recipe, ws, run=run)
+    print(f"run {run or recipe.name}: prediction log in {run_dir / 'predictions'}")
     return 0
 
 
@@ -154,6 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from curate.train.run import train
 
     recipe = load_recipe(args.recipe, args.overrides)
+    run = _run_name(args) or recipe.name
     ws = Workspace.resolve(args.workspace)
     print(f"== ingest {recipe.dataset.format} into {ws.root}")
     res = ingest(recipe.dataset, ws, force=False)
@@ -166,8 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"== train {recipe.name}: {recipe.train.members} x {recipe.train.arch}, {recipe.train.epochs} epochs"
     )
-    train(recipe, ws, run=args.run)
-    run = args.run or recipe.name
+    train(recipe, ws, run=run)
     print(f"== score {run}")
     summary = score_run(ws, run, tol=recipe.score.tol, compare=list(recipe.score.compare_runs))
     print_summary(ws, run, summary)
@@ -278,6 +286,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         str(app),
         "--server.port",
         str(args.port),
+        "--server.address",
+        args.address,
         "--server.headless",
         "true",
         "--browser.gatherUsageStats",
@@ -286,9 +296,23 @@ def cmd_app(args: argparse.Namespace) -> int:
         "--workspace",
         str(ws.root),
     ]
-    print(
-        f"curate explorer on http://localhost:{args.port} (catalog {ws.catalog}); Ctrl-C stops it"
-    )
+    import ipaddress
+
+    if not 0 < args.port < 65536:
+        raise CurateError(f"--port {args.port}: choose a port from 1 to 65535")
+    try:
+        loopback = ipaddress.ip_address(args.address).is_loopback
+    except ValueError:
+        loopback = args.address == "localhost"
+    host = args.address if ":" not in args.address else f"[{args.address}]"
+    print(f"curate explorer on http://{host}:{args.port} (catalog {ws.catalog}); Ctrl-C stops it")
+    if not loopback:
+        print(
+            f"warning: --address {args.address} exposes the explorer to every machine that can "
+            f"reach this one on port {args.port}: they can browse the catalog, the images and "
+            "the read-only SQL console. Leave --address out to keep it on this machine.",
+            file=sys.stderr,
+        )
     return subprocess.call(cmd)
 
 
@@ -438,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("app", help="the Streamlit explorer over the catalog (read-only)")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="interface to serve on (default 127.0.0.1, this machine only; 0.0.0.0 exposes it)",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_app)
 
@@ -457,6 +486,28 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list = []
 
 
+def _disk_full(e: BaseException, ws: Workspace) -> bool:
+    """True when `e` (or what caused it) is a full disk: ENOSPC, or a library's word for it."""
+    import errno
+    import shutil
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        text = str(e)
+        if "No space left on device" in text:
+            return True
+        if "write failed" in text or "file write" in text:  # torch.save's words for it
+            try:
+                return shutil.disk_usage(ws.root).free < 2**20
+            except OSError:
+                return False
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -465,6 +516,15 @@ def main(argv: list[str] | None = None) -> int:
     except CurateError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:
+        ws = Workspace.resolve(getattr(args, "workspace", None))
+        if not _disk_full(e, ws):
+            raise
+        from curate.data.writer import no_space_message
+
+        where = getattr(e, "filename", None) or ws.root
+        print(f"error: {no_space_message(where)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ A recipe is `pipelines/<name>.toml` (or any path) with one table per stage::
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,85 +25,128 @@ from curate.errors import CurateError
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 
 
+def check_name(value: str, where: str) -> str:
+    """A dataset or run name becomes one folder under the workspace: refuse what would not."""
+    if (
+        not value
+        or len(value) > 128
+        or value.startswith(".")
+        or any(c in value for c in "/\\\0")
+        or not value.isprintable()
+    ):
+        raise CurateError(
+            f"{where} = {value!r}: a name becomes a folder, so it must be 1-128 printable "
+            "characters, not start with '.', and hold no '/' or '\\'"
+        )
+    return value
+
+
+def opt(
+    default: Any,
+    *,
+    choices: Any = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    name: bool = False,
+    what: str = "",
+    why: str = "",
+):
+    """A recipe field with its allowed values declared beside it.
+
+    `choices` is a tuple, or "module:ATTR" naming a registry looked up when a recipe is checked
+    (so this module imports no torch); `ge`/`gt`/`le`/`lt` bound numbers; `name` asks for a
+    name usable as one folder (`check_name`; empty allowed). `what` names the thing chosen
+    ("architecture") and `why` gives the reason for a bound, for the error message.
+    """
+    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "name": name}
+    meta |= {"what": what, "why": why}
+    return field(
+        default=default,
+        metadata={k: v for k, v in meta.items() if v is not None and v is not False and v != ""},
+    )
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
-    name: str = ""  # catalog name; empty = the format's name (the folder's for imagefolder)
-    format: str = "digits"  # one of curate.data.sources.FORMATS
+    # catalog name; empty = the format's name (the folder's for imagefolder)
+    name: str = opt("", name=True)
+    format: str = opt("digits", choices="curate.data.sources:FORMATS", what="format")
     source: str = ""  # path to the raw data (folder, archive or file); empty for built-in/synthetic
     download: bool = False  # cifar10/cifar100/mnist/fashion-mnist: fetch with torchvision
-    random_labels: int | None = None  # seed: permute labels (true labels kept beside them)
-    storage: str = "auto"  # auto | raw | jpeg; auto = raw for equal-sized images up to raw_max_side
-    raw_max_side: int = 64  # largest side stored raw (bit-exact) under storage = auto
-    max_side: int = 512  # jpeg: resize so the larger side is at most this (0 = keep)
-    short_side: int = (
-        0  # jpeg: shrink so the smaller side is this (ImageNet: 256); wins over max_side
-    )
-    jpeg_quality: int = 90
+    # seed: permute labels (true labels kept beside them)
+    random_labels: int | None = opt(None, ge=0)
+    # auto = raw for equal-sized images up to raw_max_side
+    storage: str = opt("auto", choices=("auto", "raw", "jpeg"))
+    raw_max_side: int = opt(64, ge=1)  # largest side stored raw (bit-exact) under storage = auto
+    max_side: int = opt(512, ge=0)  # jpeg: resize so the larger side is at most this (0 = keep)
+    # jpeg: shrink so the smaller side is this (ImageNet: 256); wins over max_side
+    short_side: int = opt(0, ge=0)
+    jpeg_quality: int = opt(90, ge=1, le=100)
     skip_corrupt: bool = False  # continue past unreadable images, listing them in `skipped`
-    workers: int = 0  # processes for decoding and writing; 0 = all cores
+    workers: int = opt(0, ge=0)  # processes for decoding and writing; 0 = all cores
     # digits: held-out split (scikit-learn's digits has none)
-    test_fraction: float = 0.2
-    split_seed: int = 0
+    test_fraction: float = opt(0.2, gt=0, lt=1)
+    split_seed: int = opt(0, ge=0)
     # synthetic controls (SCIENCE.md, Synthetic controls)
-    seed: int = 0
-    num_classes: int = (
-        0  # 0 = the control's default (gaussian-sigma 100, gabor 12, gaussian-2class 2)
-    )
-    train_per_class: int = 0  # 0 = the control's default
-    test_per_class: int = 0
-    image_size: int = 32
+    seed: int = opt(0, ge=0)
+    # 0 = the control's default (gaussian-sigma 100, gabor 12, gaussian-2class 2)
+    num_classes: int = opt(0, ge=0)
+    train_per_class: int = opt(0, ge=0)  # 0 = the control's default
+    test_per_class: int = opt(0, ge=0)
+    image_size: int = opt(32, ge=1)
 
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    batch_size: int = 128  # training batch
-    eval_batch_size: int = 1024  # evaluation pass, no gradient
+    batch_size: int = opt(128, ge=1)  # training batch
+    eval_batch_size: int = opt(1024, ge=1)  # evaluation pass, no gradient
     flip: bool = False  # random horizontal flip (training only)
-    translate: int = 0  # random crop with this zero padding, in pixels (training only)
-    crop_size: int = 224  # jpeg datasets: random-resized crop (train) / centre crop (eval) side
-    crop_ratio: float = 0.875  # jpeg datasets, eval: centre crop side / resized side (224/256)
+    translate: int = opt(0, ge=0)  # random crop with this zero padding, in pixels (training only)
+    # jpeg datasets: random-resized crop (train) / centre crop (eval) side, pixels
+    crop_size: int = opt(224, ge=1)
+    crop_ratio: float = opt(0.875, gt=0, le=1)  # jpeg datasets, eval: centre crop / resized side
     normalize: bool = True  # subtract the per-channel mean, divide by std (from the train split)
-    workers: int = 0  # ffcv loader threads; 0 = all cores
+    workers: int = opt(0, ge=0)  # ffcv loader threads; 0 = all cores
     os_cache: bool = True  # memory-map the whole file (fast for anything that fits in RAM)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    arch: str = "mlp"
-    members: int = 8
-    epochs: int = 10
-    seed: int = 0
-    strategy: str = "auto"  # auto | separate | fused
-    optimizer: str = "sgd"  # sgd | adam
-    lr: float = 0.05
-    lr_min: float = 0.0  # cosine: the rate reached at the end (Pliushch: 5e-4)
-    momentum: float = 0.9
+    arch: str = opt("mlp", choices="curate.train.models:ARCHS", what="architecture")
+    members: int = opt(8, ge=2, why="agreement needs at least 2 members")
+    epochs: int = opt(10, ge=1)
+    seed: int = opt(0, ge=0)
+    strategy: str = opt("auto", choices=("auto", "separate", "fused"))
+    optimizer: str = opt("sgd", choices=("sgd", "adam"))
+    lr: float = opt(0.05, gt=0)
+    lr_min: float = opt(0.0, ge=0)  # cosine: the rate reached at the end (Pliushch: 5e-4)
+    momentum: float = opt(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | step | onecycle | stvgg | constant
-    step_size: int = 30  # step: epochs between decays
-    gamma: float = 0.1  # step: factor per decay
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    device: str = "auto"  # cpu | cuda | auto
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    weight_decay: float = opt(5e-4, ge=0)
+    schedule: str = opt("cosine", choices=("cosine", "step", "onecycle", "stvgg", "constant"))
+    step_size: int = opt(30, ge=1)  # step: epochs between decays
+    gamma: float = opt(0.1, gt=0)  # step: factor per decay
+    warmup_epochs: float = opt(0.0, ge=0)
+    label_smoothing: float = opt(0.0, ge=0, lt=1)
+    device: str = opt("auto", choices=("auto", "cpu", "cuda"))
+    # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: str = opt("auto", choices=("auto", "fp32", "bf16"))
     channels_last: bool = True
-    threads: int = 0  # torch CPU threads; 0 = all cores
+    threads: int = opt(0, ge=0)  # torch CPU threads; 0 = all cores
     log_train_pass: bool = False  # also log the training forward pass as its own pass
-    width: int = (
-        0  # architecture width multiplier where it applies (0 = the architecture's default)
-    )
-    dropout: bool = (
-        True  # the architecture's dropout layers (Hacohen removed them for random labels)
-    )
-    curriculum: str = (
-        ""  # an ordering from `curate curriculum` (.npy/.csv beside its .json): paced batches
-    )
+    # architecture width multiplier where it applies (0 = the architecture's default)
+    width: int = opt(0, ge=0)
+    # the architecture's dropout layers (Hacohen removed them for random labels)
+    dropout: bool = True
+    # an ordering from `curate curriculum` (.npy/.csv beside its .json): paced batches
+    curriculum: str = ""
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    tol: int = 0  # ddd split tolerance: 0 = Meding's strict split, 1 = "all except one"
+    tol: int = opt(0, ge=0)  # ddd split tolerance: 0 = Meding's strict split, 1 = "all except one"
     compare_runs: tuple[str, ...] = ()
     stats: bool = True  # `curate run` computes image statistics before training
 
@@ -169,7 +213,57 @@ def build(cls: type, values: dict[str, Any], where: str):
             f"unknown recipe key {where}.{unknown[0]}; valid keys in [{where}]: {', '.join(fields)}"
         )
     kwargs = {k: _coerce(v, fields[k].type, f"{where}.{k}") for k, v in values.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    for f in dataclasses.fields(cls):
+        _check_value(getattr(obj, f.name), f.metadata, f"{where}.{f.name}")
+    return obj
+
+
+def _choices(spec: Any) -> tuple[str, ...]:
+    if isinstance(spec, str):  # "module:ATTR", a registry owned by that module
+        module, attr = spec.split(":")
+        return tuple(getattr(importlib.import_module(module), attr))
+    return tuple(spec)
+
+
+def _check_value(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    """Raise a CurateError naming `where`, the value and what is allowed, if `value` breaks `meta`."""
+    if value is None:
+        return
+    if "choices" in meta:
+        allowed = _choices(meta["choices"])
+        if value not in allowed:
+            head = (
+                f"unknown {meta['what']} {value!r} ({where})"
+                if "what" in meta
+                else (f"{where} = {value!r}")
+            )
+            raise CurateError(f"{head}: choose one of {', '.join(allowed)}")
+    if meta.get("name") and value:
+        check_name(value, where)
+    for key, ok, word in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        if key in meta and not ok(value, meta[key]):
+            why = f" ({meta['why']})" if "why" in meta else ""
+            raise CurateError(f"{where} = {value!r}: must be {word} {meta[key]:g}{why}")
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """The rules that tie two recipe values together (each value alone is checked by `build`)."""
+    t = recipe.train
+    if t.lr_min > t.lr:
+        raise CurateError(f"train.lr_min = {t.lr_min:g} exceeds train.lr = {t.lr:g}; lower lr_min")
+    if t.nesterov and (t.optimizer != "sgd" or t.momentum == 0):
+        raise CurateError("train.nesterov = true needs optimizer = 'sgd' and momentum > 0")
+    if 2 * recipe.score.tol >= t.members:
+        raise CurateError(
+            f"score.tol = {recipe.score.tol} leaves no in-between with {t.members} members: "
+            f"use tol < members / 2"
+        )
 
 
 def find_recipe(name_or_path: str) -> Path | None:
@@ -195,11 +289,16 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def load_recipe(
-    name_or_path: str | None = None, overrides: list[str] | dict | None = None
+    name_or_path: str | None = None,
+    overrides: list[str] | dict | None = None,
+    flags: dict[str, tuple[str, Any]] | None = None,
 ) -> Recipe:
-    """Read a recipe (a name in pipelines/ or a TOML path), then apply `section.key=value` overrides.
+    """Read a recipe (a name in pipelines/ or a TOML path), then apply overrides, then check it.
 
-    A bare dataset name with no recipe file gives the defaults with that dataset's format.
+    `overrides` are `--set section.key=value` strings (or a {section: {key: value}} dict);
+    `flags` maps "section.key" to (the command-line flag that set it, its value). A flag and a
+    `--set` that give one key two values are an error. A bare dataset name with no recipe file
+    gives the defaults with that dataset's format.
     """
     data: dict[str, dict[str, Any]] = {}
     name = "digits"
@@ -208,8 +307,10 @@ def load_recipe(
         if path is not None:
             try:
                 data = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as e:
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
                 raise CurateError(f"recipe {path} is not valid TOML: {e}") from None
+            except OSError as e:
+                raise CurateError(f"cannot read recipe {path}: {e.strerror}") from None
             name = path.stem
         elif name_or_path.endswith(".toml"):
             raise CurateError(
@@ -224,12 +325,29 @@ def load_recipe(
         items = [(s, k, v) for s, kv in overrides.items() for k, v in kv.items()]
     else:
         items = [parse_override(o) for o in overrides or []]
+    set_by: dict[str, Any] = {}
     for section, key, value in items:
         data.setdefault(section, {})[key] = value
+        set_by[f"{section}.{key}"] = value
+    for key, (flag, value) in (flags or {}).items():
+        if key in set_by and set_by[key] != value:
+            raise CurateError(
+                f"{flag} {value} and --set {key}={set_by[key]} give {key} two values; keep one"
+            )
+        section, k = key.split(".", 1)
+        data.setdefault(section, {})[k] = value
     unknown = sorted(set(data) - set(SECTIONS) - {"name"})
     if unknown:
         raise CurateError(
             f"unknown recipe section [{unknown[0]}]; sections are: {', '.join(SECTIONS)}"
         )
+    for s in SECTIONS:
+        if not isinstance(data.get(s, {}), dict):
+            raise CurateError(f"recipe section [{s}] must be a table of key = value lines")
     parts = {s: build(cls, data.get(s, {}), s) for s, cls in SECTIONS.items()}
-    return Recipe(name=data.get("name", name), **parts)
+    recipe_name = data.get("name", name)
+    if not isinstance(recipe_name, str):
+        raise CurateError(f"recipe name = {recipe_name!r}: expected a string")
+    recipe = Recipe(name=check_name(recipe_name, "recipe name"), **parts)
+    check_recipe(recipe)
+    return recipe

@@ -6,7 +6,11 @@ read-only. Column comments say units and direction ("higher = easier").
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -423,17 +427,27 @@ def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
         con.execute(
             f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM difficulty WHERE ddd = '{value}'"
         )
-    shards = list((ws.root / "runs").glob("*/predictions/*/*/*/*/part.parquet"))
+    shards = _has_log(ws)
     if shards:
-        pattern = str(ws.root / "runs") + "/*/predictions/*/*/*/*/part.parquet"
-        con.execute(
-            "CREATE OR REPLACE VIEW predictions AS SELECT regexp_extract(filename, '/runs/([^/]+)/predictions/', 1) "
-            "AS run, pass, split, CAST(member AS INTEGER) AS member, CAST(epoch AS INTEGER) AS epoch, idx, pred, "
-            f"p_true, margin FROM read_parquet('{pattern}', hive_partitioning = true, filename = true)"
-        )
+        con.execute(f"CREATE OR REPLACE VIEW predictions AS {_predictions_sql(ws)}")
     for view, meaning in VIEWS.items():
         if view != "predictions" or shards:
             con.execute(f"COMMENT ON VIEW {view} IS '{meaning.replace(chr(39), chr(39) * 2)}'")
+
+
+def _has_log(ws: Workspace) -> bool:
+    return next((ws.root / "runs").glob("*/predictions/*/*/*/*/part.parquet"), None) is not None
+
+
+def _predictions_sql(ws: Workspace) -> str:
+    """The SELECT behind the `predictions` view: every Parquet shard of the workspace's runs."""
+    pattern = str(ws.root / "runs") + "/*/predictions/*/*/*/*/part.parquet"
+    return (
+        "SELECT regexp_extract(filename, '/runs/([^/]+)/predictions/', 1) AS run, pass, split, "
+        "CAST(member AS INTEGER) AS member, CAST(epoch AS INTEGER) AS epoch, idx, pred, p_true, "
+        f"margin FROM read_parquet('{pattern.replace(chr(39), chr(39) * 2)}', "
+        "hive_partitioning = true, filename = true)"
+    )
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection, ws: Workspace | None = None) -> None:
@@ -443,17 +457,61 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, ws: Workspace | None = None) -
         refresh_views(con, ws)
 
 
+# How long a stage waits for a catalog another process holds (the app between two queries, a
+# `curate query`, another stage) before it gives up; seconds, `$CURATE_CATALOG_TIMEOUT` overrides.
+BUSY_TIMEOUT = 120.0
+
+
+def _busy_timeout() -> float:
+    try:
+        return float(os.environ.get("CURATE_CATALOG_TIMEOUT", BUSY_TIMEOUT))
+    except ValueError:
+        return BUSY_TIMEOUT
+
+
+def _connect_waiting(ws: Workspace, what: str, **kwargs) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, waiting (bounded, with one message) while another process holds the file."""
+    deadline, told = time.monotonic() + _busy_timeout(), False
+    while True:
+        try:
+            return duckdb.connect(str(ws.catalog), **kwargs)
+        except duckdb.IOException as e:
+            msg = str(e)
+            if "lock" not in msg.lower():
+                raise CurateError(f"cannot open the catalog {ws.catalog} {what}: {msg}") from None
+            holder = re.search(r"PID (\d+)", msg)
+            who = f"process {holder.group(1)}" if holder else "another process"
+            if time.monotonic() > deadline:
+                raise CurateError(
+                    f"the catalog {ws.catalog} is still held by {who} after "
+                    f"{_busy_timeout():.0f} s; stop it (the app? another curate command?) and "
+                    "rerun, or raise $CURATE_CATALOG_TIMEOUT"
+                ) from None
+            if not told:
+                print(
+                    f"the catalog {ws.catalog} is busy ({who}); waiting up to "
+                    f"{_busy_timeout():.0f} s to open it {what}",
+                    file=sys.stderr,
+                )
+                told = True
+            time.sleep(0.1)
+
+
+def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # a failed COMMIT has already ended the transaction; keep the first error
+
+
 @contextmanager
 def write(ws: Workspace):
-    """Open the catalog for writing, inside one transaction: all of the block's changes or none."""
+    """Open the catalog for writing, inside one transaction: all of the block's changes or none.
+
+    Waits (up to `$CURATE_CATALOG_TIMEOUT` seconds) while a reader or another stage holds the file.
+    """
     ws.root.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(ws.catalog))
-    except duckdb.IOException as e:
-        raise CurateError(
-            f"cannot open the catalog {ws.catalog} for writing ({e}); "
-            "close the app or other curate commands using it and retry"
-        ) from None
+    con = _connect_waiting(ws, "for writing")
     try:
         ensure_schema(con, ws)
         con.execute("BEGIN TRANSACTION")
@@ -461,25 +519,114 @@ def write(ws: Workspace):
             yield con
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback_quietly(con)
             raise
     finally:
         con.close()
 
 
-def read(ws: Workspace) -> duckdb.DuckDBPyConnection:
-    """Open the catalog read-only; a clear error when there is none yet."""
+def check_writable(ws: Workspace) -> None:
+    """Open and close the catalog for writing: a stage that will record its result checks first."""
+    with write(ws):
+        pass
+
+
+class Reader:
+    """A read-only catalog connection that can do nothing else.
+
+    The connection itself is sandboxed by DuckDB (`read_only`, no external access except the
+    workspace's `runs/` folder, where the prediction log lives, no extensions, configuration
+    locked); on top, every call runs exactly one SELECT statement, as DuckDB's parser classifies
+    it, so neither COPY nor ATTACH, SET, PRAGMA, INSTALL or LOAD gets through. Close it (or use it
+    as a context manager) as soon as the query is done: while it is open, no stage can write.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self._con = con
+
+    def execute(self, sql: str, params: list | tuple | dict | None = None):
+        """Run one SELECT; returns the DuckDB connection, ready for .df(), .fetchall(), ..."""
+        check_select(self._con, sql)
+        return self._con.execute(sql, params) if params else self._con.execute(sql)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_READ_ONLY_KINDS = ("SELECT",)
+
+
+def check_select(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Raise a CurateError unless `sql` is exactly one SELECT statement (DuckDB's own parse)."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise CurateError(
+            f"SQL error: {str(e).splitlines()[0]}. Check the statement; "
+            "`curate query --tables` lists tables and columns"
+        ) from None
+    if len(statements) != 1:
+        raise CurateError(f"one statement per query, got {len(statements)}; run them one at a time")
+    kind = statements[0].type.name
+    if kind not in _READ_ONLY_KINDS:
+        raise CurateError(
+            f"not allowed: a {kind} statement. Queries here are read-only: one SELECT (or WITH "
+            "... SELECT, DESCRIBE, SUMMARIZE) over the catalog; no COPY, ATTACH, SET, PRAGMA, "
+            "INSTALL, LOAD or writes. Tables are written by the curate stages"
+        )
+
+
+def read(ws: Workspace) -> Reader:
+    """Open the catalog read-only and sandboxed (see `Reader`); a clear error when there is none."""
     if not ws.catalog.exists():
         raise CurateError(
             f"no catalog at {ws.catalog}; run `curate ingest digits --workspace {ws.root}` "
             "(or `make scores`) first, or pass the right --workspace"
         )
+    con = _connect_waiting(ws, "for reading", read_only=True)
     try:
-        return duckdb.connect(str(ws.catalog), read_only=True)
-    except duckdb.IOException as e:
-        raise CurateError(
-            f"cannot open the catalog {ws.catalog} ({e}); is a curate command writing to it?"
-        ) from None
+        _sandbox(con, ws)
+        _local_predictions(con, ws)
+    except BaseException:
+        con.close()
+        raise
+    return Reader(con)
+
+
+def _local_predictions(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
+    """A workspace that was moved or copied still names the old log in its `predictions` view:
+    shadow it, for this reader only, with a view over this workspace's own log."""
+    row = con.execute(
+        "SELECT sql FROM duckdb_views() WHERE view_name = 'predictions' AND NOT temporary"
+    ).fetchone()
+    here = (str(ws.root / "runs") + "/*/predictions/").replace("'", "''")
+    if row is not None and here not in row[0] and _has_log(ws):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW predictions AS {_predictions_sql(ws)}")
+
+
+def _sandbox(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
+    """No file access but the prediction log under runs/ (and the catalog itself), then lock it."""
+    try:
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET allowed_directories = ?", [[str(ws.root / "runs") + "/"]])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except duckdb.InvalidInputException:
+        # a second reader in this process shares the first one's database instance, already locked
+        ext, locked = con.execute(
+            "SELECT current_setting('enable_external_access'), current_setting('lock_configuration')"
+        ).fetchone()
+        if ext or not locked:
+            raise CurateError(
+                f"the catalog {ws.catalog} is open for writing in this process; close it first"
+            ) from None
 
 
 def column_doc(table: str, column: str) -> str | None:

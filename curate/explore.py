@@ -1,7 +1,9 @@
 """Read-only queries behind the explorer app: each returns a small DataFrame (or array) a view plots.
 
-Every function takes an open read-only DuckDB connection, so the app can cache one connection, and
-touches at most a page of instances, so views stay fast on an ImageNet-size catalog.
+Every function takes an open `curate.db.Reader` (sandboxed, one SELECT per call) and touches at
+most a page of instances, so views stay fast on an ImageNet-size catalog. The app calls them
+through `call`, which holds the catalog only while the query runs, so stages can write between
+two page views.
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ from curate.errors import CurateError
 from curate.stats.definitions import STATS
 
 DDD = ("trivial", "in-between", "impossible")
+
+
+def call(root: str, name: str, *args):
+    """`name(reader, *args)` with a reader opened on the workspace `root` for this call only."""
+    from curate import db
+    from curate.workspace import Workspace
+
+    fn = QUERIES[name]
+    with db.read(Workspace(root)) as con:
+        return fn(con, *args)
 
 
 def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
@@ -221,12 +233,17 @@ def consistency_matrix(
 
 
 def sql_console(con, sql: str, limit: int = 1000) -> pd.DataFrame:
-    """A read-only query, at most `limit` rows; errors as CurateError with DuckDB's message."""
+    """One read-only SELECT, at most `limit` rows; a refused or bad statement is a CurateError."""
     try:
         cur = con.execute(sql)
         if cur.description is None:
             return pd.DataFrame()
         return pd.DataFrame(cur.fetchmany(limit), columns=[d[0] for d in cur.description])
+    except duckdb.PermissionException as e:
+        raise CurateError(
+            f"not allowed: {str(e).splitlines()[0]}. The console reads the catalog and the "
+            "prediction log, no other file"
+        ) from None
     except duckdb.Error as e:
         raise CurateError(str(e).splitlines()[0]) from None
 
@@ -255,3 +272,26 @@ def thumbnails(
     if info.storage == "float32":
         x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12) * 255
     return [np.rint(a).astype(np.uint8) for a in x]
+
+
+# the functions `call` may run: every query above that takes a reader first
+QUERIES = {
+    f.__name__: f
+    for f in (
+        datasets,
+        runs,
+        splits,
+        run_overview,
+        tpa_heatmap,
+        classes,
+        subset_count,
+        subset_page,
+        instance_detail,
+        prediction_timeline,
+        agreement_curves,
+        correlation_table,
+        scatter_sample,
+        consistency_matrix,
+        sql_console,
+    )
+}

@@ -12,22 +12,28 @@ from curate.workspace import Workspace, atomic_path
 
 
 def fetch(ws: Workspace, sql: str):
-    """Run one read-only statement; return a pandas DataFrame. Bad SQL or a write is a CurateError."""
-    con = db.read(ws)
-    try:
-        return con.execute(sql).df()
-    except duckdb.Error as e:
-        msg = str(e).splitlines()[0]
-        if "read-only" in msg.lower() or "read only" in msg.lower():
+    """Run one read-only statement; return a pandas DataFrame.
+
+    The connection is `db.Reader`'s sandbox, held only while the statement runs. Bad SQL, a write,
+    a second statement or a file outside the workspace's prediction log is a CurateError.
+    """
+    with db.read(ws) as con:
+        try:
+            return con.execute(sql).df()
+        except duckdb.PermissionException as e:
             raise CurateError(
-                f"the catalog is read-only here: {msg}. `curate query` runs SELECT statements; "
-                "tables are written by the curate stages"
+                f"not allowed: {first_line(e)}. Queries read the catalog and the prediction log "
+                f"under {ws.root / 'runs'}, no other file"
             ) from None
-        raise CurateError(
-            f"SQL error: {msg}. Check the statement; `curate query --tables` lists tables and columns"
-        ) from None
-    finally:
-        con.close()
+        except duckdb.Error as e:
+            raise CurateError(
+                f"SQL error: {first_line(e)}. Check the statement; "
+                "`curate query --tables` lists tables and columns"
+            ) from None
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = None) -> str:
@@ -63,8 +69,7 @@ def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = Non
 
 
 def list_tables(ws: Workspace) -> str:
-    con = db.read(ws)
-    try:
+    with db.read(ws) as con:
         rows = con.execute(
             "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
             "WHERE database_name = current_database() AND schema_name = 'main' ORDER BY table_name, column_index"
@@ -75,8 +80,6 @@ def list_tables(ws: Workspace) -> str:
                 "SELECT view_name FROM duckdb_views() WHERE NOT internal"
             ).fetchall()
         }
-    finally:
-        con.close()
     lines, current = [], None
     for table, col, typ, comment in rows:
         if table != current:

@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 
-import duckdb
 import numpy as np
 import pytest
 from conftest import free_port, headless_chromium
 
-from curate import explore
+from curate import db, explore
 from curate.cli import main
+from curate.workspace import Workspace
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app" / "app.py")
@@ -33,9 +33,8 @@ def ws(small_scored_ws, tmp_path_factory):
 
 @pytest.fixture()
 def con(ws):
-    c = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
-    yield c
-    c.close()
+    with db.read(Workspace(ws)) as c:  # the sandboxed reader the app uses
+        yield c
 
 
 def test_query_functions(ws, con):

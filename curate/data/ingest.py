@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,9 @@ from curate import db
 from curate.config import DatasetConfig
 from curate.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from curate.data.sources import SourceData, Split, decode_image, read_source
+from curate.data.writer import page_size, write_beton
 from curate.errors import CurateError
+from curate.locks import dataset_lock
 from curate.workspace import Workspace, atomic_path
 
 # the [dataset] keys that do not change what ingest writes (so changing them needs no --force)
@@ -195,18 +199,16 @@ def _stack_pixels(p: _Prepared, shape: tuple[int, int, int]) -> np.ndarray:
 
 def _write_beton(path: Path, source, storage: str, shape, cfg: DatasetConfig, workers: int) -> None:
     from ffcv.fields import IntField, NDArrayField, RGBImageField
-    from ffcv.writer import DatasetWriter
 
-    if storage == "raw-uint8":
-        image = NDArrayField(dtype=np.dtype("uint8"), shape=shape)
-    elif storage == "float32":
-        image = NDArrayField(dtype=np.dtype("float32"), shape=shape)
+    if storage in ("raw-uint8", "float32"):
+        dtype = np.dtype("uint8" if storage == "raw-uint8" else "float32")
+        image = NDArrayField(dtype=dtype, shape=shape)
+        sample = int(np.prod(shape)) * dtype.itemsize + 16  # pixels, label and idx
     else:
         image = RGBImageField(write_mode="jpg", max_resolution=None, jpeg_quality=cfg.jpeg_quality)
-    writer = DatasetWriter(
-        str(path), {"image": image, "label": IntField(), "idx": IntField()}, num_workers=workers
-    )
-    writer.from_indexed_dataset(source, chunksize=256)
+        sample = None  # JPEG sizes are known only once encoded: ffcv's default page
+    fields = {"image": image, "label": IntField(), "idx": IntField()}
+    write_beton(path, fields, source, workers, page_size(sample, len(source), workers))
 
 
 def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
@@ -277,12 +279,27 @@ def ingest(cfg: DatasetConfig, ws: Workspace, force: bool = False) -> IngestResu
     cfg = dataclasses.replace(cfg, name=name)
     if cfg.format == "imagenet" and cfg.storage == "auto":
         cfg = dataclasses.replace(cfg, storage="jpeg")  # the papers' setting: JPEG, short side 256
-    if cfg.storage not in ("auto", "raw", "jpeg"):
-        raise CurateError(f"dataset.storage = {cfg.storage!r}; choose auto, raw or jpeg")
+    target = ws.dataset_dir(name)
+    with dataset_lock(target):
+        _remove_stale_temporaries(target)
+        return _ingest_locked(cfg, ws, name, target, force)
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Folders `atomic_path` left beside `target` when an ingest was killed (we hold its lock)."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp$")
+    if target.parent.is_dir():
+        for p in target.parent.iterdir():
+            if pattern.match(p.name):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _ingest_locked(
+    cfg: DatasetConfig, ws: Workspace, name: str, target: Path, force: bool
+) -> IngestResult:
     workers = _workers(cfg.workers)
     src: SourceData = read_source(cfg, ws)
     old = _existing(ws, name)
-    target = ws.dataset_dir(name)
     if old is not None and not force:
         same_input = old["checksum"] == src.checksum
         same_cfg = old["recipe"] == json.loads(json.dumps(content_config(cfg)))

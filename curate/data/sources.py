@@ -243,6 +243,11 @@ def read_idx(path: Path) -> np.ndarray:
             "use the official MNIST files"
         )
     ndim = raw[3]
+    if ndim == 0 or len(raw) < 4 + 4 * ndim:
+        raise CurateError(
+            f"{path} is truncated or corrupt: its header announces {ndim} dimensions but the file "
+            f"holds {len(raw)} bytes; re-download it"
+        )
     dims = np.frombuffer(raw, ">i4", count=ndim, offset=4)
     expected = int(np.prod(dims))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
