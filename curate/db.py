@@ -526,9 +526,13 @@ def write(ws: Workspace):
 
 
 def check_writable(ws: Workspace) -> None:
-    """Open and close the catalog for writing: a stage that will record its result checks first."""
-    with write(ws):
-        pass
+    """Open and close the catalog for writing: a stage that will record its result checks first.
+
+    A workspace without a catalog has nothing to check (the stage's own inputs are missing).
+    """
+    if ws.catalog.exists():
+        with write(ws):
+            pass
 
 
 class Reader:

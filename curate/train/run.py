@@ -30,6 +30,7 @@ from curate.config import Recipe
 from curate.data.augment import augment, normalize
 from curate.data.loader import DatasetInfo, dataset_info, make_loader
 from curate.errors import CurateError
+from curate.locks import run_lock
 from curate.train import predlog
 from curate.train.fused import FusedEnsemble
 from curate.train.models import SEQUENTIAL_ARCHS, build_model
@@ -155,7 +156,7 @@ def prepare_run_dir(ws: Workspace, run: str, identity: dict) -> Path:
                 diff.insert(0, "dataset")
             raise CurateError(
                 f"run {run!r} in {run_dir} was made with a different recipe (differs in: "
-                f"{', '.join(diff) or 'settings'}); pass --run NEW_NAME to keep both, or delete "
+                f"{', '.join(diff) or 'settings'}); pass --run-name NEW_NAME to keep both, or delete "
                 f"{run_dir} to start over"
             )
     else:
@@ -343,7 +344,20 @@ def _load_checkpoint(run_dir: Path, unit: Unit, opt, sched, epoch: int) -> None:
 
 
 def train(recipe: Recipe, ws: Workspace, run: str | None = None, quiet: bool = False) -> Path:
-    """Train (or resume) the run of `recipe`; returns the run folder. Rank 0 records it in the catalog."""
+    """Train (or resume) the run of `recipe`; returns the run folder. Rank 0 records it in the catalog.
+
+    One process (one per torchrun rank) trains a run at a time: a second is refused at once. Rank 0
+    checks that the catalog can record the run before it trains, not after.
+    """
+    run = run or recipe.name
+    _, rank, _ = _dist()
+    with run_lock(ws.run_dir(run), rank):
+        if rank == 0:
+            db.check_writable(ws)
+        return _train_locked(recipe, ws, run, quiet)
+
+
+def _train_locked(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
     _check_recipe(recipe)
     t = recipe.train
     world, rank, local_rank = _dist()
