@@ -120,12 +120,16 @@ def subset_page(
     con, clause: str, params: list, page: int = 0, page_size: int = 48, order: str = "accessibility"
 ) -> pd.DataFrame:
     """One page of the subset: idx, class, accessibility, learned epoch, ddd, source (for thumbnails)."""
-    if not order.replace("_", "").isalnum():
-        raise CurateError(f"bad column name {order!r}")
+    from curate.sql import quote_column, relation_columns
+
+    try:
+        order_by = quote_column(order, relation_columns(con, "difficulty"))
+    except ValueError:
+        raise CurateError(f"bad column name {order!r}") from None
     try:
         return con.execute(
             f"SELECT dataset, split, idx, class_name, accessibility, learned_epoch, ddd, source FROM difficulty "
-            f'WHERE {clause} ORDER BY "{order}", idx LIMIT ? OFFSET ?',
+            f"WHERE {clause} ORDER BY {order_by}, idx LIMIT ? OFFSET ?",
             params + [page_size, page * page_size],
         ).df()
     except duckdb.Error as e:
