@@ -106,7 +106,7 @@ def time_ours(work: Path, run: str) -> dict:
     """Score in a fresh process: wall time and peak resident memory of that process."""
     code = (
         "import sys, time, resource; sys.path.insert(0, %r)\n"
-        "from curate.scores.store import score_run\nfrom curate.workspace import Workspace\n"
+        "from curate.scores.score import score_run\nfrom curate.workspace import Workspace\n"
         "t = time.perf_counter(); score_run(Workspace(%r), %r, quiet=True)\n"
         "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     ) % (str(ROOT), str(work), run)

@@ -146,10 +146,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from curate.scores.report import print_summary
-    from curate.scores.store import score_run
+    from curate.scores.score import run_info, score_run
+    from curate.stats.correlate import compute_correlations
 
     ws = Workspace.resolve(args.workspace)
     summary = score_run(ws, args.run, tol=args.tol, compare=args.compare or [])
+    compute_correlations(ws, run_info(ws, args.run).dataset)  # when image statistics exist
     print_summary(ws, args.run, summary)
     return 0
 
@@ -158,7 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Every stage of a recipe: ingest, train, score, then a short summary."""
     from curate.data.ingest import ingest
     from curate.scores.report import print_summary
-    from curate.scores.store import score_run
+    from curate.scores.score import score_run
+    from curate.stats.correlate import compute_correlations
     from curate.train.run import train
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -178,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     train(recipe, ws, run=run)
     print(f"== score {run}")
     summary = score_run(ws, run, tol=recipe.score.tol, compare=list(recipe.score.compare_runs))
+    compute_correlations(ws, res.dataset)  # when image statistics exist
     print_summary(ws, run, summary)
     return 0
 
@@ -477,13 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", "--run", dest="run", help="run name (default: the recipe's name)")
     _add_common(p)
     p.set_defaults(func=cmd_run)
-
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
     return parser
-
-
-_EXTRA_COMMANDS: list = []
 
 
 def _disk_full(e: BaseException, ws: Workspace) -> bool:

@@ -118,7 +118,8 @@ class TrainConfig:
     members: int = opt(8, ge=2, why="agreement needs at least 2 members")
     epochs: int = opt(10, ge=1)
     seed: int = opt(0, ge=0)
-    strategy: str = opt("auto", choices=("auto", "separate", "fused"))
+    # auto | a registered learner (curate.train.learner): fused, separate, ...
+    strategy: str = opt("auto", choices="curate.train.run:strategy_choices")
     optimizer: str = opt("sgd", choices=("sgd", "adam"))
     lr: float = opt(0.05, gt=0)
     lr_min: float = opt(0.0, ge=0)  # cosine: the rate reached at the end (Pliushch: 5e-4)
@@ -222,7 +223,8 @@ def build(cls: type, values: dict[str, Any], where: str):
 def _choices(spec: Any) -> tuple[str, ...]:
     if isinstance(spec, str):  # "module:ATTR", a registry owned by that module
         module, attr = spec.split(":")
-        return tuple(getattr(importlib.import_module(module), attr))
+        found = getattr(importlib.import_module(module), attr)
+        return tuple(found() if callable(found) else found)
     return tuple(spec)
 
 

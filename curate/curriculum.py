@@ -251,10 +251,10 @@ def export_curriculum(
     (pacing, its parameters, run, score, seed). Returns the sidecar."""
     import pandas as pd
 
-    from curate.query import fetch
+    from curate.sql import columns, fetch, quote_column
     from curate.workspace import atomic_path
 
-    cols = fetch(ws, "SELECT * FROM difficulty LIMIT 0").columns
+    cols = columns(ws, "difficulty")
     if score not in cols:
         raise CurateError(
             f"--score {score!r} is not a column of difficulty; numeric columns include: "
@@ -262,10 +262,12 @@ def export_curriculum(
         )
     pacing_function(pacing, 1, 1, **(params or {}))  # validates the name and parameters
     sql = (
-        f"SELECT idx, label, \"{score}\" AS score FROM difficulty WHERE run = '{run.replace(chr(39), '')}' "
-        "AND split = 'train'" + (f" AND ({where})" if where else "") + " ORDER BY idx"
+        f"SELECT idx, label, {quote_column(score, cols)} AS score FROM difficulty "
+        "WHERE run = ? AND split = 'train'"
+        + (f" AND ({where})" if where else "")  # --where is an SQL filter by design
+        + " ORDER BY idx"
     )
-    df = fetch(ws, sql)
+    df = fetch(ws, sql, [run])
     if df.empty:
         raise CurateError(
             f"no training instances of run {run!r} match"

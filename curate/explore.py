@@ -132,12 +132,16 @@ def subset_page(
     con, clause: str, params: list, page: int = 0, page_size: int = 48, order: str = "accessibility"
 ) -> pd.DataFrame:
     """One page of the subset: idx, class, accessibility, learned epoch, ddd, source (for thumbnails)."""
-    if not order.replace("_", "").isalnum():
-        raise CurateError(f"bad column name {order!r}")
+    from curate.sql import quote_column, relation_columns
+
+    try:
+        order_by = quote_column(order, relation_columns(con, "difficulty"))
+    except ValueError:
+        raise CurateError(f"bad column name {order!r}") from None
     try:
         return con.execute(
             f"SELECT dataset, split, idx, class_name, accessibility, learned_epoch, ddd, source FROM difficulty "
-            f'WHERE {clause} ORDER BY "{order}", idx LIMIT ? OFFSET ?',
+            f"WHERE {clause} ORDER BY {order_by}, idx LIMIT ? OFFSET ?",
             params + [page_size, page * page_size],
         ).df()
     except duckdb.Error as e:
@@ -251,8 +255,10 @@ def sql_console(con, sql: str, limit: int = 1000) -> pd.DataFrame:
 def thumbnails(
     ws, dataset: str, split: str, idx: list[int], sources: list[str] | None = None
 ) -> list[np.ndarray]:
-    """The images of `idx` as uint8 (H, W, C): from the .beton for raw storage, from the source files for JPEG."""
+    """The images of `idx` as uint8 (H, W, C): from the .beton for raw and float storage (float data
+    scaled by the whole split's range, as for the statistics), from the source files for JPEG."""
     from curate.data.loader import dataset_info
+    from curate.data.pixels import read_split_uint8
     from curate.workspace import Workspace
 
     ws = ws if isinstance(ws, Workspace) else Workspace.resolve(ws)
@@ -261,17 +267,7 @@ def thumbnails(
         from curate.data.sources import decode_image
 
         return [decode_image(s) for s in sources]
-    from curate.data.beton import read_arrays
-    from curate.db import split_labels
-
-    all_idx = split_labels(ws, dataset, split)[0]
-    pos = np.searchsorted(all_idx, np.asarray(idx))
-    x = read_arrays(
-        info.beton(split), pos, info.shape, "float32" if info.storage == "float32" else "uint8"
-    )
-    if info.storage == "float32":
-        x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12) * 255
-    return [np.rint(a).astype(np.uint8) for a in x]
+    return list(read_split_uint8(info, split, idx).images)
 
 
 # the functions `call` may run: every query above that takes a reader first

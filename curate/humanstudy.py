@@ -17,11 +17,11 @@ POOL = 1000  # trivial images drawn from the 1,000 most accessible, impossible f
 
 
 def _pool(ws: Workspace, run: str, split: str | None) -> tuple[pd.DataFrame, str]:
-    from curate.query import fetch
+    from curate.sql import fetch
 
-    splits = fetch(
-        ws, f"SELECT DISTINCT split FROM difficulty WHERE run = '{run.replace(chr(39), '')}'"
-    )["split"].tolist()
+    splits = fetch(ws, "SELECT DISTINCT split FROM difficulty WHERE run = ?", [run])[
+        "split"
+    ].tolist()
     if not splits:
         raise CurateError(f"run {run!r} has no scores; run `curate score {run}` first")
     if split is None:
@@ -31,7 +31,8 @@ def _pool(ws: Workspace, run: str, split: str | None) -> tuple[pd.DataFrame, str
     df = fetch(
         ws,
         "SELECT dataset, split, idx, label, class_name, source, ddd, accessibility FROM difficulty "
-        f"WHERE run = '{run.replace(chr(39), '')}' AND split = '{split}' AND ddd <> 'in-between'",
+        "WHERE run = ? AND split = ? AND ddd <> 'in-between'",
+        [run, split],
     )
     return df, split
 

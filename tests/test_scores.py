@@ -53,7 +53,6 @@ def test_engine_matches_the_pure_definitions(tmp_path):
         "train",
         (idx[shuffled], y[shuffled]),
         tol=1,
-        chunk=64,
         groups={"a": [0, 1], "b": [2, 3, 4]},
     )
     assert np.array_equal(sc.idx, idx) and np.array_equal(sc.labels, y)

@@ -103,7 +103,7 @@ def test_schedules_by_hand():
 
 
 def test_logit_stats_by_hand():
-    from curate.train.run import logit_stats
+    from curate.train.logits import logit_stats
 
     logits = torch.tensor([[[2.0, 1.0, 0.0]], [[0.0, 3.0, 1.0]]])  # (B=2, M=1, K=3)
     y = torch.tensor([0, 2])
@@ -115,7 +115,7 @@ def test_logit_stats_by_hand():
 
 
 def test_member_seeds_differ_and_are_stable():
-    from curate.train.run import member_seeds
+    from curate.train.seeds import member_seeds
 
     a = [member_seeds(0, m) for m in range(4)]
     assert a == [member_seeds(0, m) for m in range(4)]
@@ -130,8 +130,8 @@ def test_fused_trains_exactly_like_separate_members(arch, shape):
     """Same seeds, same batches (each member its own), float64: the fused model and the members agree."""
     from curate.train.fused import FusedEnsemble
     from curate.train.models import build_model
-    from curate.train.run import member_seeds
     from curate.train.schedule import make_optimizer
+    from curate.train.seeds import member_seeds
 
     m_count, k = 3, 5
     members = []

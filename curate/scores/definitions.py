@@ -160,11 +160,6 @@ def correct_count_hist(c: np.ndarray) -> np.ndarray:
     return np.stack([np.bincount(k[e], minlength=m + 1) for e in range(k.shape[0])])
 
 
-def member_accuracy(c: np.ndarray) -> np.ndarray:
-    """acc[m, e] = mean over n of c, (M, T)."""
-    return c.mean(axis=2)
-
-
 def strict_agreement_from_hist(hist: np.ndarray) -> np.ndarray:
     """Pliushch eq. 2: #all-correct / #at-least-one-correct per epoch (0 when none is right). (T,)"""
     union = hist[:, 1:].sum(axis=1)

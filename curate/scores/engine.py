@@ -1,13 +1,13 @@
-"""Scoring one split of a run's eval-pass prediction log: reads the Parquet shards epoch by epoch and feeds the
-pure functions of `definitions`.
+"""Scoring one split of a run's eval-pass prediction log: the shards are read epoch by epoch (one
+epoch ahead, in a thread pool) and streamed through one compiled pass per epoch; per-epoch metrics
+come from the additive statistics gathered there, per-instance scores from the correctness cube.
 
-Memory is O(M T N / 8 + M N): the correctness cube (bool) and a few (M, N) arrays; per-epoch
-metrics come from additive statistics gathered while streaming, per-instance scores are computed
-in chunks of instances from the cube.
+Memory is O(M T N / 8 + M N): the cube c[m, e, n] (bool) and a few (M, N) arrays.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from curate.data.positions import find_positions
 from curate.errors import CurateError
 from curate.scores import definitions as d
 from curate.scores.kernels import BLOCK, epoch_pass, member_timelines
@@ -68,197 +69,240 @@ def log_layout(run_dir: Path, split: str) -> tuple[list[int], int]:
     return members, last
 
 
-def _read(path: Path, with_idx: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    t = pq.read_table(path, columns=(["idx"] if with_idx else []) + ["pred", "p_true"])
-    idx = t.column("idx").to_numpy() if with_idx else None
-    return idx, t.column("pred").to_numpy(), t.column("p_true").to_numpy()
-
-
 def score_split(
     run_dir: Path,
     split: str,
     labels_by_idx: tuple[np.ndarray, np.ndarray],
     tol: int = 0,
     groups: dict[str, list[int]] | None = None,
-    chunk: int = 1 << 17,
     threads: int = 8,
     progress=None,
 ) -> SplitScores:
     """Score one split of one run.
 
-    labels_by_idx : (idx (N,), label (N,)) of the split, from the catalog.
+    Parameters
+    ----------
+    run_dir : the run's folder.
+    split : the split whose eval log to score.
+    labels_by_idx : (idx (N,), label (N,)) of the split, from the catalog, in any order.
+    tol : the ddd split tolerance (SCIENCE.md).
     groups : named member subsets whose majority vote is tracked per epoch (ensemble comparison).
+    threads : threads reading shards.
+    progress : a tqdm-like bar, advanced once per epoch.
     """
     members, last = log_layout(run_dir, split)
-    m_count = len(members)
-    d.check_tol(m_count, tol)
-    epochs = list(range(last + 1))
-    t_count = len(epochs)
-    path = lambda m, e: predlog.shard_path(run_dir, "eval", split, m, e)  # noqa: E731
-    pool = ThreadPoolExecutor(threads)
+    d.check_tol(len(members), tol)
+    groups = dict(groups or {})
+    with EpochReader(run_dir, split, members, last, threads) as reader:
+        y = _labels_of(reader.idx, labels_by_idx, split)
+        final_correct = sum(pred == y for pred in reader.last_preds)
+        in_between = d.ddd(final_correct, len(members), tol) == "in-between"
+        stats = EpochStats(members, last + 1, y, in_between, groups)
+        for t, (pred, p_true) in enumerate(reader):
+            stats.add(t, pred, p_true)
+            if progress is not None:
+                progress.update(1)
+    epochs = np.arange(last + 1)
+    em = d.epoch_metrics_from_stats(
+        stats.hist, stats.correct_all, stats.flips, stats.changes, len(y), tol
+    )
+    em["epoch"] = epochs
+    return SplitScores(
+        split,
+        members,
+        reader.idx,
+        y,
+        _instance_scores(stats, last, tol),
+        stats.counts,
+        stats.agree,
+        em,
+        _kappa_rows(stats, members, epochs),
+        {g: stats.group_ok[gi] for gi, g in enumerate(groups, 1)},
+        {g: stats.group_hits[gi] / (stats.sizes[gi] * last) for gi, g in enumerate(groups, 1)},
+    )
 
-    def read_epoch(e):
+
+def _read(path: Path, with_idx: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    t = pq.read_table(path, columns=(["idx"] if with_idx else []) + ["pred", "p_true"])
+    idx = t.column("idx").to_numpy() if with_idx else None
+    return idx, t.column("pred").to_numpy(), t.column("p_true").to_numpy()
+
+
+class EpochReader:
+    """Each epoch's shards, read in a thread pool one epoch ahead of the computation. The last
+    epoch is read first (its idx and final predictions set up the scoring) and kept for its turn.
+
+    Iterating yields, for e = 0..last, pred (M, N) int16 and p_true (M, N) (None at epoch 0).
+    """
+
+    def __init__(self, run_dir: Path, split: str, members: list[int], last: int, threads: int):
+        self.run_dir, self.split, self.members, self.last = run_dir, split, members, last
+        self.pool = ThreadPoolExecutor(threads)
+        self.last_parts = self._collect(self._submit(last))
+        self.idx = self.last_parts[0][0].astype(np.int64)  # (N,) the log's instances
+        self.last_preds = [p[1] for p in self.last_parts]
+
+    def __enter__(self) -> EpochReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown()
+
+    def _submit(self, e: int):
         """Futures of one epoch's shards; member 0's brings idx, the others are checked by length."""
-        return [pool.submit(_read, path(m, e), j == 0) for j, m in enumerate(members)]
+        path = lambda m: predlog.shard_path(self.run_dir, "eval", self.split, m, e)  # noqa: E731
+        return [self.pool.submit(_read, path(m), j == 0) for j, m in enumerate(self.members)]
 
-    def collect(futures):
+    @staticmethod
+    def _collect(futures):
         return [f.result() for f in futures]
 
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        n = len(self.idx)
+        ahead = self._submit(0) if self.last != 0 else None
+        for e in range(self.last + 1):
+            parts = self.last_parts if e == self.last else self._collect(ahead)
+            nxt = e + 1
+            ahead = self._submit(nxt) if nxt < self.last else None  # read while computing
+            if not np.array_equal(parts[0][0], self.idx) or any(len(p[1]) != n for p in parts):
+                raise CurateError(
+                    f"shards of split {self.split!r} epoch {e} list different instances; the log "
+                    "is damaged"
+                )
+            pred = np.stack([p[1] for p in parts]).astype(np.int16, copy=False)
+            yield pred, (np.stack([p[2] for p in parts]) if e >= 1 else None)
+
+
+def _labels_of(idx: np.ndarray, labels_by_idx: tuple[np.ndarray, np.ndarray], split: str):
+    """The catalog's label of each logged instance, (N,)."""
     cat_idx, cat_lab = labels_by_idx
-    order = np.argsort(cat_idx)
-    last_parts = collect(read_epoch(last))
-    idx = last_parts[0][0].astype(np.int64)
-    pos = np.searchsorted(cat_idx, idx, sorter=order)
-    if np.any(pos >= len(cat_idx)) or not np.array_equal(
-        cat_idx[order[np.minimum(pos, len(cat_idx) - 1)]], idx
-    ):
+    pos = find_positions(cat_idx, idx)
+    if np.any(pos < 0):
         raise CurateError(
             f"the log of split {split!r} names instances the catalog does not have; was the dataset "
             "re-ingested after training? Retrain the run"
         )
-    y = cat_lab[order[pos]]
-    n = len(idx)
-    c_last = np.stack([p[1] == y for p in last_parts])
-    mid = d.ddd(c_last.sum(axis=0), m_count, tol) == "in-between"
-    n_mid = int(mid.sum())
+    return cat_lab[pos]
 
-    cube = np.empty((m_count, t_count, n), bool)  # c[m, e, n]
-    counts = np.empty((t_count, n), np.uint8 if m_count < 256 else np.uint16)
-    agree = np.empty_like(counts)
-    hist = np.zeros((t_count, m_count + 1), np.int64)
-    flips = np.zeros(t_count, np.int64)
-    changes = np.zeros(t_count, np.int64)
-    psum = np.zeros((m_count, n))
-    psq = np.zeros((m_count, n))
-    pair_all = np.zeros((t_count, m_count, m_count), np.int64)
-    pair_mid = np.zeros((t_count, m_count, m_count), np.int64)
-    correct_mid = np.zeros((m_count, t_count), np.int64)
-    correct_all = np.zeros((m_count, t_count), np.int64)
-    groups = dict(groups or {})
-    member_pos = {m: i for i, m in enumerate(members)}
-    group_names = list(groups)
-    cols = np.zeros((1 + len(group_names), m_count), np.int64)  # kernel groups: 0 = every member
-    sizes = np.zeros(1 + len(group_names), np.int64)
-    cols[0], sizes[0] = np.arange(m_count), m_count
-    for gi, g in enumerate(group_names, 1):
-        pos_g = [member_pos[m] for m in groups[g]]
-        cols[gi, : len(pos_g)], sizes[gi] = pos_g, len(pos_g)
-    group_ok = np.empty((len(cols), t_count, n), bool)  # majority vote right, per group and epoch
-    group_hits = np.zeros((len(cols), n), np.int64)  # members of the group right, summed over 1..E
-    y32 = y.astype(np.int32)
-    n_blocks = (n + BLOCK - 1) // BLOCK
-    fl, ch = np.zeros(n_blocks, np.int64), np.zeros(n_blocks, np.int64)
-    prev_pred = np.zeros((m_count, n), np.int16)
-    ahead = read_epoch(epochs[0]) if epochs[0] != last else None
-    for t, e in enumerate(epochs):
-        parts = last_parts if e == last else collect(ahead)
-        nxt = epochs[t + 1] if t + 1 < t_count else None
-        ahead = read_epoch(nxt) if nxt is not None and nxt != last else None  # read while computing
-        if not np.array_equal(parts[0][0], idx) or any(len(p[1]) != n for p in parts):
-            raise CurateError(
-                f"shards of split {split!r} epoch {e} list different instances; the log is damaged"
-            )
-        pred = np.stack([p[1] for p in parts]).astype(np.int16, copy=False)
-        p_true = np.stack([p[2] for p in parts]) if e >= 1 else pred  # unused at epoch 0
+
+class EpochStats:
+    """What scoring keeps while streaming the epochs: the correctness cube, per-epoch counts and
+    histograms, pair agreement counts (all and in-between instances), majority votes per group,
+    running sums of p_true, and flip counts.
+
+    Group 0 is every member; groups 1.. are the named subsets, in the order given.
+    """
+
+    def __init__(
+        self,
+        members: list[int],
+        t_count: int,
+        y: np.ndarray,
+        in_between: np.ndarray,
+        groups: dict[str, list[int]],
+    ):
+        m_count, n = len(members), len(y)
+        self.y32, self.mid, self.n_mid = y.astype(np.int32), in_between, int(in_between.sum())
+        self.cube = np.empty((m_count, t_count, n), bool)  # c[m, e, n]
+        self.counts = np.empty((t_count, n), np.uint8 if m_count < 256 else np.uint16)
+        self.agree = np.empty_like(self.counts)  # size of the largest agreeing group
+        self.hist = np.zeros((t_count, m_count + 1), np.int64)
+        self.flips = np.zeros(t_count, np.int64)
+        self.changes = np.zeros(t_count, np.int64)
+        self.psum = np.zeros((m_count, n))  # sum over epochs 1..E of p_true
+        self.psq = np.zeros((m_count, n))
+        self.pair_all = np.zeros((t_count, m_count, m_count), np.int64)
+        self.pair_mid = np.zeros((t_count, m_count, m_count), np.int64)
+        self.correct_mid = np.zeros((m_count, t_count), np.int64)
+        self.correct_all = np.zeros((m_count, t_count), np.int64)
+        member_pos = {m: i for i, m in enumerate(members)}
+        self.cols = np.zeros((1 + len(groups), m_count), np.int64)  # each group's member columns
+        self.sizes = np.zeros(1 + len(groups), np.int64)
+        self.cols[0], self.sizes[0] = np.arange(m_count), m_count
+        for gi, g in enumerate(groups, 1):
+            pos_g = [member_pos[m] for m in groups[g]]
+            self.cols[gi, : len(pos_g)], self.sizes[gi] = pos_g, len(pos_g)
+        self.group_ok = np.empty((len(self.cols), t_count, n), bool)  # majority vote right
+        self.group_hits = np.zeros((len(self.cols), n), np.int64)  # members right, over 1..E
+        n_blocks = (n + BLOCK - 1) // BLOCK
+        self._fl, self._ch = np.zeros(n_blocks, np.int64), np.zeros(n_blocks, np.int64)
+        self._prev = np.zeros((m_count, n), np.int16)
+
+    def add(self, t: int, pred: np.ndarray, p_true: np.ndarray | None) -> None:
+        """Epoch t's predictions pred (M, N) int16 and p_true (M, N) (None at epoch 0)."""
         # c, correct counts, Agreement, majority votes, flips and p_true sums in one compiled pass
         epoch_pass(
             pred,
-            y32,
-            prev_pred,
+            self.y32,
+            self._prev,
             t > 0,
-            p_true,
-            e >= 1,
-            cols,
-            sizes,
-            cube[:, t],
-            counts[t],
-            agree[t],
-            group_ok[:, t],
-            group_hits,
-            psum,
-            psq,
-            fl,
-            ch,
+            pred if p_true is None else p_true,  # unused at epoch 0
+            p_true is not None,
+            self.cols,
+            self.sizes,
+            self.cube[:, t],
+            self.counts[t],
+            self.agree[t],
+            self.group_ok[:, t],
+            self.group_hits,
+            self.psum,
+            self.psq,
+            self._fl,
+            self._ch,
         )
-        flips[t], changes[t] = fl.sum(), ch.sum()
-        prev_pred = pred
-        c = cube[:, t]
-        hist[t] = np.bincount(counts[t], minlength=m_count + 1)
-        correct_all[:, t] = np.count_nonzero(c, axis=1)
-        pair_all[t] = d.pair_agreement_counts(c)
-        if n_mid:
-            cm = c[:, mid]
-            pair_mid[t] = d.pair_agreement_counts(cm)
-            correct_mid[:, t] = cm.sum(axis=1)
-        if progress is not None:
-            progress.update(1)
-    pool.shutdown()
+        self.flips[t], self.changes[t] = self._fl.sum(), self._ch.sum()
+        self._prev = pred
+        c = self.cube[:, t]
+        self.hist[t] = np.bincount(self.counts[t], minlength=len(self.hist[t]))
+        self.correct_all[:, t] = np.count_nonzero(c, axis=1)
+        self.pair_all[t] = d.pair_agreement_counts(c)
+        if self.n_mid:
+            cm = c[:, self.mid]
+            self.pair_mid[t] = d.pair_agreement_counts(cm)
+            self.correct_mid[:, t] = cm.sum(axis=1)
 
-    # per instance: member timelines in one compiled pass over the cube, then medians over members
+
+def _instance_scores(stats: EpochStats, last: int, tol: int) -> dict[str, np.ndarray]:
+    """Per instance (N,): member timelines in one compiled pass over the cube, then medians over
+    members; the rest from the counts and running sums (each equal to its `definitions` function)."""
+    m_count, n = stats.cube.shape[0], stats.cube.shape[2]
     learned, first = np.empty((m_count, n)), np.empty((m_count, n))
     forget = np.empty((m_count, n), np.int32)
-    member_timelines(cube, learned, first, forget)
+    member_timelines(stats.cube, learned, first, forget)
     inst = {"learned_epoch": d._median_or_nan(learned), "first_learned": d._median_or_nan(first)}
-    inst["never_learned"] = ~(group_hits[0] > 0)  # = d.never_learned(cube)
+    inst["never_learned"] = ~(stats.group_hits[0] > 0)  # = d.never_learned(cube)
     inst["forgetting_events"] = np.where(
         inst["never_learned"], np.nan, forget.sum(axis=0)
     )  # = d.forgetting_events
-    inst["accessibility"] = counts[1:].mean(axis=0) / m_count  # = d.accessibility(cube)
-    e_count = last  # epochs 1..E
-    mean_p = psum / e_count
+    inst["accessibility"] = stats.counts[1:].mean(axis=0) / m_count  # = d.accessibility(cube)
+    mean_p = stats.psum / last  # epochs 1..E
     inst["confidence"] = mean_p.mean(axis=0)  # = d.confidence(p_true), from running sums
-    inst["variability"] = np.sqrt(np.maximum(psq / e_count - mean_p**2, 0)).mean(
+    inst["variability"] = np.sqrt(np.maximum(stats.psq / last - mean_p**2, 0)).mean(
         axis=0
     )  # = d.variability
-    inst["final_correct"] = counts[-1].astype(np.int32)
-    inst["ddd"] = d.ddd(counts[-1], m_count, tol)
-    inst["tpa_final"] = counts[-1] / m_count
-    inst["strict_final"] = counts[-1] == m_count
-    inst["agreement_final"] = agree[-1] / m_count
+    inst["final_correct"] = stats.counts[-1].astype(np.int32)
+    inst["ddd"] = d.ddd(stats.counts[-1], m_count, tol)
+    inst["tpa_final"] = stats.counts[-1] / m_count
+    inst["strict_final"] = stats.counts[-1] == m_count
+    inst["agreement_final"] = stats.agree[-1] / m_count
+    return inst
 
-    em = d.epoch_metrics_from_stats(hist, correct_all, flips, changes, n, tol)
-    em["epoch"] = np.array(epochs)
 
+def _kappa_rows(stats: EpochStats, members: list[int], epochs: np.ndarray) -> list[tuple]:
+    """Error consistency of every member pair at every epoch, on all and on in-between instances:
+    rows (epoch, subset, member_i, member_j, n, c_obs, c_exp, kappa)."""
     rows = []
-    iu, ju = np.triu_indices(m_count, 1)
+    iu, ju = np.triu_indices(len(members), 1)
     for subset, pairs, correct, size in (
-        ("all", pair_all, correct_all, n),
-        ("in-between", pair_mid, correct_mid, n_mid),
+        ("all", stats.pair_all, stats.correct_all, stats.cube.shape[2]),
+        ("in-between", stats.pair_mid, stats.correct_mid, stats.n_mid),
     ):
         if size == 0:
             continue
         for t, e in enumerate(epochs):
             k = d.kappa_from_counts(pairs[t][iu, ju], correct[iu, t], correct[ju, t], size)
             rows += [
-                (e, subset, members[i], members[j], size, float(a), float(b), float(c))
+                (int(e), subset, members[i], members[j], size, float(a), float(b), float(c))
                 for i, j, a, b, c in zip(iu, ju, k["c_obs"], k["c_exp"], k["kappa"], strict=True)
             ]
-    group_access = {
-        g: group_hits[gi] / (sizes[gi] * e_count) for gi, g in enumerate(group_names, 1)
-    }
-    group_correct = {g: group_ok[gi] for gi, g in enumerate(group_names, 1)}
-    return SplitScores(
-        split, members, idx, y, inst, counts, agree, em, rows, group_correct, group_access
-    )
-
-
-def compare_groups(
-    correct_a: np.ndarray, correct_b: np.ndarray, epochs: np.ndarray, within: float = 0.01
-) -> list[dict]:
-    """Hacohen Fig. 8a: at epochs of matched majority-vote accuracy, counts correct by both / only a / only b."""
-    acc_a, acc_b = correct_a.mean(axis=1), correct_b.mean(axis=1)
-    out = []
-    for ta, tb in d.matched_epochs(acc_a, acc_b, within):
-        a, b = correct_a[ta], correct_b[tb]
-        out.append(
-            {
-                "epoch_a": int(epochs[ta]),
-                "epoch_b": int(epochs[tb]),
-                "acc_a": float(acc_a[ta]),
-                "acc_b": float(acc_b[tb]),
-                "both_correct": int((a & b).sum()),
-                "only_a": int((a & ~b).sum()),
-                "only_b": int((~a & b).sum()),
-            }
-        )
-    return out
+    return rows

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from curate import __version__, db
 from curate.data.loader import dataset_info
+from curate.data.pixels import read_split_uint8
 from curate.data.sources import decode_image
 from curate.errors import CurateError
 from curate.stats import definitions as sd
@@ -93,26 +94,6 @@ def _chunk_job(job: dict) -> pd.DataFrame:
     return df
 
 
-def _split_pixels(info, split: str, ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
-    """(idx (N,), uint8 images (N, H, W, C)) of a raw or float split, read from its .beton."""
-    import torch
-
-    from curate.config import LoaderConfig
-    from curate.data.loader import make_loader
-
-    xs, ids = [], []
-    for x, _, i in make_loader(
-        info.name, split, "eval", ws, LoaderConfig(normalize=False), batch_size=4096
-    ):
-        xs.append(x.permute(0, 2, 3, 1))
-        ids.append(i)
-    x = torch.cat(xs).numpy()
-    if info.storage == "float32":
-        lo, hi = float(x.min()), float(x.max())
-        x = (x - lo) / max(hi - lo, 1e-12) * 255
-    return torch.cat(ids).numpy(), np.rint(x).astype(np.uint8)
-
-
 def _fingerprint(info) -> str:
     return hashlib.blake2b(
         json.dumps([__version__, info.name, info.storage, info.splits, list(STATS)]).encode(),
@@ -147,8 +128,8 @@ def compute_stats(dataset: str, ws: Workspace, workers: int = 0, quiet: bool = F
         if info.storage == "jpeg":
             idx, files, pixels = rows["idx"].to_numpy(), rows["source"].tolist(), None
         else:
-            idx, pixels = _split_pixels(info, split, ws)
-            files = None
+            px = read_split_uint8(info, split)  # float data: scaled by the split's range
+            idx, pixels, files = px.idx, px.images, None
         for c, s in enumerate(range(0, len(idx), CHUNK)):
             part = root / split / f"part-{c:05d}.parquet"
             parts.append(part)

@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from curate import db
+from curate.stats.definitions import STATS
 from curate.workspace import Workspace
 
 MIN_EPOCH = 5  # epochs e > 5 (Pliushch et al. omit the first, noisy ones)
@@ -84,121 +85,136 @@ def category_fractions(strict: np.ndarray, categories: np.ndarray) -> pd.DataFra
     return pd.DataFrame(rows, columns=["category", "epoch", "n", "frac_strict"])
 
 
-def compute_correlations(ws: Workspace, dataset: str) -> int:
-    """Fill `correlations` and `category_agreement` for every scored run of `dataset` that has image
-    statistics; returns the number of rows written."""
-    from curate.stats.definitions import STATS
+CORRELATION_COLUMNS = [
+    "run",
+    "dataset",
+    "split",
+    "statistic",
+    "kind",
+    "r",
+    "p",
+    "n",
+    "epochs",
+    "not_significant",
+]
+CURVE_COLUMNS = ["run", "split", "statistic", "epoch", "strict_agreement", "mean_over_agreed"]
 
+
+def compute_correlations(ws: Workspace, dataset: str) -> int:
+    """Fill `correlations`, `category_agreement` and `agreement_stat_curves` for every scored run of
+    `dataset` that has image statistics; returns the number of `correlations` rows written."""
+    frames = _scored_runs(ws, dataset)
+    if not frames:
+        return 0
+    corr_rows, cat_frames, curve_rows = [], [], []
+    for run, (inst, em) in frames.items():
+        for split, g in inst.groupby("split"):
+            strict = _strict(g)
+            rows, curves = _statistic_rows(run, dataset, split, g, strict, em[em["split"] == split])
+            corr_rows += rows
+            curve_rows += curves
+            cat_frames.append(_category_frame(run, split, g, strict))
+    corr = pd.DataFrame(corr_rows, columns=CORRELATION_COLUMNS)
+    cats = pd.concat(cat_frames, ignore_index=True)
+    curves = pd.DataFrame(curve_rows, columns=CURVE_COLUMNS)
+    _write(ws, list(frames), corr, cats, curves)
+    return len(corr_rows)
+
+
+def _scored_runs(ws: Workspace, dataset: str) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """run -> (its instance scores joined with classes and image statistics, ordered by split and
+    idx; its strict agreement per split and epoch). Empty without image statistics."""
     con = db.read(ws)
     try:
+        has_stats = con.execute(
+            "SELECT count(*) FROM image_stats WHERE dataset = ?", [dataset]
+        ).fetchone()[0]
         runs = [
             r[0]
             for r in con.execute(
                 "SELECT DISTINCT run FROM instance_scores WHERE dataset = ?", [dataset]
             ).fetchall()
         ]
-        has_stats = con.execute(
-            "SELECT count(*) FROM image_stats WHERE dataset = ?", [dataset]
-        ).fetchone()[0]
-        frames = {}
-        for run in runs:
-            frames[run] = (
+        if not has_stats:
+            return {}
+        stat_cols = ", ".join(f"st.{k}" for k in STATS)  # column names from code, not input
+        return {
+            run: (
                 con.execute(
-                    "SELECT s.split, s.idx, s.members, s.accessibility, s.correct_by_epoch, i.class_name, "
-                    + ", ".join(f"st.{k}" for k in STATS)
-                    + " FROM instance_scores s JOIN instances i USING (dataset, split, idx) "
-                    "JOIN image_stats st USING (dataset, split, idx) WHERE s.run = ? ORDER BY s.split, s.idx",
+                    "SELECT s.split, s.idx, s.members, s.accessibility, s.correct_by_epoch, "
+                    f"i.class_name, {stat_cols} FROM instance_scores s "
+                    "JOIN instances i USING (dataset, split, idx) "
+                    "JOIN image_stats st USING (dataset, split, idx) "
+                    "WHERE s.run = ? ORDER BY s.split, s.idx",
                     [run],
                 ).df(),
                 con.execute(
-                    "SELECT split, epoch, strict_agreement FROM epoch_metrics WHERE run = ? ORDER BY split, epoch",
+                    "SELECT split, epoch, strict_agreement FROM epoch_metrics WHERE run = ? "
+                    "ORDER BY split, epoch",
                     [run],
                 ).df(),
             )
+            for run in runs
+        }
     finally:
         con.close()
-    if not has_stats or not runs:
-        return 0
-    corr_rows, cat_frames, curve_rows = [], [], []
-    for run, (inst, em) in frames.items():
-        for split, g in inst.groupby("split"):
-            e = em[em["split"] == split]
-            epochs = e["epoch"].to_numpy()
-            sa = e["strict_agreement"].to_numpy()
-            counts = np.stack(g["correct_by_epoch"].to_numpy()).T  # (T, N)
-            strict = counts == g["members"].to_numpy()[None, :]
-            access = g["accessibility"].to_numpy(dtype=float)
-            for stat in STATS:
-                f = g[stat].to_numpy(dtype=float)
-                curve_rows += [
-                    (run, split, stat, int(ep), float(a), float(mu))
-                    for ep, a, mu in zip(epochs, sa, strict_mean_of_stat(strict, f), strict=True)
-                ]
-                a = agreement_correlation(epochs, sa, strict, f)
-                corr_rows.append(
-                    (
-                        run,
-                        dataset,
-                        split,
-                        stat,
-                        "strict_agreement~mean_over_agreed",
-                        a["r"],
-                        a["p"],
-                        a["n"],
-                        a["epochs"],
-                        a["not_significant"],
-                    )
-                )
-                b = accessibility_correlation(access, f)
-                corr_rows.append(
-                    (
-                        run,
-                        dataset,
-                        split,
-                        stat,
-                        "accessibility~statistic (spearman)",
-                        b["r"],
-                        b["p"],
-                        b["n"],
-                        None,
-                        b["not_significant"],
-                    )
-                )
-            cf = category_fractions(strict, g["class_name"].to_numpy())
-            cf.insert(0, "attribute", "class_name")
-            cf.insert(0, "split", split)
-            cf.insert(0, "run", run)
-            cat_frames.append(cf)
-    corr = pd.DataFrame(
-        corr_rows,
-        columns=[
-            "run",
-            "dataset",
-            "split",
-            "statistic",
-            "kind",
-            "r",
-            "p",
-            "n",
-            "epochs",
-            "not_significant",
-        ],
-    )
-    cats = pd.concat(cat_frames, ignore_index=True)
+
+
+def _strict(g: pd.DataFrame) -> np.ndarray:
+    """strict[e, n]: every member right, (T, N), from the per-epoch correct counts."""
+    counts = np.stack(g["correct_by_epoch"].to_numpy()).T  # (T, N)
+    return counts == g["members"].to_numpy()[None, :]
+
+
+def _statistic_rows(
+    run: str, dataset: str, split: str, g: pd.DataFrame, strict: np.ndarray, e: pd.DataFrame
+) -> tuple[list[tuple], list[tuple]]:
+    """For each statistic of one split: its two `correlations` rows (Pearson over epochs,
+    Spearman over instances) and its `agreement_stat_curves` rows."""
+    epochs = e["epoch"].to_numpy()
+    sa = e["strict_agreement"].to_numpy()
+    access = g["accessibility"].to_numpy(dtype=float)
+    rows, curves = [], []
+    for stat in STATS:
+        f = g[stat].to_numpy(dtype=float)
+        curves += [
+            (run, split, stat, int(ep), float(a), float(mu))
+            for ep, a, mu in zip(epochs, sa, strict_mean_of_stat(strict, f), strict=True)
+        ]
+        a = agreement_correlation(epochs, sa, strict, f)
+        b = accessibility_correlation(access, f)
+        for kind, res, used in (
+            ("strict_agreement~mean_over_agreed", a, a["epochs"]),
+            ("accessibility~statistic (spearman)", b, None),
+        ):
+            rows.append(
+                (run, dataset, split, stat, kind, res["r"], res["p"], res["n"], used,
+                 res["not_significant"])
+            )  # fmt: skip
+    return rows, curves
+
+
+def _category_frame(run: str, split: str, g: pd.DataFrame, strict: np.ndarray) -> pd.DataFrame:
+    """`category_agreement` rows of one split: per class, the all-correct fraction per epoch."""
+    cf = category_fractions(strict, g["class_name"].to_numpy())
+    cf.insert(0, "attribute", "class_name")
+    cf.insert(0, "split", split)
+    cf.insert(0, "run", run)
+    return cf
+
+
+def _write(
+    ws: Workspace, runs: list[str], corr: pd.DataFrame, cats: pd.DataFrame, curves: pd.DataFrame
+) -> None:
+    """Replace the runs' rows of the three tables in one transaction."""
     with db.write(ws) as con:
-        for run in frames:
+        for run in runs:
             con.execute("DELETE FROM correlations WHERE run = ?", [run])
             con.execute("DELETE FROM category_agreement WHERE run = ?", [run])
-        for run in frames:
             con.execute("DELETE FROM agreement_stat_curves WHERE run = ?", [run])
-        curves = pd.DataFrame(
-            curve_rows,
-            columns=["run", "split", "statistic", "epoch", "strict_agreement", "mean_over_agreed"],
-        )
         con.register("new_curves", curves)
         con.execute("INSERT INTO agreement_stat_curves SELECT * FROM new_curves")
         con.register("new_correlations", corr)
         con.register("new_categories", cats)
         con.execute("INSERT INTO correlations SELECT * FROM new_correlations")
         con.execute("INSERT INTO category_agreement SELECT * FROM new_categories")
-    return len(corr_rows)

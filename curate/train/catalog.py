@@ -12,6 +12,7 @@ import torch
 from curate import db
 from curate.config import Recipe
 from curate.train import predlog
+from curate.train.seeds import member_seeds
 from curate.workspace import Workspace
 
 
@@ -25,9 +26,8 @@ def record_run(
     device: torch.device,
     identity: dict,
 ) -> None:
+    """Replace the run's rows in `runs` and `members` with what its folder records."""
     t = recipe.train
-    from curate.train.run import member_seeds
-
     rows, unit_epochs, finals = [], {}, []
     for m in range(t.members):
         prog = predlog.read_progress(run_dir, m)["epochs"]

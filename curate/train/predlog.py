@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.workspace import atomic_path
+
+if TYPE_CHECKING:
+    from curate.train.logits import Predictions
 
 ROW_GROUP = (
     65_536  # rows per Parquet row group: one instance's row is found without reading the file
@@ -54,6 +58,23 @@ def write_shard(
     )
     with atomic_path(path, ".parquet") as tmp:
         pq.write_table(table, tmp, row_group_size=ROW_GROUP)
+
+
+def write_predictions(
+    run_dir: Path, pass_: str, split: str, members: list[int], epoch: int, preds: Predictions
+) -> None:
+    """One epoch's shard of each member of a unit (members[j] is row j of preds). Where each
+    member saw its own rows (the training pass), its shard lists them in idx order."""
+    for j, m in enumerate(members):
+        own = preds.idx.ndim == 2
+        rows = np.argsort(preds.idx[j], kind="stable") if own else slice(None)
+        write_shard(
+            shard_path(run_dir, pass_, split, m, epoch),
+            (preds.idx[j] if own else preds.idx)[rows],
+            preds.pred[j][rows],
+            preds.p_true[j][rows],
+            preds.margin[j][rows],
+        )
 
 
 def progress_path(run_dir: Path, member: int) -> Path:

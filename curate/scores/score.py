@@ -1,0 +1,149 @@
+"""`curate score`: the score stage's entry point. A run's prediction log -> `instance_scores`,
+`epoch_metrics`, `error_consistency` and `ensemble_comparison` in the catalog, in one transaction.
+
+Only the score tables are written here; the statistics' `correlations` belong to the stats stage
+(`curate.stats.correlate.compute_correlations`), which callers run after scoring where they need it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from curate import db
+from curate.errors import CurateError
+from curate.scores import definitions as d
+from curate.scores.comparison import halves_rows, runs_rows
+from curate.scores.engine import SplitScores, log_layout, score_split
+from curate.scores.tables import write_scores
+from curate.workspace import Workspace
+
+
+@dataclass
+class RunInfo:
+    run: str
+    dataset: str
+    members: int
+    splits: list[str]
+
+
+def run_info(ws: Workspace, run: str) -> RunInfo:
+    """The run's dataset, ensemble size and splits; a clear error when the run or its dataset is
+    missing."""
+    run_dir = ws.run_dir(run)
+    rec = run_dir / "run.json"
+    if not rec.exists():
+        have = sorted(p.name for p in (ws.root / "runs").glob("*") if (p / "run.json").exists())
+        raise CurateError(
+            f"no run {run!r} in {ws.root / 'runs'} (have: {', '.join(have) or 'none'}); "
+            f"train it first: curate train {run} --workspace {ws.root}"
+        )
+    ident = json.loads(rec.read_text())
+    con = db.read(ws)
+    try:
+        row = con.execute(
+            "SELECT splits FROM datasets WHERE dataset = ?", [ident["dataset"]]
+        ).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        raise CurateError(
+            f"run {run!r} trained on {ident['dataset']!r}, which the catalog no longer has; re-ingest it"
+        )
+    return RunInfo(run, ident["dataset"], ident["train"]["members"], list(row[0]))
+
+
+def score_run(
+    ws: Workspace,
+    run: str,
+    tol: int = 0,
+    compare: list[str] | tuple[str, ...] = (),
+    quiet: bool = False,
+) -> dict:
+    """Score every split of `run` and write the score tables.
+
+    Parameters
+    ----------
+    ws : the workspace.
+    run : a trained run.
+    tol : the ddd split tolerance: 0 = strict, 1 = all except one.
+    compare : other runs on the same dataset to compare the ensemble with.
+    quiet : no progress bar.
+
+    Returns
+    -------
+    A short summary per split (`summarize`), for `curate.scores.report.print_summary`.
+    """
+    info = run_info(ws, run)
+    results, comparisons = [], []
+    for sc, halves in _score_splits(ws, info, tol, quiet):
+        results.append(sc)
+        comparisons += halves_rows(run, sc, halves)
+    for other in compare:
+        comparisons += _compare_with(ws, info, other, results)
+    write_scores(ws, run, info.dataset, results, comparisons, tol)
+    return {sc.split: summarize(sc) for sc in results}
+
+
+def _score_splits(ws: Workspace, info: RunInfo, tol: int, quiet: bool):
+    """Yield (scores, halves) per split; halves: the two member halves compared with each other."""
+    run_dir = ws.run_dir(info.run)
+    total = sum(log_layout(run_dir, s)[1] + 1 for s in info.splits)
+    with tqdm(total=total, desc=f"score {info.run}", unit="epoch", disable=quiet) as bar:
+        for split in info.splits:
+            members, _ = log_layout(run_dir, split)
+            try:
+                d.check_tol(len(members), tol)
+            except ValueError as e:
+                raise CurateError(f"{e}; lower --tol") from None
+            half = len(members) // 2
+            halves = {"a": members[:half], "b": members[half:]}
+            labels = db.split_labels(ws, info.dataset, split)
+            sc = score_split(
+                run_dir, split, labels, tol=tol, groups={**halves, "all": members}, progress=bar
+            )
+            yield sc, halves
+
+
+def _compare_with(
+    ws: Workspace, info: RunInfo, other: str, results: list[SplitScores]
+) -> list[dict]:
+    """Rows comparing the run's whole ensemble with another run's, split by split."""
+    oi = run_info(ws, other)
+    if oi.dataset != info.dataset:
+        raise CurateError(
+            f"cannot compare run {info.run!r} ({info.dataset}) with {other!r} ({oi.dataset}): "
+            "ensembles must be scored on the same dataset"
+        )
+    rows = []
+    for sc in results:
+        other_members, _ = log_layout(ws.run_dir(other), sc.split)
+        osc = score_split(
+            ws.run_dir(other),
+            sc.split,
+            db.split_labels(ws, info.dataset, sc.split),
+            tol=0,
+            groups={"all": other_members},
+        )
+        rows += runs_rows(info.run, sc, other, osc)
+    return rows
+
+
+def summarize(sc: SplitScores) -> dict:
+    e = sc.epoch
+    last = -1
+    return {
+        "members": len(sc.members),
+        "instances": len(sc.idx),
+        "acc_by_member": e["acc_by_member"][last].tolist(),
+        "strict_agreement": float(e["strict_agreement"][last]),
+        "lower_bound": float(e["lower_bound"][last]),
+        "random_agreement_normalized": float(e["random_agreement_normalized"][last]),
+        "bimodality": e["bimodality"].tolist(),
+        "bimodality_null": e["bimodality_null"].tolist(),
+        "frac_trivial": float(e["frac_trivial"][last]),
+        "frac_in_between": float(e["frac_in_between"][last]),
+        "frac_impossible": float(e["frac_impossible"][last]),
+    }

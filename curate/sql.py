@@ -1,0 +1,57 @@
+"""Parameterised reads of the catalog for the library's own queries.
+
+Values always travel as `?` parameters. A name that has to be written into the SQL text (a column
+chosen by the user) is checked against the relation's actual columns first, then quoted.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from curate import db
+from curate.errors import CurateError
+from curate.workspace import Workspace
+
+
+def fetch(ws: Workspace, sql: str, params: list | tuple = ()) -> pd.DataFrame:
+    """Run one read-only statement with `?` parameters; DuckDB's errors become a CurateError."""
+    con = db.read(ws)
+    try:
+        return con.execute(sql, list(params)).df()
+    except duckdb.Error as e:
+        raise CurateError(
+            f"SQL error: {str(e).splitlines()[0]}. Check the statement; `curate query --tables` "
+            "lists tables and columns"
+        ) from None
+    finally:
+        con.close()
+
+
+def columns(ws: Workspace, relation: str) -> list[str]:
+    """The column names of a table or view of the catalog (`relation` is a name from code)."""
+    con = db.read(ws)
+    try:
+        return relation_columns(con, relation)
+    finally:
+        con.close()
+
+
+def relation_columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[str]:
+    """columns() on an open connection."""
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
+            [relation],
+        ).fetchall()
+    ]
+
+
+def quote_column(name: str, allowed: list[str]) -> str:
+    """`name` as a quoted SQL identifier, once it is known to be one of `allowed` (the relation's
+    actual columns); ValueError otherwise."""
+    if name not in allowed:
+        raise ValueError(f"{name!r} is not a column")
+    return '"' + name.replace('"', '""') + '"'
