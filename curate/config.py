@@ -132,7 +132,7 @@ class TrainConfig:
     warmup_epochs: float = opt(0.0, ge=0)
     label_smoothing: float = opt(0.0, ge=0, lt=1)
     device: str = opt("auto", choices=("auto", "cpu", "cuda"))
-    # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    # auto (bf16 autocast on CUDA and on CPUs with AMX / AVX512-BF16, else fp32) | fp32 | bf16
     precision: str = opt("auto", choices=("auto", "fp32", "bf16"))
     channels_last: bool = True
     threads: int = opt(0, ge=0)  # torch CPU threads; 0 = all cores

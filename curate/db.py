@@ -84,6 +84,12 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("git_rev", "VARCHAR", "git revision of curate"),
         ("torch_version", "VARCHAR", "PyTorch version"),
         ("finished_at", "TIMESTAMP", "when the last member finished (UTC)"),
+        (
+            "precision",
+            "VARCHAR",
+            "arithmetic of training: fp32, or bf16 autocast (train.precision; auto = bf16 on CUDA "
+            "and on CPUs with native bf16 units)",
+        ),
     ],
     "members": [
         ("run", "VARCHAR", "run name"),
@@ -396,6 +402,8 @@ def create_statements() -> list[str]:
         if table in PRIMARY_KEYS:
             body.append(f"PRIMARY KEY ({', '.join(PRIMARY_KEYS[table])})")
         stmts.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(body)})")
+        # a catalog made by an older version gains the columns added since, at the end
+        stmts += [f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c} {t}" for c, t, _ in cols]
         for c, _, meaning in cols:
             stmts.append(
                 f"COMMENT ON COLUMN {table}.{c} IS '{meaning.replace(chr(39), chr(39) * 2)}'"

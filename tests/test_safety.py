@@ -478,3 +478,65 @@ def test_messages_name_real_flags(digits_ws, tmp_path, capsys):
     assert main(common + ["--epochs", "2"]) == 2
     line = one_error(capsys.readouterr().err)
     assert "different recipe" in line and "--run-name NEW_NAME" in line
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def test_auto_precision_follows_the_cpu_flags(tmp_path):
+    import torch
+
+    from curate.train.precision import choose_precision, cpu_flags
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_precision("auto", cpu, {"avx2", "fma"}) == "fp32"  # no bf16 units: stays fp32
+    assert choose_precision("auto", cpu, set()) == "fp32"
+    assert choose_precision("auto", cpu, {"avx512f", "avx512_bf16"}) == "bf16"
+    assert choose_precision("auto", cpu, {"amx_tile", "amx_bf16"}) == "bf16"
+    assert choose_precision("auto", cuda, set()) == "bf16"
+    assert choose_precision("fp32", cuda, {"amx_bf16"}) == "fp32"  # an explicit choice wins
+    assert choose_precision("bf16", cpu, set()) == "bf16"
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\n")
+    assert cpu_flags(info) == {"fpu", "sse2", "avx2", "fma"}
+    assert cpu_flags(tmp_path / "absent") == set()
+
+
+def test_the_precision_is_recorded_with_the_run(small_scored_ws):
+    import torch
+
+    from curate.train.precision import choose_precision
+
+    con = duckdb.connect(str(small_scored_ws / "catalog.duckdb"), read_only=True)
+    try:
+        (got,) = con.execute("SELECT precision FROM runs WHERE run = 'digits'").fetchone()
+    finally:
+        con.close()
+    assert got == choose_precision("auto", torch.device("cpu"))
+
+
+def test_an_older_catalog_gains_new_columns(tmp_path):
+    ws = Workspace(tmp_path)
+    con = duckdb.connect(str(ws.catalog))
+    con.execute("CREATE TABLE runs (run VARCHAR PRIMARY KEY, dataset VARCHAR)")
+    con.execute("INSERT INTO runs VALUES ('old', 'digits')")
+    con.close()
+    with db.write(ws) as con:
+        cols = [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
+        assert "precision" in cols
+        assert con.execute("SELECT run, precision FROM runs").fetchall() == [("old", None)]
+
+
+def test_a_lock_leaves_no_file_and_can_be_taken_again(tmp_path):
+    from curate.locks import run_lock
+
+    run_dir = tmp_path / "runs" / "r"
+    for _ in range(2):
+        with run_lock(run_dir):
+            assert (tmp_path / "runs" / ".r.lock").read_text().strip() == str(
+                __import__("os").getpid()
+            )
+            with pytest.raises(CurateError, match="in use by process"):
+                with run_lock(run_dir):  # flock is per open file: refused in one process too
+                    pass
+        assert not list((tmp_path / "runs").iterdir())

@@ -25,6 +25,7 @@ def record_run(
     strategy: str,
     device: torch.device,
     identity: dict,
+    precision: str = "fp32",
 ) -> None:
     """Replace the run's rows in `runs` and `members` with what its folder records."""
     t = recipe.train
@@ -46,7 +47,7 @@ def record_run(
         con.execute("DELETE FROM members WHERE run = ?", [run])
         con.execute("DELETE FROM runs WHERE run = ?", [run])
         con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
             [
                 run,
                 dataset,
@@ -64,6 +65,7 @@ def record_run(
                 info["version"],
                 info["git_rev"],
                 torch.__version__,
+                precision,
             ],
         )
         con.executemany("INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)

@@ -27,6 +27,7 @@ from curate.train.learner import TrainSetup, learner_class, learner_names
 from curate.train.learners.neural import auto_strategy
 from curate.train.loop import steps_to_do, train_units
 from curate.train.placement import place, rank
+from curate.train.precision import choose_precision
 from curate.train.rundir import prepare_run_dir, run_identity
 from curate.train.seeds import member_seeds
 from curate.workspace import Workspace
@@ -92,5 +93,6 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
 
     where.barrier()
     if where.rank == 0:
-        record_run(ws, run, run_dir, recipe, dataset, strategy, where.device, identity)
+        precision = choose_precision(t.precision, where.device)
+        record_run(ws, run, run_dir, recipe, dataset, strategy, where.device, identity, precision)
     return run_dir

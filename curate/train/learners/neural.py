@@ -14,6 +14,7 @@ from curate.errors import CurateError
 from curate.train.learner import TrainSetup, Unit
 from curate.train.logits import Collector, Predictions
 from curate.train.models import SEQUENTIAL_ARCHS, build_model
+from curate.train.precision import choose_precision
 from curate.train.schedule import make_optimizer
 from curate.train.seeds import dropout_seed
 
@@ -44,8 +45,7 @@ class NeuralUnit(Unit):
             model = model.to(memory_format=torch.channels_last)
         self.model, self.setup = model, setup
         self.opt, self.sched = make_optimizer(model.parameters(), t, setup.feed.steps_per_epoch)
-        dev = setup.device.type
-        self.bf16 = t.precision == "bf16" or (t.precision == "auto" and dev == "cuda")
+        self.bf16 = choose_precision(t.precision, setup.device) == "bf16"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Each member on its own batch: x (M_u, B, C, H, W) -> logits (B, M_u, K)."""
