@@ -320,11 +320,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="curate", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"curate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_ingest(sub) -> None:
     p = sub.add_parser("ingest", help="turn a dataset into .beton files and `instances` rows")
     p.add_argument(
         "dataset",
@@ -350,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_ingest)
 
+
+def _add_query(sub) -> None:
     p = sub.add_parser("query", help="run read-only SQL on the catalog")
     p.add_argument("sql", nargs="?", help="the SQL statement")
     p.add_argument("--format", default="table", choices=["table", "csv", "parquet", "json"])
@@ -358,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_query)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser(
         "train", help="train the ensemble and log every member's predictions every epoch"
     )
@@ -368,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_score(sub) -> None:
     p = sub.add_parser("score", help="turn a run's prediction log into the difficulty tables")
     p.add_argument("run", help='run name (see `curate query "SELECT run FROM runs"`)')
     p.add_argument(
@@ -385,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_score)
 
+
+def _add_stats(sub) -> None:
     p = sub.add_parser(
         "stats", help="image statistics of every instance, and their correlation with agreement"
     )
@@ -397,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_stats)
 
+
+def _add_curriculum(sub) -> None:
     p = sub.add_parser("curriculum", help="export an easy-to-hard ordering and its pacing")
     p.add_argument("run", help="a scored run")
     p.add_argument(
@@ -440,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_curriculum)
 
+
+def _add_pairs(sub) -> None:
     p = sub.add_parser(
         "pairs", help="export trivial-vs-impossible image pairs as a browser 2AFC experiment"
     )
@@ -455,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_pairs)
 
+
+def _add_pairs_analyse(sub) -> None:
     p = sub.add_parser(
         "pairs-analyse", help="accuracy per observer and error consistency between observers"
     )
@@ -464,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_pairs_analyse)
 
+
+def _add_app(sub) -> None:
     p = sub.add_parser("app", help="the Streamlit explorer over the catalog (read-only)")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument(
@@ -474,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_app)
 
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help="every stage of a recipe: ingest, stats, train, score, summary")
     p.add_argument(
         "recipe", nargs="?", default="digits", help="a recipe in pipelines/ or a .toml path"
@@ -481,6 +495,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", "--run", dest="run", help="run name (default: the recipe's name)")
     _add_common(p)
     p.set_defaults(func=cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"curate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_ingest(sub)
+    _add_query(sub)
+    _add_train(sub)
+    _add_score(sub)
+    _add_stats(sub)
+    _add_curriculum(sub)
+    _add_pairs(sub)
+    _add_pairs_analyse(sub)
+    _add_app(sub)
+    _add_run(sub)
     return parser
 
 

@@ -95,7 +95,9 @@ def test_query_statements_that_reach_the_file_system_are_refused(scored, tmp_pat
 
 def test_query_reads_the_catalog_and_the_prediction_log(scored, capsys):
     rc, out, err = query(
-        scored, "SELECT count(*) AS n FROM predictions WHERE epoch = 0 AND split = 'test'", capsys
+        scored,
+        "SELECT count(*) AS n FROM predictions WHERE run = 'digits' AND epoch = 0 AND split = 'test'",
+        capsys,
     )
     assert rc == 0, err
     assert str(4 * 359) in out  # 4 members, 359 test images
@@ -110,7 +112,9 @@ def test_a_moved_workspace_reads_its_own_log(small_scored_ws, tmp_path, capsys):
     """The catalog's `predictions` view names the old folder; a reader uses its own log instead."""
     moved = tmp_path / "moved"
     shutil.copytree(small_scored_ws, moved)
-    rc, out, err = query(moved, "SELECT count(DISTINCT member) AS m FROM predictions", capsys)
+    rc, out, err = query(
+        moved, "SELECT count(DISTINCT member) AS m FROM predictions WHERE run = 'digits'", capsys
+    )
     assert rc == 0, err
     assert "4" in out
 

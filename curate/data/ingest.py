@@ -299,134 +299,153 @@ def _ingest_locked(
 ) -> IngestResult:
     workers = _workers(cfg.workers)
     src: SourceData = read_source(cfg, ws)
-    old = _existing(ws, name)
-    if old is not None and not force:
-        same_input = old["checksum"] == src.checksum
-        same_cfg = old["recipe"] == json.loads(json.dumps(content_config(cfg)))
-        files_ok = all(ws.beton(name, s).exists() for s in old["splits"])
-        if same_input and same_cfg and files_ok:
-            return IngestResult(
-                name,
-                "up to date",
-                dict(zip(old["splits"], old["counts"], strict=True)),
-                old["storage"],
-                target,
-            )
-        what = (
-            "input changed (checksum differs)"
-            if not same_input
-            else "the [dataset] settings changed"
-            if not same_cfg
-            else "its .beton files are missing"
-        )
-        raise CurateError(
-            f"dataset {name!r} is already in {ws.catalog} but {what}; rerun with --force to "
-            f"rebuild it (this replaces {target}), or ingest under another --name"
-        )
-
-    preps: list[_Prepared] = []
-    for s in src.splits:
-        if s.files is not None:
-            preps.append(_prepare_files(s, cfg, workers))
-        else:
-            n, h, w, c = s.images.shape
-            preps.append(_Prepared(s, np.full(n, h), np.full(n, w), np.full(n, c), None))
+    current = _unchanged(ws, name, cfg, src, target, force)
+    if current is not None:
+        return current
+    preps = [_prepare(s, cfg, workers) for s in src.splits]
     storage, shape = _choose_storage(preps, cfg)
+    _assign_labels(preps, cfg)
+    with atomic_path(target) as tmp:  # moved into place only once the catalog has committed
+        tmp.mkdir(parents=True)
+        stats = None
+        stats_split = (
+            "train" if any(p.split.name == "train" for p in preps) else preps[0].split.name
+        )
+        for p in preps:
+            source = _indexable(p, storage, shape, cfg)
+            if p.split.name == stats_split:
+                stats = _normalisation(source, storage)
+            print(f"writing {name}/{p.split.name}.beton ({len(p.split.labels)} images, {storage})")
+            _write_beton(tmp / f"{p.split.name}.beton", source, storage, shape, cfg, workers)
+        _write_dataset_json(tmp, name, cfg, src, preps, storage, shape, stats)
+        skipped = [(name, p.split.name, f, why) for p in preps for f, why in p.split.skipped]
+        _record(ws, name, cfg, src, preps, storage, shape, skipped)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable files (listed in the `skipped` table)")
+    counts = {p.split.name: len(p.split.labels) for p in preps}
+    return IngestResult(name, "written", counts, storage, target)
 
+
+def _unchanged(
+    ws: Workspace, name: str, cfg: DatasetConfig, src: SourceData, target: Path, force: bool
+) -> IngestResult | None:
+    """The existing dataset when input and settings are unchanged; an error when they changed."""
+    old = _existing(ws, name)
+    if old is None or force:
+        return None
+    same_input = old["checksum"] == src.checksum
+    same_cfg = old["recipe"] == json.loads(json.dumps(content_config(cfg)))
+    files_ok = all(ws.beton(name, s).exists() for s in old["splits"])
+    if same_input and same_cfg and files_ok:
+        counts = dict(zip(old["splits"], old["counts"], strict=True))
+        return IngestResult(name, "up to date", counts, old["storage"], target)
+    what = (
+        "input changed (checksum differs)"
+        if not same_input
+        else "the [dataset] settings changed"
+        if not same_cfg
+        else "its .beton files are missing"
+    )
+    raise CurateError(
+        f"dataset {name!r} is already in {ws.catalog} but {what}; rerun with --force to "
+        f"rebuild it (this replaces {target}), or ingest under another --name"
+    )
+
+
+def _prepare(s: Split, cfg: DatasetConfig, workers: int) -> _Prepared:
+    if s.files is not None:
+        return _prepare_files(s, cfg, workers)
+    n, h, w, c = s.images.shape
+    return _Prepared(s, np.full(n, h), np.full(n, w), np.full(n, c), None)
+
+
+def _assign_labels(preps: list[_Prepared], cfg: DatasetConfig) -> None:
+    """Keep the source's labels as true labels; permute the training labels under random labels."""
     for k, p in enumerate(preps):
         p.split.true_labels = p.split.labels.copy()  # type: ignore[attr-defined]
         if cfg.random_labels is not None:
             p.split.labels = _permute_labels(p.split.labels, cfg.random_labels, k)
 
-    with atomic_path(target) as tmp:
-        tmp.mkdir(parents=True)
-        rows, skipped, stats = [], [], None
-        stats_split = (
-            "train" if any(p.split.name == "train" for p in preps) else preps[0].split.name
+
+def _indexable(p: _Prepared, storage: str, shape, cfg: DatasetConfig):
+    s = p.split
+    if s.images is not None:
+        return _ArraySource(s.images, s.labels, s.idx)
+    if storage == "raw-uint8":
+        return _ArraySource(_stack_pixels(p, shape), s.labels, s.idx)
+    return _FileSource(s.files, s.labels, s.idx, cfg)
+
+
+def _normalisation(source, storage: str) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std for the loaders: the split's own, or ImageNet's for JPEG."""
+    return channel_stats(source.images) if storage != "jpeg" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _write_dataset_json(tmp: Path, name, cfg, src, preps, storage, shape, stats) -> None:
+    meta = {
+        "dataset": name,
+        "format": cfg.format,
+        "storage": storage,
+        "shape": shape,
+        "class_names": src.class_names,
+        "splits": {p.split.name: len(p.split.labels) for p in preps},
+        "mean": list(stats[0]),
+        "std": list(stats[1]),
+    }
+    (tmp / "dataset.json").write_text(json.dumps(meta, indent=1))
+
+
+def _instance_rows(name: str, p: _Prepared, class_names: list[str]) -> pd.DataFrame:
+    s = p.split
+    return pd.DataFrame(
+        {
+            "dataset": name,
+            "split": s.name,
+            "idx": s.idx.astype(np.int32),
+            "label": s.labels.astype(np.int32),
+            "true_label": s.true_labels.astype(np.int32),
+            "class_name": np.array(class_names, dtype=object)[s.labels],
+            "source": s.refs,
+            "source_index": s.source_index if s.source_index is not None else None,
+            "height": p.heights.astype(np.int32),
+            "width": p.widths.astype(np.int32),
+            "channels": p.channels.astype(np.int32),
+        }
+    )
+
+
+def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
+    """Replace the dataset's rows of `instances`, `skipped` and `datasets`, in one transaction."""
+    instances = pd.concat(
+        [_instance_rows(name, p, src.class_names) for p in preps], ignore_index=True
+    )
+    instances["source_index"] = instances["source_index"].astype("Int64")
+    skipped_df = pd.DataFrame(skipped, columns=["dataset", "split", "source", "reason"])
+    info = db.version_info()
+    with db.write(ws) as con:
+        for table in ("instances", "skipped", "datasets"):
+            con.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
+        con.register("new_instances", instances)
+        con.execute("INSERT INTO instances SELECT * FROM new_instances")
+        if len(skipped_df):
+            con.register("new_skipped", skipped_df)
+            con.execute("INSERT INTO skipped SELECT * FROM new_skipped")
+        con.execute(
+            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+            [
+                name,
+                cfg.format,
+                src.source,
+                len(src.class_names),
+                src.class_names,
+                [p.split.name for p in preps],
+                [len(p.split.labels) for p in preps],
+                storage,
+                list(shape) if shape else None,
+                src.checksum,
+                cfg.random_labels,
+                json.dumps(content_config(cfg)),
+                info["version"],
+                info["git_rev"],
+            ],
         )
-        for p in preps:
-            s = p.split
-            if s.images is not None:
-                source = _ArraySource(s.images, s.labels, s.idx)
-            elif storage == "raw-uint8":
-                source = _ArraySource(_stack_pixels(p, shape), s.labels, s.idx)
-            else:
-                source = _FileSource(s.files, s.labels, s.idx, cfg)
-            if s.name == stats_split:
-                stats = (
-                    channel_stats(source.images)
-                    if storage != "jpeg"
-                    else (IMAGENET_MEAN, IMAGENET_STD)
-                )
-            print(f"writing {name}/{s.name}.beton ({len(s.labels)} images, {storage})")
-            _write_beton(tmp / f"{s.name}.beton", source, storage, shape, cfg, workers)
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "dataset": name,
-                        "split": s.name,
-                        "idx": s.idx.astype(np.int32),
-                        "label": s.labels.astype(np.int32),
-                        "true_label": s.true_labels.astype(np.int32),
-                        "class_name": np.array(src.class_names, dtype=object)[s.labels],
-                        "source": s.refs,
-                        "source_index": s.source_index if s.source_index is not None else None,
-                        "height": p.heights.astype(np.int32),
-                        "width": p.widths.astype(np.int32),
-                        "channels": p.channels.astype(np.int32),
-                    }
-                )
-            )
-            skipped += [(name, s.name, f, why) for f, why in s.skipped]
-        splits = [p.split.name for p in preps]
-        counts = [len(p.split.labels) for p in preps]
-        (tmp / "dataset.json").write_text(
-            json.dumps(
-                {
-                    "dataset": name,
-                    "format": cfg.format,
-                    "storage": storage,
-                    "shape": shape,
-                    "class_names": src.class_names,
-                    "splits": dict(zip(splits, counts, strict=True)),
-                    "mean": list(stats[0]),
-                    "std": list(stats[1]),
-                },
-                indent=1,
-            )
-        )
-        instances = pd.concat(rows, ignore_index=True)
-        instances["source_index"] = instances["source_index"].astype("Int64")
-        skipped_df = pd.DataFrame(skipped, columns=["dataset", "split", "source", "reason"])
-        info = db.version_info()
-        with db.write(ws) as con:
-            for table in ("instances", "skipped", "datasets"):
-                con.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
-            con.register("new_instances", instances)
-            con.execute("INSERT INTO instances SELECT * FROM new_instances")
-            if len(skipped_df):
-                con.register("new_skipped", skipped_df)
-                con.execute("INSERT INTO skipped SELECT * FROM new_skipped")
-            con.execute(
-                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
-                [
-                    name,
-                    cfg.format,
-                    src.source,
-                    len(src.class_names),
-                    src.class_names,
-                    splits,
-                    counts,
-                    storage,
-                    list(shape) if shape else None,
-                    src.checksum,
-                    cfg.random_labels,
-                    json.dumps(content_config(cfg)),
-                    info["version"],
-                    info["git_rev"],
-                ],
-            )
-    n_skip = len(skipped)
-    if n_skip:
-        print(f"skipped {n_skip} unreadable files (listed in the `skipped` table)")
-    return IngestResult(name, "written", dict(zip(splits, counts, strict=True)), storage, target)
