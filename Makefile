@@ -44,6 +44,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_scores.py
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_app.py
+	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_precision.py
 
 app: install
 	$(BIN)/curate app --workspace $(WORKSPACE)

@@ -416,3 +416,21 @@ def test_jpeg_dataset_streams_from_ffcv_member_by_member(tmp_path):
 
     con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
     assert con.execute("SELECT strategy FROM runs WHERE run = 'jpeg'").fetchall() == [("separate",)]
+
+
+@pytest.mark.parametrize("arch, shape", [("mlp", (1, 8, 8)), ("lenet5", (3, 32, 32))])
+def test_shared_input_pass_equals_each_member_on_its_copy(arch, shape):
+    """The eval pass runs the first layer once, dense, over the stacked filters: the same logits as
+    every member on its own copy of the batch (float64, so only the summation order may differ)."""
+    from curate.train.fused import FusedEnsemble
+    from curate.train.models import build_model
+
+    torch.manual_seed(0)
+    members = [build_model(arch, shape, 10).double().eval() for _ in range(3)]
+    fused = FusedEnsemble(members).double().eval()
+    x = torch.randn(5, *shape, dtype=torch.float64)
+    with torch.inference_mode():
+        shared = fused.forward_shared(x)  # (B, M, K)
+        each = torch.stack([mem(x) for mem in members], 1)
+    assert shared.shape == (5, 3, 10)
+    assert torch.allclose(shared, each, atol=1e-10)

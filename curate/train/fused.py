@@ -11,6 +11,7 @@ Shapes: input (M, B, C, H, W), one batch per member; output (B, M, K).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from curate.errors import CurateError
@@ -135,5 +136,20 @@ class FusedEnsemble(nn.Module):
         return out
 
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
-        """Every member on the same batch x: (B, C, H, W) -> (B, M, K)."""
+        """Every member on the same batch x: (B, C, H, W) -> (B, M, K).
+
+        The first layer sees one input for all members, so it runs once, dense, over the members'
+        stacked weights (a grouped conv's weight (M*O, C, kh, kw) is exactly a dense conv's on C
+        channels; a grouped linear's (M, O, I) a dense (M*O, I)) instead of on M copies of x.
+        """
+        first, rest = self.body[0], self.body[1:]
+        if isinstance(first, nn.Conv2d):
+            x = x.contiguous(memory_format=torch.channels_last)
+            h = F.conv2d(x, first.weight, first.bias, first.stride, first.padding, first.dilation)
+            return rest(h)
+        if isinstance(first, MemberFlatten) and isinstance(rest[0], GroupedLinear):
+            lin = rest[0]
+            w = lin.weight.reshape(-1, lin.weight.shape[-1])  # (M*O, I)
+            h = torch.addmm(lin.bias.reshape(-1), x.reshape(x.shape[0], -1), w.t())
+            return rest[1:](h.reshape(x.shape[0], self.m, -1))
         return self(x.unsqueeze(0).expand(self.m, *x.shape))

@@ -89,7 +89,7 @@ class NeuralUnit(Unit):
             )
         return forward.result() if forward is not None else None
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping at all: the eval pass only reads
     def predict(self, split: str) -> Predictions:
         self.model.eval()
         out = Collector()
