@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -202,66 +200,48 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / ".work" / "train"))
-    ap.add_argument("--skip-e2e", action="store_true")
-    ap.add_argument(
-        "--only-ours", action="store_true", help="time ours alone (the baseline figure is kept)"
-    )
-    ap.add_argument("--skip-flops", action="store_true", help="keep the last FLOP/s figures")
     args = ap.parse_args()
     work = Path(args.work)
+    # every figure of the JSON comes from this one run: nothing is carried over from an earlier one,
+    # and the load average says whether anything else was running beside it
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        print(f"warning: load average {load_before:.1f} before starting: timings will be noisy")
     results: dict = {
         "cpus": os.cpu_count(),
         "members": args.members,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "load_average_before": load_before,
     }
-    if not args.skip_e2e:
-        if not MNIST.exists():
-            sys.exit(f"{MNIST} is absent: this benchmark needs the shared MNIST files")
-        write_pngs(work / "mnist-png")
-        t_ours = ours(work / "ws", args.members, args.epochs, args.batch_size)
-        print(f"ours: {t_ours:.1f} s")
-        prev = (
-            json.loads((ROOT / "benchmarks" / "results" / "train.json").read_text())
-            if args.only_ours
-            else {}
-        )
-        t_base = (
-            prev["baseline_s"]
-            if args.only_ours
-            else baseline(
-                work / "mnist-png",
-                args.members,
-                args.epochs,
-                args.batch_size,
-                work / "baseline-log",
-            )
-        )
-        print(f"baseline: {t_base:.1f} s")
-        results.update({"ours_s": t_ours, "baseline_s": t_base, "speedup": t_base / t_ours})
-        print(
-            f"(1) {args.members} x LeNet-5 on MNIST, {args.epochs} epochs + per-epoch eval log: ours {t_ours:.1f} s, "
-            f"papers' way {t_base:.1f} s: {t_base / t_ours:.1f}x (target 3x)"
-        )
-    prev = (
-        json.loads((ROOT / "benchmarks" / "results" / "train.json").read_text())
-        if args.skip_flops
-        else {}
+    if not MNIST.exists():
+        sys.exit(f"{MNIST} is absent: this benchmark needs the shared MNIST files")
+    write_pngs(work / "mnist-png")
+    t_ours = ours(work / "ws", args.members, args.epochs, args.batch_size)
+    print(f"ours: {t_ours:.1f} s")
+    t_base = baseline(
+        work / "mnist-png", args.members, args.epochs, args.batch_size, work / "baseline-log"
     )
-    f = prev.get("flops") if args.skip_flops else flops(args.members)
+    print(f"baseline: {t_base:.1f} s")
+    results.update({"ours_s": t_ours, "baseline_s": t_base, "speedup": t_base / t_ours})
+    print(
+        f"(1) {args.members} x LeNet-5 on MNIST, {args.epochs} epochs + per-epoch eval log: ours "
+        f"{t_ours:.1f} s, papers' way {t_base:.1f} s: {t_base / t_ours:.1f}x (target 3x)"
+    )
+    f = flops(args.members)
     results["flops"] = f
     for k, v in f.items():
         if isinstance(v, dict):
             print(
-                f"(2) small-stvgg training step, {k}: {v['gflops']:.1f} GFLOP/s = {v['fraction_of_peak']:.0%} of the "
-                f"{f['matmul_peak_gflops']:.1f} GFLOP/s matmul peak (target 50 %)"
+                f"(2) small-stvgg training step, {k}: {v['gflops']:.1f} GFLOP/s = "
+                f"{v['fraction_of_peak']:.0%} of the {f['matmul_peak_gflops']:.1f} GFLOP/s matmul "
+                "peak (target 50 %)"
             )
+    results["load_average_after"] = os.getloadavg()[0]
     out = ROOT / "benchmarks" / "results" / "train.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    prev = json.loads(out.read_text()) if out.exists() else {}
-    out.write_text(json.dumps({**prev, **results}, indent=1))
+    out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out}")
-    _ = np
 
 
 if __name__ == "__main__":
