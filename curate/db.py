@@ -472,9 +472,10 @@ BUSY_TIMEOUT = 120.0
 
 def _busy_timeout() -> float:
     try:
-        return float(os.environ.get("CURATE_CATALOG_TIMEOUT", BUSY_TIMEOUT))
+        value = float(os.environ.get("CURATE_CATALOG_TIMEOUT", BUSY_TIMEOUT))
     except ValueError:
         return BUSY_TIMEOUT
+    return value if 0 <= value < float("inf") else BUSY_TIMEOUT  # nan, negative: the default
 
 
 def _connect_waiting(ws: Workspace, what: str, **kwargs) -> duckdb.DuckDBPyConnection:

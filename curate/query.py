@@ -44,6 +44,7 @@ def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = Non
         target = Path(out)
         if target.exists() and target.is_dir():
             raise CurateError(f"--out {target} is a folder; give a file path")
+        _refuse_workspace_file(ws, target)
         with atomic_path(target) as tmp:
             if fmt == "parquet":
                 df.to_parquet(tmp, index=False)
@@ -66,6 +67,19 @@ def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = Non
         "display.max_rows", 200, "display.width", 200, "display.max_columns", 50
     ):
         return df.to_string(index=False, max_rows=200)
+
+
+def _refuse_workspace_file(ws: Workspace, target: Path) -> None:
+    """--out may not replace what the stages wrote: the catalog, datasets, sources or runs."""
+    t = target.expanduser().absolute().resolve()
+    root = ws.root.resolve()
+    guarded = [root / "catalog.duckdb", root / "catalog.duckdb.wal"]
+    inside = [root / d for d in ("datasets", "sources", "runs")]
+    if t in guarded or any(t.is_relative_to(d) for d in inside):
+        raise CurateError(
+            f"--out {target} would overwrite the workspace's own files; write the result "
+            "elsewhere (e.g. --out result.csv)"
+        )
 
 
 def list_tables(ws: Workspace) -> str:

@@ -544,3 +544,35 @@ def test_a_lock_leaves_no_file_and_can_be_taken_again(tmp_path):
                 with run_lock(run_dir):  # flock is per open file: refused in one process too
                     pass
         assert not list((tmp_path / "runs").iterdir())
+
+
+def test_query_out_cannot_replace_the_workspace_files(scored, capsys):
+    catalog = scored / "catalog.duckdb"
+    before = digest(catalog)
+    for target in (
+        catalog,
+        scored / "runs" / "x.csv",
+        scored / "datasets" / "digits" / "train.beton",
+    ):
+        rc = main(
+            [
+                "query",
+                "SELECT 1",
+                "--format",
+                "csv",
+                "--out",
+                str(target),
+                "--workspace",
+                str(scored),
+            ]
+        )
+        assert rc == 2 and "would overwrite the workspace's own files" in one_error(
+            capsys.readouterr().err
+        )
+    assert digest(catalog) == before and not (scored / "runs" / "x.csv").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "inf", "soon"])
+def test_a_bad_catalog_timeout_falls_back_to_the_default(monkeypatch, value):
+    monkeypatch.setenv("CURATE_CATALOG_TIMEOUT", value)
+    assert db._busy_timeout() == db.BUSY_TIMEOUT

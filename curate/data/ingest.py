@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from curate import db
-from curate.config import DatasetConfig
+from curate.config import DatasetConfig, check_name
 from curate.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from curate.data.sources import SourceData, Split, decode_image, read_source
 from curate.data.writer import page_size, write_beton
@@ -275,7 +275,7 @@ def ingest(cfg: DatasetConfig, ws: Workspace, force: bool = False) -> IngestResu
     Raises CurateError (exit code 2) on bad input, and when the input or config changed since the last
     ingest and `force` is not set.
     """
-    name = default_name(cfg)
+    name = check_name(default_name(cfg), "dataset name")  # a folder's own name may be unusable
     cfg = dataclasses.replace(cfg, name=name)
     if cfg.format == "imagenet" and cfg.storage == "auto":
         cfg = dataclasses.replace(cfg, storage="jpeg")  # the papers' setting: JPEG, short side 256
