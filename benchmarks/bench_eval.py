@@ -61,6 +61,7 @@ def main() -> None:
             == 0
         )
     torch.set_num_threads(args.threads)
+    load_before = __import__("os").getloadavg()[0]  # > 0.5: something else is running
     m = 8
     recipe = load_recipe(
         "digits",
@@ -120,6 +121,8 @@ def main() -> None:
         for s in ("train", "test")
     )
     res = {
+        "load_average_before": load_before,
+        "load_average_after": __import__("os").getloadavg()[0],
         "machine_threads": args.threads,
         "train_epoch_s_extrapolated": epoch_s,
         "train_us_per_image_8_members": per_image_train * 1e6,

@@ -144,13 +144,29 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _epoch_prefix(text: str | None) -> int | None:
+    """--epochs 1..K (or K): score epochs 1..K of the log."""
+    import re
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(?:1\s*\.\.\s*)?(\d+)\s*", text)
+    if not m or int(m.group(1)) < 1:
+        raise CurateError(
+            f"--epochs {text!r}: write 1..K (or K), the last epoch to score, e.g. --epochs 1..5"
+        )
+    return int(m.group(1))
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from curate.scores.report import print_summary
     from curate.scores.score import run_info, score_run
     from curate.stats.correlate import compute_correlations
 
     ws = Workspace.resolve(args.workspace)
-    summary = score_run(ws, args.run, tol=args.tol, compare=args.compare or [])
+    summary = score_run(
+        ws, args.run, tol=args.tol, compare=args.compare or [], epochs=_epoch_prefix(args.epochs)
+    )
     compute_correlations(ws, run_info(ws, args.run).dataset)  # when image statistics exist
     print_summary(ws, args.run, summary)
     return 0
@@ -383,6 +399,11 @@ def _add_score(sub) -> None:
         action="append",
         metavar="RUN",
         help="also compare with this run (same dataset)",
+    )
+    p.add_argument(
+        "--epochs",
+        metavar="1..K",
+        help="score only epochs 1..K of the log (stop early, score what you have)",
     )
     _add_common(p)
     p.set_defaults(func=cmd_score)

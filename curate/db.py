@@ -175,6 +175,12 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "USMALLINT[]",
             "size of the largest agreeing group of members at epochs 0..E",
         ),
+        (
+            "epochs",
+            "INTEGER",
+            "the epochs 1..E these scores use; fewer than the run trained when scored from a prefix "
+            "of the log (`curate score --epochs`)",
+        ),
     ],
     "epoch_metrics": [
         ("run", "VARCHAR", "run"),
@@ -313,6 +319,45 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ),
         ("jpeg_bits_per_pixel", "DOUBLE", "jpeg_bytes * 8 / (height * width)"),
         ("stats_note", "VARCHAR", "why a statistic is missing, when one is"),
+    ],
+    "score_reliability": [
+        ("run", "VARCHAR", "run"),
+        ("split", "VARCHAR", "split"),
+        (
+            "curve",
+            "VARCHAR",
+            "'members': split-half r of accessibility at ensemble size x; 'epochs': scores from "
+            "epochs 1..x against those from every epoch",
+        ),
+        ("x", "INTEGER", "members m (curve 'members') or last epoch e of the prefix ('epochs')"),
+        ("fraction", "DOUBLE", "x as a fraction of the run's members or scored epochs"),
+        (
+            "pearson",
+            "DOUBLE",
+            "members: mean over draws of the Pearson r between two disjoint halves (floor(m/2), "
+            "ceil(m/2) members) of m members; higher = more reproducible; NULL where extrapolated",
+        ),
+        ("pearson_std", "DOUBLE", "members: its standard deviation over draws"),
+        (
+            "spearman",
+            "DOUBLE",
+            "members: mean split-half Spearman rho; epochs: Spearman rho of accessibility from "
+            "epochs 1..x with accessibility from every epoch (1 = same ranking)",
+        ),
+        (
+            "predicted",
+            "DOUBLE",
+            "members: Spearman-Brown prediction of the split-half r at size x from the r measured "
+            "at the run's full size",
+        ),
+        ("extrapolated", "BOOLEAN", "members: x exceeds the run's members (prediction only)"),
+        (
+            "ddd_same",
+            "DOUBLE",
+            "epochs: fraction of instances whose trivial / in-between / impossible split at "
+            "epoch x is the split at the last epoch",
+        ),
+        ("draws", "INTEGER", "members: seeded draws of m members averaged"),
     ],
     "correlations": [
         ("run", "VARCHAR", "run"),

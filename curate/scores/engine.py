@@ -39,6 +39,7 @@ class SplitScores:
         default_factory=dict
     )  # group -> majority-vote correct (T, N)
     groups_accessibility: dict[str, np.ndarray] = field(default_factory=dict)
+    member_hits: np.ndarray | None = None  # (M, N) epochs 1..E each member was right
 
 
 def log_layout(run_dir: Path, split: str) -> tuple[list[int], int]:
@@ -77,6 +78,7 @@ def score_split(
     groups: dict[str, list[int]] | None = None,
     threads: int = 8,
     progress=None,
+    last_epoch: int | None = None,
 ) -> SplitScores:
     """Score one split of one run.
 
@@ -89,8 +91,10 @@ def score_split(
     groups : named member subsets whose majority vote is tracked per epoch (ensemble comparison).
     threads : threads reading shards.
     progress : a tqdm-like bar, advanced once per epoch.
+    last_epoch : score epochs 0..last_epoch only (a prefix of the log); None = every logged epoch.
     """
     members, last = log_layout(run_dir, split)
+    last = prefix_end(last, last_epoch, split)
     d.check_tol(len(members), tol)
     groups = dict(groups or {})
     with EpochReader(run_dir, split, members, last, threads) as reader:
@@ -119,7 +123,20 @@ def score_split(
         _kappa_rows(stats, members, epochs),
         {g: stats.group_ok[gi] for gi, g in enumerate(groups, 1)},
         {g: stats.group_hits[gi] / (stats.sizes[gi] * last) for gi, g in enumerate(groups, 1)},
+        stats.cube[:, 1:].sum(axis=1, dtype=np.int32),
     )
+
+
+def prefix_end(logged: int, wanted: int | None, split: str) -> int:
+    """The last epoch to score: `wanted` (a prefix) when the log has it, else every logged one."""
+    if wanted is None:
+        return logged
+    if not 1 <= wanted <= logged:
+        raise CurateError(
+            f"--epochs 1..{wanted}: split {split!r} has epochs 1..{logged} logged; choose an end "
+            f"from 1 to {logged}"
+        )
+    return wanted
 
 
 def _read(path: Path, with_idx: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:

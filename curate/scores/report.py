@@ -29,8 +29,33 @@ def print_summary(ws: Workspace, run: str, summary: dict) -> None:
             f"  trivial {s['frac_trivial']:.1%}  in-between {s['frac_in_between']:.1%}  "
             f"impossible {s['frac_impossible']:.1%}"
         )
+        if s.get("reliability"):
+            print("  " + reliability_line(s["reliability"]))
     print(f"\ncatalog: {ws.catalog}")
     print(
         f"  try: curate query \"SELECT ddd, count(*) FROM difficulty WHERE run = '{run}' GROUP BY ddd\" "
         f"--workspace {ws.root}"
+    )
+
+
+def reliability_line(r: dict) -> str:
+    """One sentence: how reproducible accessibility is, and how many members and epochs it needs."""
+    if r.get("split_half_r") is None:
+        return "reliability: accessibility is constant in one half of the members; no split-half r"
+    need = r["members_for_095"]
+    members = (
+        f"{need} members would reach r = 0.95 (predicted)"
+        if need is not None
+        else "no ensemble size reaches r = 0.95 (the halves do not agree)"
+    )
+    k = r["epochs_for_rho_09"]
+    epochs = (
+        f"scores from the first {k} of {r['epochs']} epochs already agree at rho >= 0.9 with the "
+        "full run"
+        if k is not None
+        else f"no prefix of the {r['epochs']} epochs agrees at rho >= 0.9 before the last"
+    )
+    return (
+        f"accessibility is reproducible at r = {r['split_half_r']:.3f} between two halves of the "
+        f"members; {members}; {epochs}"
     )

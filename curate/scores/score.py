@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 from curate import db
 from curate.errors import CurateError
 from curate.scores import definitions as d
+from curate.scores import reliability as rel
 from curate.scores.comparison import halves_rows, runs_rows
-from curate.scores.engine import SplitScores, log_layout, score_split
+from curate.scores.engine import SplitScores, log_layout, prefix_end, score_split
 from curate.scores.tables import write_scores
 from curate.workspace import Workspace
 
@@ -61,6 +62,7 @@ def score_run(
     tol: int = 0,
     compare: list[str] | tuple[str, ...] = (),
     quiet: bool = False,
+    epochs: int | None = None,
 ) -> dict:
     """Score every split of `run` and write the score tables.
 
@@ -71,26 +73,54 @@ def score_run(
     tol : the ddd split tolerance: 0 = strict, 1 = all except one.
     compare : other runs on the same dataset to compare the ensemble with.
     quiet : no progress bar.
+    epochs : score epochs 1..epochs only, a prefix of the log (None: every logged epoch).
 
     Returns
     -------
     A short summary per split (`summarize`), for `curate.scores.report.print_summary`.
     """
     info = run_info(ws, run)
-    results, comparisons = [], []
-    for sc, halves in _score_splits(ws, info, tol, quiet):
+    results, comparisons, reliability = [], [], []
+    for sc, halves in _score_splits(ws, info, tol, quiet, epochs):
         results.append(sc)
         comparisons += halves_rows(run, sc, halves)
+        reliability += reliability_rows(run, sc, tol)
     for other in compare:
         comparisons += _compare_with(ws, info, other, results)
-    write_scores(ws, run, info.dataset, results, comparisons, tol)
-    return {sc.split: summarize(sc) for sc in results}
+    write_scores(ws, run, info.dataset, results, comparisons, tol, reliability)
+    return {
+        sc.split: summarize(sc, [r for r in reliability if r["split"] == sc.split])
+        for sc in results
+    }
 
 
-def _score_splits(ws: Workspace, info: RunInfo, tol: int, quiet: bool):
+def reliability_rows(run: str, sc: SplitScores, tol: int) -> list[dict]:
+    """`score_reliability` rows of one split: the member curve and the epoch curve."""
+    members, epochs = len(sc.members), len(sc.correct_by_epoch) - 1
+    rows = [
+        {
+            "run": run,
+            "split": sc.split,
+            "curve": "members",
+            "x": r["m"],
+            "fraction": r["m"] / members,
+        }
+        | {k: r[k] for k in ("pearson", "pearson_std", "spearman", "predicted", "extrapolated")}
+        | {"draws": r["draws"]}
+        for r in rel.member_curve(sc.member_hits, epochs)
+    ]
+    rows += [
+        {"run": run, "split": sc.split, "curve": "epochs", "x": r["e"], "fraction": r["fraction"]}
+        | {"spearman": r["spearman"], "ddd_same": r["ddd_same"]}
+        for r in rel.epoch_curve(sc.correct_by_epoch, members, tol)
+    ]
+    return rows
+
+
+def _score_splits(ws: Workspace, info: RunInfo, tol: int, quiet: bool, epochs: int | None):
     """Yield (scores, halves) per split; halves: the two member halves compared with each other."""
     run_dir = ws.run_dir(info.run)
-    total = sum(log_layout(run_dir, s)[1] + 1 for s in info.splits)
+    total = sum(prefix_end(log_layout(run_dir, s)[1], epochs, s) + 1 for s in info.splits)
     with tqdm(total=total, desc=f"score {info.run}", unit="epoch", disable=quiet) as bar:
         for split in info.splits:
             members, _ = log_layout(run_dir, split)
@@ -102,7 +132,13 @@ def _score_splits(ws: Workspace, info: RunInfo, tol: int, quiet: bool):
             halves = {"a": members[:half], "b": members[half:]}
             labels = db.split_labels(ws, info.dataset, split)
             sc = score_split(
-                run_dir, split, labels, tol=tol, groups={**halves, "all": members}, progress=bar
+                run_dir,
+                split,
+                labels,
+                tol=tol,
+                groups={**halves, "all": members},
+                progress=bar,
+                last_epoch=epochs,
             )
             yield sc, halves
 
@@ -131,10 +167,11 @@ def _compare_with(
     return rows
 
 
-def summarize(sc: SplitScores) -> dict:
+def summarize(sc: SplitScores, reliability: list[dict] | None = None) -> dict:
     e = sc.epoch
     last = -1
     return {
+        "reliability": reliability_summary(reliability or [], len(sc.members)),
         "members": len(sc.members),
         "instances": len(sc.idx),
         "acc_by_member": e["acc_by_member"][last].tolist(),
@@ -146,4 +183,20 @@ def summarize(sc: SplitScores) -> dict:
         "frac_trivial": float(e["frac_trivial"][last]),
         "frac_in_between": float(e["frac_in_between"][last]),
         "frac_impossible": float(e["frac_impossible"][last]),
+    }
+
+
+def reliability_summary(rows: list[dict], members: int) -> dict:
+    """The three numbers the summary prints: split-half r at the run's size, the size predicted to
+    reach r = 0.95, and the first epoch whose scores agree at rho >= 0.9 with the full run."""
+    at_full = next(
+        (r["pearson"] for r in rows if r["curve"] == "members" and r["x"] == members), None
+    )
+    epoch_rows = [{"e": r["x"], "spearman": r["spearman"]} for r in rows if r["curve"] == "epochs"]
+    ok = at_full is not None and at_full == at_full  # not nan
+    return {
+        "split_half_r": at_full if ok else None,
+        "members_for_095": rel.size_for(at_full, members) if ok else None,
+        "epochs_for_rho_09": rel.first_epoch_reaching(epoch_rows, 0.9),
+        "epochs": len(epoch_rows),
     }

@@ -45,6 +45,7 @@ def instance_table(run: str, dataset: str, sc: SplitScores, tol: int) -> pa.Tabl
             "tol": pa.array(np.full(n, tol, np.int32)),
             "correct_by_epoch": _list_column(sc.correct_by_epoch),
             "agree_by_epoch": _list_column(sc.agree_by_epoch),
+            "epochs": pa.array(np.full(n, len(sc.correct_by_epoch) - 1, np.int32)),
         }
     )
 
@@ -93,14 +94,16 @@ def write_scores(
     results: list[SplitScores],
     comparisons: list[dict],
     tol: int,
+    reliability: list[dict] | None = None,
 ) -> None:
-    """Replace the run's rows of the four score tables, all in one transaction."""
+    """Replace the run's rows of the score tables, all in one transaction."""
     with db.write(ws) as con:
         for table, key in (
             ("instance_scores", "run"),
             ("epoch_metrics", "run"),
             ("error_consistency", "run"),
             ("ensemble_comparison", "run_a"),
+            ("score_reliability", "run"),
         ):
             con.execute(f"DELETE FROM {table} WHERE {key} = ?", [run])  # names are constants
         for sc in results:
@@ -113,3 +116,7 @@ def write_scores(
         cols = [c for c, _, _ in db.SCHEMA["ensemble_comparison"]]
         con.register("new_comparison", pd.DataFrame(comparisons).reindex(columns=cols))
         con.execute("INSERT INTO ensemble_comparison SELECT * FROM new_comparison")
+        if reliability:
+            cols = [c for c, _, _ in db.SCHEMA["score_reliability"]]
+            con.register("new_reliability", pd.DataFrame(reliability).reindex(columns=cols))
+            con.execute("INSERT INTO score_reliability SELECT * FROM new_reliability")
