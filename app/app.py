@@ -126,6 +126,41 @@ def view_overview(path, run, split):
     )
     with st.expander("table"):
         st.dataframe(d, hide_index=True)
+    view_reliability(path, run, split)
+
+
+def view_reliability(path, run, split):
+    """How many members and epochs are enough: the two curves of `score_reliability`."""
+    rel = cached("reliability", path, run, split)
+    if rel.empty:
+        st.info("no reliability curves for this run: score it again (`curate score RUN`)")
+        return
+    mem = rel[rel["curve"] == "members"].rename(columns={"x": "members"})
+    ep = rel[rel["curve"] == "epochs"].rename(columns={"x": "epoch"})
+    c1, c2 = st.columns(2)
+    measured = mem[~mem["extrapolated"].astype(bool)]
+    c1.altair_chart(
+        line_chart(measured, "members", ["pearson", "spearman"], "split-half r of accessibility")
+        + alt.Chart(mem)
+        .mark_line(strokeDash=[4, 3], color="grey")
+        .encode(x="members:Q", y="predicted:Q", tooltip=["members", "predicted"])
+        + alt.Chart(pd.DataFrame({"y": [0.95]})).mark_rule(color="green").encode(y="y:Q"),
+        width="stretch",
+    )
+    c1.caption(
+        "Two disjoint halves of m members: how well their accessibilities agree (mean over draws). "
+        "Dashed: Spearman-Brown prediction from the full ensemble, beyond it extrapolated. Green: "
+        "r = 0.95."
+    )
+    c2.altair_chart(
+        line_chart(ep, "epoch", ["spearman", "ddd_same"], "scores from epochs 1..e vs all")
+        + alt.Chart(pd.DataFrame({"y": [0.9]})).mark_rule(color="green").encode(y="y:Q"),
+        width="stretch",
+    )
+    c2.caption(
+        "Spearman rho of accessibility from the first e epochs with the full run's, and the share "
+        "of images whose trivial / in-between / impossible split at e is the final one. Green: 0.9."
+    )
 
 
 def view_tpa(path, run, split):

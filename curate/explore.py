@@ -65,6 +65,23 @@ def run_overview(con, run: str) -> pd.DataFrame:
     )
 
 
+def reliability(con, run: str, split: str) -> pd.DataFrame:
+    """The run's `score_reliability` rows of a split (empty for runs scored by older versions)."""
+    has = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'score_reliability'"
+    ).fetchone()[0]
+    if not has:
+        return pd.DataFrame(
+            columns=["curve", "x", "fraction", "pearson", "spearman", "predicted", "ddd_same"]
+        )
+    return _q(
+        con,
+        "SELECT curve, x, fraction, pearson, pearson_std, spearman, predicted, extrapolated, "
+        "ddd_same FROM score_reliability WHERE run = ? AND split = ? ORDER BY curve, x",
+        [run, split],
+    )
+
+
 def tpa_heatmap(con, run: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(epochs (T,), observed (M + 1, T), null (M + 1, T)): instances with j members correct per epoch,
     observed and under independent members (Hacohen Fig. 3b; Meding Fig. 3)."""
@@ -278,6 +295,7 @@ QUERIES = {
         runs,
         splits,
         run_overview,
+        reliability,
         tpa_heatmap,
         classes,
         subset_count,

@@ -215,3 +215,12 @@ def test_served_app_in_headless_chromium(ws, tmp_path):
         browser.quit()
         server.terminate()
         server.wait(10)
+
+
+def test_reliability_curves_are_queried(con):
+    rel = explore.reliability(con, "digits", "test")
+    assert set(rel["curve"]) == {"members", "epochs"}
+    mem = rel[rel["curve"] == "members"]
+    assert mem["x"].min() == 2 and mem["extrapolated"].any()
+    ep = rel[rel["curve"] == "epochs"]
+    assert ep["spearman"].iloc[-1] == 1.0  # the full run against itself
