@@ -107,6 +107,8 @@ class LoaderConfig:
     # jpeg datasets: random-resized crop (train) / centre crop (eval) side, pixels
     crop_size: int = opt(224, ge=1)
     crop_ratio: float = opt(0.875, gt=0, le=1)  # jpeg datasets, eval: centre crop / resized side
+    # jpeg datasets, train: smallest area fraction of a random-resized crop (ffcv's default 0.08)
+    crop_min_scale: float = opt(0.08, gt=0, le=1)
     normalize: bool = True  # subtract the per-channel mean, divide by std (from the train split)
     workers: int = opt(0, ge=0)  # ffcv loader threads; 0 = all cores
     os_cache: bool = True  # memory-map the whole file (fast for anything that fits in RAM)

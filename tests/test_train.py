@@ -50,6 +50,9 @@ def assert_same_log(a: dict, b: dict) -> None:
         ("small-stvgg", (3, 32, 32)),
         ("stvgg", (3, 32, 32)),
         ("linear-stvgg", (3, 32, 32)),
+        ("fastconv", (3, 32, 32)),
+        ("fastconv", (3, 56, 56)),
+        ("fastconv", (1, 8, 8)),
         ("resnet18-cifar", (3, 32, 32)),
         ("resnet18", (3, 64, 64)),
         ("resnet50", (3, 64, 64)),
@@ -63,6 +66,16 @@ def test_architectures_give_logits(arch, shape):
     model = build_model(arch, shape, 7).eval()
     with torch.no_grad():
         assert model(torch.zeros(2, *shape)).shape == (2, 7)
+
+
+def test_fastconv_is_small():
+    from curate.train.models import SEQUENTIAL_ARCHS, build_model
+
+    assert "fastconv" in SEQUENTIAL_ARCHS
+    n = sum(p.numel() for p in build_model("fastconv", (3, 32, 32), 10).parameters())
+    assert 200_000 < n < 400_000  # width 32
+    n16 = sum(p.numel() for p in build_model("fastconv", (3, 32, 32), 10, width=16).parameters())
+    assert n16 < n / 3
 
 
 def test_linear_stvgg_has_no_nonlinearity():
@@ -124,7 +137,13 @@ def test_member_seeds_differ_and_are_stable():
 
 
 @pytest.mark.parametrize(
-    "arch, shape", [("mlp", (1, 8, 8)), ("lenet5", (1, 28, 28)), ("small-stvgg", (3, 16, 16))]
+    "arch, shape",
+    [
+        ("mlp", (1, 8, 8)),
+        ("lenet5", (1, 28, 28)),
+        ("small-stvgg", (3, 16, 16)),
+        ("fastconv", (3, 16, 16)),
+    ],
 )
 def test_fused_trains_exactly_like_separate_members(arch, shape):
     """Same seeds, same batches (each member its own), float64: the fused model and the members agree."""

@@ -21,6 +21,14 @@ from curate.data.augment import augment, normalize
 from curate.errors import CurateError
 from curate.workspace import Workspace
 
+# The compiled pipelines of every JPEG loader made in this process, kept until it exits. ffcv
+# compiles its JPEG decoder (a numba dispatcher) anew for each loader; when such a dispatcher is
+# garbage-collected while the interpreter runs, numba's finalizer fails on its own overload table
+# and prints "Exception ignored ... KeyError" (one traceback per decoder). At exit numba skips
+# those finalizers, so holding the compiled code (not the loaders or their buffers) until then
+# removes the cause of that noise.
+_JPEG_PIPELINES: list = []
+
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -167,7 +175,7 @@ def make_loader(
     if info.storage == "jpeg":
         s = cfg.crop_size
         decoder = (
-            RandomResizedCropRGBImageDecoder((s, s))
+            RandomResizedCropRGBImageDecoder((s, s), scale=(cfg.crop_min_scale, 1.0))
             if mode == "train"
             else CenterCropRGBImageDecoder((s, s), ratio=cfg.crop_ratio)
         )
@@ -189,4 +197,6 @@ def make_loader(
             "idx": [IntDecoder(), ToTensor()],
         },
     )
+    if info.storage == "jpeg":
+        _JPEG_PIPELINES.append(loader.code)
     return Batches(loader, info, mode, cfg, seed, torch.device(device))

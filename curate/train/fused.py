@@ -16,7 +16,18 @@ from torch import nn
 
 from curate.errors import CurateError
 
-_ELEMENTWISE = (nn.ReLU, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.ELU, nn.Tanh)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.GELU,
+    nn.Identity,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Dropout,
+    nn.ELU,
+    nn.Tanh,
+)
 
 
 class GroupedLinear(nn.Module):

@@ -7,6 +7,7 @@ large ones come from torchvision and train member by member.
 | small-stvgg    | Hacohen et al. appendix B              | any, >= 4 px    |
 | stvgg          | Hacohen et al. appendix B              | >= 16 px        |
 | linear-stvgg   | stvgg, identity activations, avg pool  | >= 16 px        |
+| fastconv       | small fast-converging conv net (below) | any, >= 8 px    |
 | resnet18-cifar | ResNet-18 for 32x32 (3x3 stem, no pool)| small images    |
 | resnet18, resnet50, densenet121, vgg16 | torchvision, random init | 224x224 |
 """
@@ -18,7 +19,7 @@ from torch import nn
 
 from curate.errors import CurateError
 
-SEQUENTIAL_ARCHS = ("mlp", "lenet5", "small-stvgg", "stvgg", "linear-stvgg")
+SEQUENTIAL_ARCHS = ("mlp", "lenet5", "small-stvgg", "stvgg", "linear-stvgg", "fastconv")
 TORCHVISION_ARCHS = ("resnet18", "resnet50", "densenet121", "vgg16")
 ARCHS = SEQUENTIAL_ARCHS + ("resnet18-cifar",) + TORCHVISION_ARCHS
 
@@ -107,6 +108,35 @@ def linear_stvgg(in_shape, k: int, width: int = 32, dropout: bool = True) -> nn.
     return _stvgg(in_shape, k, f, [3] * 6 + [2] * 2, 16 * width, nn.Identity, nn.AvgPool2d, dropout)
 
 
+def fastconv(in_shape, k: int, width: int = 32, dropout: bool = True) -> nn.Sequential:
+    """A small conv net built to converge in a few epochs on a CPU, after the idea of Keller
+    Jordan's airbench (CIFAR-10 speed runs): a 3x3 stem, then three blocks of
+    conv -> 2x2 max-pool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU with widths
+    w, 2w, 4w, a global max-pool and one linear layer. No residuals, no dropout (`dropout` is
+    ignored). Convolutions have no bias (BatchNorm follows each). Default w = 32: about 0.3 M
+    parameters and 27 M multiply-adds per 32x32 image (w = 16: 75 k and 7 M).
+    Sequential, so members can be fused."""
+    c = in_shape[0]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.GELU(),
+    ]
+    cin = width
+    for cout in (width, 2 * width, 4 * width):
+        layers += [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(cout),
+            nn.GELU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.GELU(),
+        ]
+        cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(cin, k))
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -146,6 +176,7 @@ _BUILDERS = {
     "small-stvgg": small_stvgg,
     "stvgg": stvgg,
     "linear-stvgg": linear_stvgg,
+    "fastconv": fastconv,
     "resnet18-cifar": resnet18_cifar,
 }
 
