@@ -30,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = all cores)")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / ".work" / "precision"))
     args = ap.parse_args()
     if not MNIST.exists():
@@ -43,6 +44,7 @@ def main() -> None:
     from curate.train.precision import BF16_CPU_FLAGS, cpu_flags
 
     w = ["--workspace", args.work]
+    load_before = __import__("os").getloadavg()[0]  # > 0.5: timings are shared with other work
     assert curate(["ingest", "mnist", "--source", str(MNIST), *w]) == 0
     runs = {"fp32-s0": ("fp32", 0), "fp32-s1": ("fp32", 1), "bf16-s0": ("bf16", 0)}
     seconds = {}
@@ -51,7 +53,7 @@ def main() -> None:
         args_ = ["--members", str(args.members), "--epochs", str(args.epochs), "--seed", str(seed)]
         rc = curate(
             ["train", "mnist", "--run-name", run, *args_, "--set", f"train.precision={precision}"]
-            + w
+            + ["--set", f"train.threads={args.threads}", *w]
         )
         assert rc == 0, run
         seconds[run] = time.perf_counter() - t0
@@ -78,6 +80,8 @@ def main() -> None:
         "cpu_bf16_flags": sorted(f for f in cpu_flags() if f in BF16_CPU_FLAGS),
         "members": args.members,
         "epochs": args.epochs,
+        "threads": args.threads,
+        "load_average_before": load_before,
         "train_seconds": seconds,
         "bf16_over_fp32_time": seconds["bf16-s0"] / seconds["fp32-s0"],
         "splits": {},
