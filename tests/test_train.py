@@ -437,15 +437,31 @@ def test_jpeg_dataset_streams_from_ffcv_member_by_member(tmp_path):
     assert con.execute("SELECT strategy FROM runs WHERE run = 'jpeg'").fetchall() == [("separate",)]
 
 
-@pytest.mark.parametrize("arch, shape", [("mlp", (1, 8, 8)), ("lenet5", (3, 32, 32))])
+@pytest.mark.parametrize(
+    "arch, shape",
+    [
+        ("mlp", (1, 8, 8)),
+        ("lenet5", (3, 32, 32)),
+        ("small-stvgg", (3, 32, 32)),
+        ("fastconv", (3, 32, 32)),
+    ],
+)
 def test_shared_input_pass_equals_each_member_on_its_copy(arch, shape):
-    """The eval pass runs the first layer once, dense, over the stacked filters: the same logits as
-    every member on its own copy of the batch (float64, so only the summation order may differ)."""
+    """The eval pass runs the first layer once, dense, over the stacked filters, and folds each
+    BatchNorm into the conv before it: the same logits as every member on its own copy of the
+    batch (float64, so only the summation order may differ)."""
     from curate.train.fused import FusedEnsemble
     from curate.train.models import build_model
 
     torch.manual_seed(0)
     members = [build_model(arch, shape, 10).double().eval() for _ in range(3)]
+    for mem in members:  # trained-looking running statistics and affine parameters
+        for bn in mem.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                bn.running_mean.normal_()
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.data.normal_()
+                bn.bias.data.normal_()
     fused = FusedEnsemble(members).double().eval()
     x = torch.randn(5, *shape, dtype=torch.float64)
     with torch.inference_mode():

@@ -151,16 +151,42 @@ class FusedEnsemble(nn.Module):
 
         The first layer sees one input for all members, so it runs once, dense, over the members'
         stacked weights (a grouped conv's weight (M*O, C, kh, kw) is exactly a dense conv's on C
-        channels; a grouped linear's (M, O, I) a dense (M*O, I)) instead of on M copies of x.
+        channels; a grouped linear's (M, O, I) a dense (M*O, I)) instead of on M copies of x. In
+        eval mode a BatchNorm right after a convolution is folded into it (one affine map per
+        channel), so the eval pass does not read and write its activations twice.
         """
         first, rest = self.body[0], self.body[1:]
-        if isinstance(first, nn.Conv2d):
-            x = x.contiguous(memory_format=torch.channels_last)
-            h = F.conv2d(x, first.weight, first.bias, first.stride, first.padding, first.dilation)
-            return rest(h)
         if isinstance(first, MemberFlatten) and isinstance(rest[0], GroupedLinear):
             lin = rest[0]
             w = lin.weight.reshape(-1, lin.weight.shape[-1])  # (M*O, I)
             h = torch.addmm(lin.bias.reshape(-1), x.reshape(x.shape[0], -1), w.t())
             return rest[1:](h.reshape(x.shape[0], self.m, -1))
-        return self(x.unsqueeze(0).expand(self.m, *x.shape))
+        convs = [lay for lay in self.body if isinstance(lay, nn.Conv2d)]
+        if not isinstance(first, nn.Conv2d) or any(c.padding_mode != "zeros" for c in convs):
+            return self(x.unsqueeze(0).expand(self.m, *x.shape))
+        x = x.contiguous(memory_format=torch.channels_last)
+        layers, i = list(self.body), 0
+        while i < len(layers):
+            lay = layers[i]
+            if isinstance(lay, nn.Conv2d):
+                w, b = lay.weight, lay.bias
+                nxt = layers[i + 1] if i + 1 < len(layers) else None
+                if not self.training and isinstance(nxt, nn.BatchNorm2d):
+                    w, b = _fold_batchnorm(w, b, nxt)
+                    i += 1
+                groups = 1 if lay is first else lay.groups  # the shared input: dense
+                x = F.conv2d(x, w, b, lay.stride, lay.padding, lay.dilation, groups)
+            else:
+                x = lay(x)
+            i += 1
+        return x
+
+
+def _fold_batchnorm(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d):
+    """Weight and bias of conv-then-BatchNorm (eval mode, running statistics) as one conv."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    shift = -bn.running_mean * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+    bias = shift if b is None else b * scale + shift
+    return w * scale.view(-1, 1, 1, 1), bias
