@@ -21,7 +21,7 @@ from curate.train.seeds import dropout_seed
 
 def auto_strategy(arch: str, storage: str, device: torch.device) -> str:
     """fused where it pays (benchmarks/bench_train.py): always on CUDA, on a CPU only for the
-    smallest members (grouped convolutions reach 38 % of peak there, a lone small-stvgg 57 %)."""
+    smallest members (grouped convolutions reach 37 % of peak there, a lone small-stvgg 47 %)."""
     fusable = arch in SEQUENTIAL_ARCHS and storage != "jpeg"
     small = arch in ("mlp", "lenet5")
     return "fused" if fusable and (device.type == "cuda" or small) else "separate"
