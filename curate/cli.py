@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         ws = Workspace.resolve(getattr(args, "workspace", None))
         if not _disk_full(e, ws):
             raise
-        from curate.data.writer import no_space_message
+        from curate.workspace import no_space_message
 
         where = getattr(e, "filename", None) or ws.root
         print(f"error: {no_space_message(where)}", file=sys.stderr)

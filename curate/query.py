@@ -4,36 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
 from curate import db
 from curate.errors import CurateError
+from curate.sql import fetch
 from curate.workspace import Workspace, atomic_path
-
-
-def fetch(ws: Workspace, sql: str):
-    """Run one read-only statement; return a pandas DataFrame.
-
-    The connection is `db.Reader`'s sandbox, held only while the statement runs. Bad SQL, a write,
-    a second statement or a file outside the workspace's prediction log is a CurateError.
-    """
-    with db.read(ws) as con:
-        try:
-            return con.execute(sql).df()
-        except duckdb.PermissionException as e:
-            raise CurateError(
-                f"not allowed: {first_line(e)}. Queries read the catalog and the prediction log "
-                f"under {ws.root / 'runs'}, no other file"
-            ) from None
-        except duckdb.Error as e:
-            raise CurateError(
-                f"SQL error: {first_line(e)}. Check the statement; "
-                "`curate query --tables` lists tables and columns"
-            ) from None
-
-
-def first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = None) -> str:

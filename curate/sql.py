@@ -15,17 +15,28 @@ from curate.workspace import Workspace
 
 
 def fetch(ws: Workspace, sql: str, params: list | tuple = ()) -> pd.DataFrame:
-    """Run one read-only statement with `?` parameters; DuckDB's errors become a CurateError."""
-    con = db.read(ws)
-    try:
-        return con.execute(sql, list(params)).df()
-    except duckdb.Error as e:
-        raise CurateError(
-            f"SQL error: {str(e).splitlines()[0]}. Check the statement; `curate query --tables` "
-            "lists tables and columns"
-        ) from None
-    finally:
-        con.close()
+    """Run one read-only statement with `?` parameters; return a pandas DataFrame.
+
+    The connection is `db.Reader`'s sandbox, held only while the statement runs. Bad SQL, a write,
+    a second statement or a file outside the workspace's prediction log is a CurateError.
+    """
+    with db.read(ws) as con:
+        try:
+            return con.execute(sql, list(params)).df()
+        except duckdb.PermissionException as e:
+            raise CurateError(
+                f"not allowed: {_first_line(e)}. Queries read the catalog and the prediction log "
+                f"under {ws.root / 'runs'}, no other file"
+            ) from None
+        except duckdb.Error as e:
+            raise CurateError(
+                f"SQL error: {_first_line(e)}. Check the statement; `curate query --tables` "
+                "lists tables and columns"
+            ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def columns(ws: Workspace, relation: str) -> list[str]:

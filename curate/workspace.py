@@ -71,3 +71,26 @@ def atomic_path(target: Path, suffix: str = ""):
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def no_space_message(path: Path | str) -> str:
+    """The one message for a full disk: which path, how much is free, what to do."""
+    path = Path(path)
+    while (
+        path.name.startswith(".")
+        and path.name.endswith(".tmp")
+        or any(p.name.startswith(".") and p.name.endswith(".tmp") for p in path.parents)
+    ):
+        path = path.parent  # name what the user knows, not a temporary that is gone by now
+    probe = path if path.exists() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = os.statvfs(probe)
+        left = f" ({free.f_bavail * free.f_frsize / 2**20:.1f} MiB free there now)"
+    except OSError:
+        left = ""
+    return (
+        f"no space left on the disk holding {path}{left}; free some space (or point "
+        "--workspace at a larger disk) and rerun the same command (a run resumes where it stopped)"
+    )

@@ -10,7 +10,6 @@ ffcv's default.
 from __future__ import annotations
 
 import errno
-import os
 import queue
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from curate.errors import CurateError
+from curate.workspace import no_space_message
 
 SMALLEST_PAGE = 1 << 16  # 64 KiB: one page holds at least one sample, rounded up to a power of 2
 DEFAULT_PAGE = 1 << 23  # 8 MiB, ffcv's default
@@ -127,26 +127,3 @@ def _raise_if_failed(procs, errors, path: Path) -> None:
     if code == errno.ENOSPC:
         raise CurateError(no_space_message(path))
     raise CurateError(f"writing {path.name} failed: {what}")
-
-
-def no_space_message(path: Path | str) -> str:
-    """The one message for a full disk: which path, how much is free, what to do."""
-    path = Path(path)
-    while (
-        path.name.startswith(".")
-        and path.name.endswith(".tmp")
-        or any(p.name.startswith(".") and p.name.endswith(".tmp") for p in path.parents)
-    ):
-        path = path.parent  # name what the user knows, not a temporary that is gone by now
-    probe = path if path.exists() else path.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = os.statvfs(probe)
-        left = f" ({free.f_bavail * free.f_frsize / 2**20:.1f} MiB free there now)"
-    except OSError:
-        left = ""
-    return (
-        f"no space left on the disk holding {path}{left}; free some space (or point "
-        "--workspace at a larger disk) and rerun the same command (a run resumes where it stopped)"
-    )
