@@ -30,6 +30,8 @@ VIEWS = (
     "Image detail",
     "Agreement vs statistics",
     "Members",
+    "Label issues",
+    "References",
     "SQL console",
 )
 
@@ -325,6 +327,80 @@ def view_members(path, run, split):
         )
 
 
+def view_label_issues(path, root, run, split):
+    noise = cached("label_noise", path, run, split)
+    if not noise.empty:
+        r = noise.iloc[0]
+        cols = st.columns(5)
+        cols[0].metric("wrong labels (known)", f"{r['noise_rate']:.1%}")
+        cols[1].metric("AUROC of issue_score", f"{r['auroc']:.3f}")
+        cols[2].metric("precision of flagged", f"{r['precision']:.3f}")
+        cols[3].metric("recall of flagged", f"{r['recall']:.3f}")
+        cols[4].metric("suggested = true", f"{r['recovery']:.3f}")
+    conf = cached("label_confusion", path, run, split)
+    if conf.empty:
+        st.info(
+            "No flagged labels in this split (or the run was scored before label issues existed: "
+            f"`curate score {run}`)."
+        )
+        return
+    st.caption(
+        f"{int(conf['n'].sum())} flagged labels: the members settle, by majority, on another class "
+        "and rank it above the given one over training (aum < 0). Rows: given class; columns: the "
+        "class they suggest."
+    )
+    st.altair_chart(
+        alt.Chart(conf, title="flagged labels: given class vs suggested class")
+        .mark_rect()
+        .encode(
+            x=alt.X("suggested:N", title="suggested class"),
+            y=alt.Y("given:N", title="given class"),
+            color=alt.Color("n:Q", title="labels"),
+            tooltip=["given", "suggested", "n"],
+        ),
+        width="stretch",
+    )
+    pairs = ["(all)"] + [
+        f"{g} -> {s}" for g, s in zip(conf["given"], conf["suggested"], strict=True)
+    ]
+    pick = st.selectbox("class pair (given -> suggested)", pairs)
+    given, suggested = (None, None) if pick == "(all)" else pick.split(" -> ", 1)
+    rows = cached("label_issue_page", path, run, split, given, suggested)
+    if rows.empty:
+        st.info("no flagged label in this pair")
+        return
+    try:
+        imgs = cached_thumbnails(
+            root,
+            rows["dataset"][0],
+            split,
+            tuple(int(i) for i in rows["idx"]),
+            tuple(rows["source"].astype(str)),
+        )
+    except CurateError as e:
+        st.warning(f"thumbnails unavailable: {e}")
+        imgs = []
+    if imgs:
+        caps = [
+            f"{r.idx}: given {r.class_name}, suggested {r.suggested_class} "
+            f"({r.consensus:.0%}), score {r.issue_score:.2f}"
+            for r in rows.itertuples()
+        ]
+        st.image([_big(im) for im in imgs], caption=caps, width=96)
+    st.dataframe(rows.drop(columns=["dataset"]), hide_index=True)
+
+
+def view_references(path, run):
+    refs = cached("reference_rows", path, run)
+    if refs.empty:
+        st.info(
+            "No reference comparisons yet. Compare a score with a per-image reference: "
+            f"`curate evaluate {run} --reference FILE [--column NAME] [--score accessibility]`."
+        )
+        return
+    st.dataframe(refs, hide_index=True)
+
+
 def view_sql(path):
     sql = st.text_area("read-only SQL", "SELECT ddd, count(*) AS n FROM difficulty GROUP BY ddd")
     if st.button("run"):
@@ -378,6 +454,10 @@ def main() -> None:
         view_stats(path, run, split)
     elif view == "Members":
         view_members(path, run, split)
+    elif view == "Label issues":
+        view_label_issues(path, str(ws.root), run, split)
+    elif view == "References":
+        view_references(path, run)
     else:
         view_sql(path)
 

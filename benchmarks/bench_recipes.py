@@ -47,6 +47,12 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "fastconv-4x8": ("cifar10-cpu", ["train.members=4"]),
     "fastconv-8x4": ("cifar10-cpu", ["train.epochs=4"]),
     "fastconv-w24-6x6": ("cifar10-cpu", ["train.width=24", "train.members=6", "train.epochs=6"]),
+    # the baseline's member-epochs spent on more members, fewer epochs (same recipe otherwise)
+    "lenet-20x4": ("imagefolder", ["train.arch=lenet5", "train.members=20", "train.epochs=4"]),
+    "lenet-16x5": (
+        "imagefolder",
+        ["train.arch=lenet5", "train.members=16", "train.epochs=5", "train.fuse_members=8"],
+    ),
 }
 
 
@@ -102,11 +108,13 @@ def run_recipe(ws: Path, name: str, extra: list[str]) -> dict:
     recipe, overrides = RECIPES[name]
     sets = [a for o in COMMON + overrides + extra for a in ("--set", o)]
     shutil.rmtree(ws / "runs" / name, ignore_errors=True)
+    load = os.getloadavg()[0]
     c0, t0 = cpu_children(), time.perf_counter()
     curate("run", recipe, "--run-name", name, "--workspace", str(ws), *sets, log=ws / f"{name}.log")
     cpu, wall = cpu_children() - c0, time.perf_counter() - t0
     row = {"recipe": name, "recipe_file": recipe, "overrides": overrides + extra}
     row |= {"cpu_minutes": cpu / 60, "wall_minutes": wall / 60}
+    row |= {"load_average_before": load, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return row | catalog_figures(ws, name)
 
 
@@ -129,6 +137,9 @@ def main() -> None:
     curate("ingest", *ingest, log=ws / "ingest.log")
 
     rows: list[dict] = []
+    if args.out.exists():  # figures of recipes not rerun now are kept (CPU minutes are rusage)
+        old = json.loads(args.out.read_text()).get("recipes", [])
+        rows = [r for r in old if r["recipe"] not in args.only]
     for name in args.only:
         print(f"running {name} ...", flush=True)
         rows.append(run_recipe(ws, name, args.extra))

@@ -10,7 +10,7 @@ with --workspace/--run), scores it and reports from `score_reliability`:
 
     python benchmarks/bench_reliability.py [--workspace DIR --run RUN] [--check-members N]
 
-Figures go to benchmarks/results/reliability.json.
+Figures go to benchmarks/results/reliability-<run>.json.
 """
 
 from __future__ import annotations
@@ -41,13 +41,23 @@ def curves(ws: Path, run: str) -> dict:
     out = {}
     for split, df in rows.groupby("split"):
         ep, mem = df[df["curve"] == "epochs"], df[df["curve"] == "members"]
-        from curate.scores.reliability import first_epoch_reaching, size_for
+        from curate.scores.reliability import first_epoch_reaching, size_for, spearman_brown
 
         first = first_epoch_reaching(
             [{"e": int(r.x), "spearman": float(r.spearman)} for r in ep.itertuples()], 0.9
         )
         measured = mem[~mem["extrapolated"].astype(bool)]
         full = measured.iloc[-1]
+        # the prediction checked inside the run: Spearman-Brown from half the members to all of
+        # them, against the split-half r measured with all of them
+        half = measured[measured["x"] == max(2, int(full["x"]) // 2)].iloc[0]
+        sb_check = {
+            "from_members": int(half["x"]),
+            "r_from": float(half["pearson"]),
+            "to_members": int(full["x"]),
+            "predicted": spearman_brown(float(half["pearson"]), full["x"] / half["x"]),
+            "measured": float(full["pearson"]),
+        }
         out[split] = {
             "epochs": int(ep["x"].max()),
             "epoch_for_rho_09": first,
@@ -55,6 +65,7 @@ def curves(ws: Path, run: str) -> dict:
             "members": int(full["x"]),
             "split_half_r": float(full["pearson"]),
             "members_for_r_095_predicted": size_for(float(full["pearson"]), int(full["x"])),
+            "spearman_brown_check": sb_check,
             "epoch_curve": ep[["x", "spearman", "ddd_same"]].to_dict("records"),
             "member_curve": mem[["x", "pearson", "spearman", "predicted", "extrapolated"]].to_dict(
                 "records"
@@ -84,11 +95,14 @@ def main() -> None:
         assert curate(["score", args.run, *w]) == 0
     res = {"run": args.run, "splits": curves(ws, args.run)}
     for split, c in res["splits"].items():
+        k = c["spearman_brown_check"]
         print(
             f"{split}: split-half r {c['split_half_r']:.3f} at {c['members']} members; "
             f"{c['members_for_r_095_predicted']} members predicted for r = 0.95; rho >= 0.9 from "
             f"epoch {c['epoch_for_rho_09']} of {c['epochs']} "
-            f"({(c['fraction_of_epochs_for_rho_09'] or 1):.0%} of the epochs)"
+            f"({(c['fraction_of_epochs_for_rho_09'] or 1):.0%} of the epochs); Spearman-Brown "
+            f"from {k['from_members']} members (r {k['r_from']:.3f}) predicts {k['predicted']:.3f} "
+            f"at {k['to_members']}, measured {k['measured']:.3f}"
         )
     if args.check_members:
         n = args.check_members
@@ -111,7 +125,7 @@ def main() -> None:
                 f"{split}: {n} members: predicted split-half r {pred:.3f}, measured "
                 f"{got[split]['split_half_r']:.3f}"
             )
-    dest = ROOT / "benchmarks" / "results" / "reliability.json"
+    dest = ROOT / "benchmarks" / "results" / f"reliability-{args.run}.json"
     dest.write_text(json.dumps(res, indent=1, default=float) + "\n")
     print(f"wrote {dest}")
 

@@ -42,6 +42,7 @@ _DATASET_FLAGS = {
     "name": "dataset.name",
     "skip_corrupt": "dataset.skip_corrupt",
     "random_labels": "dataset.random_labels",
+    "labels": "dataset.labels",
     "download": "dataset.download",
 }
 
@@ -51,6 +52,10 @@ def _dataset_recipe(args: argparse.Namespace):
     from curate.data.sources import FORMATS
 
     target = args.dataset
+    if getattr(args, "labels", None):
+        from pathlib import Path
+
+        args.labels = str(Path(args.labels).absolute())
     if find_recipe(target) is None and target not in FORMATS:
         raise CurateError(
             f"unknown dataset {target!r}; formats: {', '.join(FORMATS)}; or a recipe in pipelines/"
@@ -131,7 +136,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "resnet18, resnet50, densenet121, vgg16)",
     )
     p.add_argument("--device", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--strategy", choices=["auto", "separate", "fused"])
+    p.add_argument("--strategy", help="auto, fused, separate, or another learner: adaboost, gboost")
     p.add_argument("--seed", type=int, help="recipe seed; every member's seeds derive from it")
     p.add_argument(
         "--run-name",
@@ -290,6 +295,37 @@ def cmd_pairs_analyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label_issues(args: argparse.Namespace) -> int:
+    from curate.review import label_issue_list, write_list
+
+    ws = Workspace.resolve(args.workspace)
+    top = args.top if args.top is not None or args.out else 20
+    df = label_issue_list(ws, args.run, args.split, top, every=args.all)
+    if args.out:
+        target = write_list(ws, df, args.out)
+        print(f"wrote {len(df)} rows, highest issue_score first, to {target}")
+        return 0
+    if df.empty:
+        print(f"no flagged labels in {args.run} / {args.split} (--all lists every instance)")
+        return 0
+    import pandas as pd
+
+    shown = df.drop(columns=["flagged", "true_label"] if not args.all else [])
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from curate.evaluate import evaluate, format_row
+
+    ws = Workspace.resolve(args.workspace)
+    row = evaluate(ws, args.run, args.reference, args.column, args.score, args.split)
+    print(format_row(row))
+    print("stored in reference_agreement")
+    return 0
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
@@ -353,6 +389,12 @@ def _add_ingest(sub) -> None:
     )
     p.add_argument(
         "--random-labels", type=int, metavar="SEED", help="permute labels with this seed"
+    )
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="train on these labels (.npy of train labels in idx order, FILE.npz:KEY, or a CSV "
+        "split,idx,label); the source's stay in true_label",
     )
     p.add_argument(
         "--download",
@@ -496,6 +538,36 @@ def _add_pairs_analyse(sub) -> None:
     p.set_defaults(func=cmd_pairs_analyse)
 
 
+def _add_label_issues(sub) -> None:
+    p = sub.add_parser(
+        "label-issues", help="a run's likely wrong labels, ranked for review, with image paths"
+    )
+    p.add_argument("run", help="a scored run")
+    p.add_argument("--split", default="train", help="the split to review (default train)")
+    p.add_argument("--top", type=int, help="at most N rows (default: 20 on screen, all in --out)")
+    p.add_argument("--all", action="store_true", help="every instance, not only flagged ones")
+    p.add_argument("--out", help="write the list as CSV here")
+    _add_common(p)
+    p.set_defaults(func=cmd_label_issues)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="compare a per-instance score with an external reference (by idx)"
+    )
+    p.add_argument("run", help="a scored run")
+    p.add_argument(
+        "--reference", required=True, help=".npy/.npz (one value per instance, idx order) or CSV"
+    )
+    p.add_argument("--column", help="the .npz array, the CSV column, or a 2-d array's column")
+    p.add_argument(
+        "--score", default="accessibility", help="a column of instance_scores (accessibility)"
+    )
+    p.add_argument("--split", default="train", help="the split (default train)")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
 def _add_app(sub) -> None:
     p = sub.add_parser("app", help="the Streamlit explorer over the catalog (read-only)")
     p.add_argument("--port", type=int, default=8501)
@@ -530,6 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_curriculum(sub)
     _add_pairs(sub)
     _add_pairs_analyse(sub)
+    _add_label_issues(sub)
+    _add_evaluate(sub)
     _add_app(sub)
     _add_run(sub)
     return parser

@@ -42,6 +42,11 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("version", "VARCHAR", "curate version that built it"),
         ("git_rev", "VARCHAR", "git revision of curate that built it (NULL outside a checkout)"),
         ("created_at", "TIMESTAMP", "when ingest finished (UTC)"),
+        (
+            "labels_file",
+            "VARCHAR",
+            "the `--labels` file whose labels replaced the source's; NULL for the source's labels",
+        ),
     ],
     "instances": [
         ("dataset", "VARCHAR", "catalog name of the dataset"),
@@ -51,8 +56,16 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "INTEGER",
             "the instance's id in its split (standard order where the source has one); key of every table",
         ),
-        ("label", "INTEGER", "class used for training (permuted under random labels)"),
-        ("true_label", "INTEGER", "the source's own class (equal to label unless random labels)"),
+        (
+            "label",
+            "INTEGER",
+            "class used for training (permuted under random labels, from the file under --labels)",
+        ),
+        (
+            "true_label",
+            "INTEGER",
+            "the source's own class (equal to label unless random labels or --labels)",
+        ),
         ("class_name", "VARCHAR", "name of `label`"),
         ("source", "VARCHAR", "file path of the image, or '<file>#<row>' for array sources"),
         ("source_index", "BIGINT", "row in the source array or file, NULL for image files"),
@@ -181,6 +194,34 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "the epochs 1..E these scores use; fewer than the run trained when scored from a prefix "
             "of the log (`curate score --epochs`)",
         ),
+        (
+            "aum",
+            "DOUBLE",
+            "area under the margin (Pleiss et al.): mean over members and epochs 1..E of the given "
+            "class's logit minus the largest other logit; lower = more likely mislabelled",
+        ),
+        (
+            "suggested_label",
+            "INTEGER",
+            "the class the members settle on: the most frequent prediction over members and the "
+            "late epochs floor(E/2)+1..E (ties: the given label if among them, else the smallest)",
+        ),
+        (
+            "consensus",
+            "DOUBLE",
+            "fraction of those late predictions naming suggested_label, 0..1; higher = settled",
+        ),
+        (
+            "issue_score",
+            "DOUBLE",
+            "how likely the given label is wrong, 0..1: mean of the percentile ranks of -aum and "
+            "of the late consensus on another class; higher = more likely mislabelled",
+        ),
+        (
+            "flagged",
+            "BOOLEAN",
+            "likely mislabelled: suggested_label != label with consensus > 1/2, and aum < 0",
+        ),
     ],
     "epoch_metrics": [
         ("run", "VARCHAR", "run"),
@@ -270,7 +311,8 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         (
             "kind",
             "VARCHAR",
-            "'accessibility' (correlation row) or 'matched-epoch' (Hacohen Fig. 8a row)",
+            "'accessibility' (correlation row), 'matched-epoch' (Hacohen Fig. 8a row) or "
+            "'binned' (Fig. 11 row)",
         ),
         ("n", "BIGINT", "instances compared"),
         ("pearson_r", "DOUBLE", "Pearson r of the two accessibilities"),
@@ -284,6 +326,15 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("both_correct", "BIGINT", "instances both majority votes get right"),
         ("only_a", "BIGINT", "instances only a gets right"),
         ("only_b", "BIGINT", "instances only b gets right"),
+        (
+            "bin_lo",
+            "DOUBLE",
+            "binned rows (Hacohen Fig. 11): lower edge of a bin of a's accessibility (n = its "
+            "instances)",
+        ),
+        ("bin_hi", "DOUBLE", "its upper edge (the last bin includes 1)"),
+        ("mean_b", "DOUBLE", "mean accessibility under b of the bin's instances"),
+        ("se_b", "DOUBLE", "its standard error, std / sqrt(n)"),
     ],
     "image_stats": [
         ("dataset", "VARCHAR", "dataset"),
@@ -319,6 +370,47 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ),
         ("jpeg_bits_per_pixel", "DOUBLE", "jpeg_bytes * 8 / (height * width)"),
         ("stats_note", "VARCHAR", "why a statistic is missing, when one is"),
+    ],
+    "label_noise_eval": [
+        ("run", "VARCHAR", "run"),
+        ("split", "VARCHAR", "a split where some given labels differ from the true ones"),
+        ("n", "BIGINT", "instances"),
+        ("n_wrong", "BIGINT", "instances whose label differs from true_label"),
+        ("noise_rate", "DOUBLE", "n_wrong / n"),
+        (
+            "auroc",
+            "DOUBLE",
+            "AUROC of issue_score for label != true_label; 0.5 = chance, higher = better",
+        ),
+        ("auroc_aum", "DOUBLE", "the same for -aum alone"),
+        ("auroc_accessibility", "DOUBLE", "the same for 1 - accessibility alone"),
+        ("n_flagged", "BIGINT", "instances flagged"),
+        ("precision", "DOUBLE", "fraction of flagged labels that are wrong; higher = better"),
+        ("recall", "DOUBLE", "fraction of wrong labels flagged; higher = better"),
+        ("f1", "DOUBLE", "harmonic mean of precision and recall"),
+        (
+            "recovery",
+            "DOUBLE",
+            "among flagged wrong labels, the fraction whose suggested_label is the true label",
+        ),
+    ],
+    "reference_agreement": [
+        ("run", "VARCHAR", "run"),
+        ("split", "VARCHAR", "split"),
+        ("score", "VARCHAR", "the run's per-instance score (a column of instance_scores)"),
+        ("reference", "VARCHAR", "the reference file"),
+        ("reference_column", "VARCHAR", "the column or array of the file used"),
+        ("n", "BIGINT", "instances in both (matched by idx)"),
+        ("spearman", "DOUBLE", "Spearman rho between score and reference"),
+        ("spearman_p", "DOUBLE", "its two-sided p-value"),
+        ("pearson", "DOUBLE", "Pearson r between score and reference"),
+        ("pearson_p", "DOUBLE", "its two-sided p-value"),
+        (
+            "auroc",
+            "DOUBLE",
+            "when the reference is boolean: AUROC of the score for reference = true (NULL otherwise)",
+        ),
+        ("created_at", "TIMESTAMP", "when `curate evaluate` ran (UTC)"),
     ],
     "score_reliability": [
         ("run", "VARCHAR", "run"),
@@ -418,6 +510,9 @@ VIEWS = {
     "trivial": "rows of difficulty with ddd = 'trivial'",
     "in_between": "rows of difficulty with ddd = 'in-between'",
     "impossible": "rows of difficulty with ddd = 'impossible'",
+    "label_issues": "one row per run and instance: given and suggested class, consensus, "
+    "issue_score (higher = more likely mislabelled), flagged, with aum, accessibility, forgetting "
+    "and the image's source (columns documented in instance_scores)",
     "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin",
 }
 
@@ -480,6 +575,13 @@ def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
         con.execute(
             f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM difficulty WHERE ddd = '{value}'"
         )
+    con.execute(
+        "CREATE OR REPLACE VIEW label_issues AS SELECT s.run, s.dataset, s.split, s.idx, s.label, "
+        "i.class_name, s.suggested_label, d.class_names[s.suggested_label + 1] AS suggested_class, "
+        "s.consensus, s.issue_score, s.flagged, s.aum, s.accessibility, s.forgetting_events, "
+        "i.true_label, i.source FROM instance_scores s JOIN instances i USING (dataset, split, idx) "
+        "JOIN datasets d USING (dataset)"
+    )
     shards = _has_log(ws)
     if shards:
         con.execute(f"CREATE OR REPLACE VIEW predictions AS {_predictions_sql(ws)}")
@@ -694,14 +796,18 @@ def column_doc(table: str, column: str) -> str | None:
     return None
 
 
-def split_labels(ws: Workspace, dataset: str, split: str):
-    """(idx, label) int64 arrays of a split, in idx order (the row order of its .beton)."""
+def split_labels(ws: Workspace, dataset: str, split: str, column: str = "label"):
+    """(idx, label) int64 arrays of a split, in idx order (the row order of its .beton);
+    column="true_label" gives the source's own labels instead."""
     import numpy as np
 
+    if column not in ("label", "true_label"):
+        raise ValueError(column)
     con = read(ws)
     try:
         df = con.execute(
-            "SELECT idx, label FROM instances WHERE dataset = ? AND split = ? ORDER BY idx",
+            f"SELECT idx, {column} AS label FROM instances WHERE dataset = ? AND split = ? "
+            "ORDER BY idx",  # column is one of two constants
             [dataset, split],
         ).df()
     finally:

@@ -288,6 +288,71 @@ def thumbnails(
 
 
 # the functions `call` may run: every query above that takes a reader first
+def _has_columns(con, table: str, *cols: str) -> bool:
+    """Whether `table` exists with these columns (catalogs of older versions may lack them)."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name IN "
+        f"({', '.join('?' for _ in cols)})",
+        [table, *cols],
+    ).fetchone()[0]
+    return found == len(cols)
+
+
+def label_confusion(con, run: str, split: str) -> pd.DataFrame:
+    """Flagged labels per (given class, suggested class): given, suggested, n."""
+    if not _has_columns(con, "instance_scores", "flagged"):
+        return pd.DataFrame(columns=["given", "suggested", "n"])
+    return _q(
+        con,
+        "SELECT class_name AS given, suggested_class AS suggested, count(*) AS n FROM label_issues "
+        "WHERE run = ? AND split = ? AND flagged GROUP BY ALL ORDER BY n DESC",
+        [run, split],
+    )
+
+
+def label_issue_page(
+    con,
+    run: str,
+    split: str,
+    given: str | None = None,
+    suggested: str | None = None,
+    page: int = 0,
+    page_size: int = 48,
+) -> pd.DataFrame:
+    """A page of flagged labels, highest issue_score first, optionally of one class pair."""
+    sql = (
+        "SELECT dataset, idx, class_name, suggested_class, consensus, issue_score, aum, "
+        "accessibility, true_label, source FROM label_issues WHERE run = ? AND split = ? AND flagged"
+    )
+    params: list = [run, split]
+    for col, value in (("class_name", given), ("suggested_class", suggested)):
+        if value is not None:
+            sql += f" AND {col} = ?"  # a constant column name; the value is a parameter
+            params.append(value)
+    sql += " ORDER BY issue_score DESC, idx LIMIT ? OFFSET ?"
+    return _q(con, sql, params + [int(page_size), int(page) * int(page_size)])
+
+
+def label_noise(con, run: str, split: str) -> pd.DataFrame:
+    """The run's `label_noise_eval` row of a split (empty when its labels are the true ones)."""
+    if not _has_columns(con, "label_noise_eval", "auroc"):
+        return pd.DataFrame()
+    return _q(con, "SELECT * FROM label_noise_eval WHERE run = ? AND split = ?", [run, split])
+
+
+def reference_rows(con, run: str) -> pd.DataFrame:
+    """The run's comparisons with external references (`curate evaluate`), newest first."""
+    if not _has_columns(con, "reference_agreement", "spearman"):
+        return pd.DataFrame()
+    return _q(
+        con,
+        "SELECT split, score, reference, reference_column, n, spearman, spearman_p, pearson, "
+        "pearson_p, auroc, created_at FROM reference_agreement WHERE run = ? "
+        "ORDER BY created_at DESC",
+        [run],
+    )
+
+
 QUERIES = {
     f.__name__: f
     for f in (
@@ -307,5 +372,9 @@ QUERIES = {
         scatter_sample,
         consistency_matrix,
         sql_console,
+        label_confusion,
+        label_issue_page,
+        label_noise,
+        reference_rows,
     )
 }

@@ -18,7 +18,7 @@ def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = Non
         target = Path(out)
         if target.exists() and target.is_dir():
             raise CurateError(f"--out {target} is a folder; give a file path")
-        _refuse_workspace_file(ws, target)
+        refuse_workspace_file(ws, target)
         with atomic_path(target) as tmp:
             if fmt == "parquet":
                 df.to_parquet(tmp, index=False)
@@ -43,7 +43,7 @@ def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = Non
         return df.to_string(index=False, max_rows=200)
 
 
-def _refuse_workspace_file(ws: Workspace, target: Path) -> None:
+def refuse_workspace_file(ws: Workspace, target: Path) -> None:
     """--out may not replace what the stages wrote: the catalog, datasets, sources or runs."""
     t = target.expanduser().absolute().resolve()
     root = ws.root.resolve()

@@ -100,6 +100,8 @@ def _apptest(ws, monkeypatch):
         "Image detail",
         "Agreement vs statistics",
         "Members",
+        "Label issues",
+        "References",
         "SQL console",
     ],
 )

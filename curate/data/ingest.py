@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from curate import db
 from curate.config import DatasetConfig, check_name
+from curate.data import labels as label_files
 from curate.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from curate.data.sources import SourceData, Split, decode_image, read_source
 from curate.data.writer import page_size, write_beton
@@ -227,7 +228,12 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], l
 
 
 def content_config(cfg: DatasetConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_CONTENT}
+    out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_CONTENT}
+    if cfg.labels:
+        out["labels"] = label_files.digest(cfg.labels)  # the file's content, not where it lies
+    else:
+        del out["labels"]  # absent, as in datasets ingested before the key existed
+    return out
 
 
 def _existing(ws: Workspace, name: str) -> dict | None:
@@ -266,6 +272,9 @@ def default_name(cfg: DatasetConfig) -> str:
             name = cfg.format
     if cfg.random_labels is not None and "random" not in name:
         name = f"{name}-random-labels-{cfg.random_labels}"
+    if cfg.labels and not cfg.name:
+        path, key = label_files.split_spec(cfg.labels)
+        name = f"{name}-labels-{key or path.stem}"
     return name
 
 
@@ -275,6 +284,8 @@ def ingest(cfg: DatasetConfig, ws: Workspace, force: bool = False) -> IngestResu
     Raises CurateError (exit code 2) on bad input, and when the input or config changed since the last
     ingest and `force` is not set.
     """
+    if cfg.labels and cfg.random_labels is not None:
+        raise CurateError("--labels and --random-labels both replace the labels; give one of them")
     name = check_name(default_name(cfg), "dataset name")  # a folder's own name may be unusable
     cfg = dataclasses.replace(cfg, name=name)
     if cfg.format == "imagenet" and cfg.storage == "auto":
@@ -299,12 +310,19 @@ def _ingest_locked(
 ) -> IngestResult:
     workers = _workers(cfg.workers)
     src: SourceData = read_source(cfg, ws)
+    given = (
+        label_files.read_label_file(
+            cfg.labels, src.class_names, {s.name: len(s.labels) for s in src.splits}
+        )
+        if cfg.labels
+        else None
+    )  # checked before anything is decoded or written
     current = _unchanged(ws, name, cfg, src, target, force)
     if current is not None:
         return current
     preps = [_prepare(s, cfg, workers) for s in src.splits]
     storage, shape = _choose_storage(preps, cfg)
-    _assign_labels(preps, cfg)
+    _assign_labels(preps, cfg, given)
     with atomic_path(target) as tmp:  # moved into place only once the catalog has committed
         tmp.mkdir(parents=True)
         stats = None
@@ -359,12 +377,25 @@ def _prepare(s: Split, cfg: DatasetConfig, workers: int) -> _Prepared:
     return _Prepared(s, np.full(n, h), np.full(n, w), np.full(n, c), None)
 
 
-def _assign_labels(preps: list[_Prepared], cfg: DatasetConfig) -> None:
-    """Keep the source's labels as true labels; permute the training labels under random labels."""
+def _assign_labels(
+    preps: list[_Prepared], cfg: DatasetConfig, given: label_files.LabelFile | None
+) -> None:
+    """Keep the source's labels as true labels; permute them under random labels, or replace them
+    from a label file."""
     for k, p in enumerate(preps):
         p.split.true_labels = p.split.labels.copy()  # type: ignore[attr-defined]
         if cfg.random_labels is not None:
             p.split.labels = _permute_labels(p.split.labels, cfg.random_labels, k)
+        if given is not None and p.split.name in given.by_split:
+            s = p.split
+            s.labels = label_files.apply(
+                given.by_split[s.name], s.idx, s.labels, s.name, given.path
+            )
+            changed = int((s.labels != s.true_labels).sum())  # type: ignore[attr-defined]
+            print(
+                f"{s.name}: labels from {given.path}; {changed} of {len(s.labels)} "
+                f"({changed / max(len(s.labels), 1):.1%}) differ from the source's"
+            )
 
 
 def _indexable(p: _Prepared, storage: str, shape, cfg: DatasetConfig):
@@ -431,7 +462,8 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
             con.register("new_skipped", skipped_df)
             con.execute("INSERT INTO skipped SELECT * FROM new_skipped")
         con.execute(
-            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+            "INSERT INTO datasets VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
             [
                 name,
                 cfg.format,
@@ -447,5 +479,6 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
                 json.dumps(content_config(cfg)),
                 info["version"],
                 info["git_rev"],
+                str(Path(cfg.labels).absolute()) if cfg.labels else None,
             ],
         )

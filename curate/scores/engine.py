@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from curate.data.positions import find_positions
 from curate.errors import CurateError
 from curate.scores import definitions as d
-from curate.scores.kernels import BLOCK, epoch_pass, member_timelines
+from curate.scores import label_issues as li
+from curate.scores.kernels import BLOCK, epoch_pass, member_timelines, vote_mode
 from curate.train import predlog
 
 
@@ -102,11 +103,14 @@ def score_split(
         final_correct = sum(pred == y for pred in reader.last_preds)
         in_between = d.ddd(final_correct, len(members), tol) == "in-between"
         stats = EpochStats(members, last + 1, y, in_between, groups)
-        for t, (pred, p_true) in enumerate(reader):
+        votes = LabelVotes(len(members), last, len(y))
+        for t, (pred, p_true, margin) in enumerate(reader):
             stats.add(t, pred, p_true)
+            votes.add(t, pred, margin)
             if progress is not None:
                 progress.update(1)
     epochs = np.arange(last + 1)
+    instance = _instance_scores(stats, last, tol) | votes.scores(y)
     em = d.epoch_metrics_from_stats(
         stats.hist, stats.correct_all, stats.flips, stats.changes, len(y), tol
     )
@@ -116,7 +120,7 @@ def score_split(
         members,
         reader.idx,
         y,
-        _instance_scores(stats, last, tol),
+        instance,
         stats.counts,
         stats.agree,
         em,
@@ -139,17 +143,23 @@ def prefix_end(logged: int, wanted: int | None, split: str) -> int:
     return wanted
 
 
-def _read(path: Path, with_idx: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    t = pq.read_table(path, columns=(["idx"] if with_idx else []) + ["pred", "p_true"])
+def _read(path: Path, with_idx: bool):
+    """idx (or None), pred, p_true, margin of one shard."""
+    t = pq.read_table(path, columns=(["idx"] if with_idx else []) + ["pred", "p_true", "margin"])
     idx = t.column("idx").to_numpy() if with_idx else None
-    return idx, t.column("pred").to_numpy(), t.column("p_true").to_numpy()
+    return (
+        idx,
+        t.column("pred").to_numpy(),
+        t.column("p_true").to_numpy(),
+        t.column("margin").to_numpy(),
+    )
 
 
 class EpochReader:
     """Each epoch's shards, read in a thread pool one epoch ahead of the computation. The last
     epoch is read first (its idx and final predictions set up the scoring) and kept for its turn.
 
-    Iterating yields, for e = 0..last, pred (M, N) int16 and p_true (M, N) (None at epoch 0).
+    Iterating yields, for e = 0..last, pred (M, N) int16, p_true and margin (M, N) (None at epoch 0).
     """
 
     def __init__(self, run_dir: Path, split: str, members: list[int], last: int, threads: int):
@@ -174,7 +184,7 @@ class EpochReader:
     def _collect(futures):
         return [f.result() for f in futures]
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
         n = len(self.idx)
         ahead = self._submit(0) if self.last != 0 else None
         for e in range(self.last + 1):
@@ -187,7 +197,10 @@ class EpochReader:
                     "is damaged"
                 )
             pred = np.stack([p[1] for p in parts]).astype(np.int16, copy=False)
-            yield pred, (np.stack([p[2] for p in parts]) if e >= 1 else None)
+            if e == 0:
+                yield pred, None, None
+            else:
+                yield pred, np.stack([p[2] for p in parts]), np.stack([p[3] for p in parts])
 
 
 def _labels_of(idx: np.ndarray, labels_by_idx: tuple[np.ndarray, np.ndarray], split: str):
@@ -277,6 +290,36 @@ class EpochStats:
             cm = c[:, self.mid]
             self.pair_mid[t] = d.pair_agreement_counts(cm)
             self.correct_mid[:, t] = cm.sum(axis=1)
+
+
+class LabelVotes:
+    """What the label-issue signals need from the stream (`curate.scores.label_issues`): the sum
+    of margins over members and epochs 1..E, and the predictions of the late epochs
+    (`label_issues.late_epochs`), (M |L|, N) int16."""
+
+    def __init__(self, m_count: int, last: int, n: int):
+        self.late = li.late_epochs(last)
+        self.msum = np.zeros(n)
+        self.preds = np.empty((m_count * len(self.late), n), np.int16)
+        self.m_count, self.last = m_count, last
+
+    def add(self, t: int, pred: np.ndarray, margin: np.ndarray | None) -> None:
+        if margin is not None:
+            self.msum += margin.sum(axis=0, dtype=np.float64)
+        if t in self.late:
+            j = (t - self.late.start) * self.m_count
+            self.preds[j : j + self.m_count] = pred
+
+    def scores(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        """aum, suggested_label, consensus, issue_score, flagged, each (N,)."""
+        suggested, count = vote_mode(self.preds, y.astype(np.int16))
+        out = {
+            "aum": self.msum / (self.m_count * self.last),
+            "suggested_label": suggested.astype(np.int32),
+            "consensus": count / len(self.preds),
+        }
+        signals = (out["aum"], out["suggested_label"], out["consensus"], y)
+        return out | {"issue_score": li.issue_score(*signals), "flagged": li.flag(*signals)}
 
 
 def _instance_scores(stats: EpochStats, last: int, tol: int) -> dict[str, np.ndarray]:

@@ -122,3 +122,32 @@ def member_timelines(cube, learned, first, forget):
                 learned[i, j] = np.inf if not cube[i, t_count - 1, j] else last_wrong + 1
                 first[i, j] = first_ok
                 forget[i, j] = events
+
+
+@numba.njit(cache=True, parallel=True)
+def vote_mode(votes, y):
+    """Per instance, the most frequent class among votes (V, N) and its count: suggested (N,) int16,
+    count (N,) int64. Ties go to the label y (N,) when it is among the most frequent, else to the
+    smallest class."""
+    v_count, n = votes.shape
+    suggested = np.empty(n, votes.dtype)
+    count = np.empty(n, np.int64)
+    for blk in numba.prange((n + BLOCK - 1) // BLOCK):
+        buf = np.empty(v_count, votes.dtype)
+        for j in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            for a in range(v_count):
+                buf[a] = votes[a, j]
+            buf.sort()
+            best_v, best_c, run = buf[0], 1, 1
+            y_c = 1 if buf[0] == y[j] else 0
+            for a in range(1, v_count):
+                run = run + 1 if buf[a] == buf[a - 1] else 1
+                if buf[a] == y[j]:
+                    y_c = run
+                if run > best_c:
+                    best_c, best_v = run, buf[a]
+            if y_c == best_c:
+                best_v = y[j]
+            suggested[j] = best_v
+            count[j] = best_c
+    return suggested, count

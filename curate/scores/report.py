@@ -31,6 +31,8 @@ def print_summary(ws: Workspace, run: str, summary: dict) -> None:
         )
         if s.get("reliability"):
             print("  " + reliability_line(s["reliability"]))
+        if "flagged" in s:
+            print("  " + label_issue_line(s["flagged"], s["instances"], s.get("label_noise")))
     print(f"\ncatalog: {ws.catalog}")
     print(
         f"  try: curate query \"SELECT ddd, count(*) FROM difficulty WHERE run = '{run}' GROUP BY ddd\" "
@@ -59,3 +61,15 @@ def reliability_line(r: dict) -> str:
         f"accessibility is reproducible at r = {r['split_half_r']:.3f} between two halves of the "
         f"members; {members}; {epochs}"
     )
+
+
+def label_issue_line(flagged: int, n: int, noise: dict | None) -> str:
+    """Flagged labels; and, when the true labels are known, how well the wrong ones were found."""
+    line = f"label issues: {flagged} of {n} labels flagged ({flagged / max(n, 1):.1%}; view label_issues)"
+    if noise:
+        line += (
+            f"; against the true labels ({noise['noise_rate']:.1%} wrong): AUROC "
+            f"{noise['auroc']:.3f}, precision {noise['precision']:.3f}, recall "
+            f"{noise['recall']:.3f}, F1 {noise['f1']:.3f}"
+        )
+    return line

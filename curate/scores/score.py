@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from curate import db
+from curate.data.positions import find_positions
 from curate.errors import CurateError
 from curate.scores import definitions as d
+from curate.scores import label_issues as li
 from curate.scores import reliability as rel
 from curate.scores.comparison import halves_rows, runs_rows
 from curate.scores.engine import SplitScores, log_layout, prefix_end, score_split
@@ -80,18 +83,36 @@ def score_run(
     A short summary per split (`summarize`), for `curate.scores.report.print_summary`.
     """
     info = run_info(ws, run)
-    results, comparisons, reliability = [], [], []
+    results, comparisons, reliability, noise = [], [], [], []
     for sc, halves in _score_splits(ws, info, tol, quiet, epochs):
         results.append(sc)
         comparisons += halves_rows(run, sc, halves)
         reliability += reliability_rows(run, sc, tol)
+        noise += noise_rows(ws, info, sc)
     for other in compare:
         comparisons += _compare_with(ws, info, other, results)
-    write_scores(ws, run, info.dataset, results, comparisons, tol, reliability)
+    write_scores(ws, run, info.dataset, results, comparisons, tol, reliability, noise)
     return {
         sc.split: summarize(sc, [r for r in reliability if r["split"] == sc.split])
+        | {"label_noise": next((r for r in noise if r["split"] == sc.split), None)}
+        | {"flagged": int(sc.instance["flagged"].sum())}
         for sc in results
     }
+
+
+def noise_rows(ws: Workspace, info: RunInfo, sc: SplitScores) -> list[dict]:
+    """The `label_noise_eval` row of a split whose given labels differ from the true ones
+    somewhere; none otherwise."""
+    true_idx, true = db.split_labels(ws, info.dataset, sc.split, "true_label")
+    true = true[find_positions(true_idx, sc.idx)]  # the log's instance order
+    if np.array_equal(true, sc.labels):
+        return []
+    i = sc.instance
+    row = li.noise_eval(sc.labels, true, i["issue_score"], i["flagged"], i["suggested_label"])
+    wrong = sc.labels != true
+    row["auroc_aum"] = li.auroc(-i["aum"], wrong)
+    row["auroc_accessibility"] = li.auroc(1 - i["accessibility"], wrong)
+    return [{"run": info.run, "split": sc.split} | row]
 
 
 def reliability_rows(run: str, sc: SplitScores, tol: int) -> list[dict]:

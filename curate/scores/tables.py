@@ -1,5 +1,6 @@
-"""A run's scores as catalog rows: `instance_scores`, `epoch_metrics`, `error_consistency` and
-`ensemble_comparison`, replaced for the run in one transaction."""
+"""A run's scores as catalog rows: `instance_scores`, `epoch_metrics`, `error_consistency`,
+`ensemble_comparison`, `score_reliability` and `label_noise_eval`, replaced for the run in one
+transaction."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def instance_table(run: str, dataset: str, sc: SplitScores, tol: int) -> pa.Tabl
             "correct_by_epoch": _list_column(sc.correct_by_epoch),
             "agree_by_epoch": _list_column(sc.agree_by_epoch),
             "epochs": pa.array(np.full(n, len(sc.correct_by_epoch) - 1, np.int32)),
+            "aum": pa.array(i["aum"]),
+            "suggested_label": pa.array(i["suggested_label"].astype(np.int32)),
+            "consensus": pa.array(i["consensus"]),
+            "issue_score": pa.array(i["issue_score"]),
+            "flagged": pa.array(i["flagged"]),
         }
     )
 
@@ -95,6 +101,7 @@ def write_scores(
     comparisons: list[dict],
     tol: int,
     reliability: list[dict] | None = None,
+    noise: list[dict] | None = None,
 ) -> None:
     """Replace the run's rows of the score tables, all in one transaction."""
     with db.write(ws) as con:
@@ -104,6 +111,7 @@ def write_scores(
             ("error_consistency", "run"),
             ("ensemble_comparison", "run_a"),
             ("score_reliability", "run"),
+            ("label_noise_eval", "run"),
         ):
             con.execute(f"DELETE FROM {table} WHERE {key} = ?", [run])  # names are constants
         for sc in results:
@@ -116,7 +124,9 @@ def write_scores(
         cols = [c for c, _, _ in db.SCHEMA["ensemble_comparison"]]
         con.register("new_comparison", pd.DataFrame(comparisons).reindex(columns=cols))
         con.execute("INSERT INTO ensemble_comparison SELECT * FROM new_comparison")
-        if reliability:
-            cols = [c for c, _, _ in db.SCHEMA["score_reliability"]]
-            con.register("new_reliability", pd.DataFrame(reliability).reindex(columns=cols))
-            con.execute("INSERT INTO score_reliability SELECT * FROM new_reliability")
+        for table, rows in (("score_reliability", reliability), ("label_noise_eval", noise)):
+            if rows:
+                cols = [c for c, _, _ in db.SCHEMA[table]]
+                con.register("new_rows", pd.DataFrame(rows).reindex(columns=cols))
+                con.execute(f"INSERT INTO {table} SELECT * FROM new_rows")  # a constant name
+                con.unregister("new_rows")

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from curate.config import Recipe
+from curate.config import LoaderConfig, Recipe, TrainConfig
 from curate.errors import CurateError
 from curate.workspace import Workspace, atomic_path
 
@@ -15,7 +15,9 @@ from curate.workspace import Workspace, atomic_path
 def run_identity(recipe: Recipe, dataset: str) -> dict:
     """What makes two runs the same: the dataset, the loader and the training settings."""
     train = {
-        k: v for k, v in dataclasses.asdict(recipe.train).items() if k not in ("device", "threads")
+        k: v
+        for k, v in dataclasses.asdict(recipe.train).items()
+        if k not in ("device", "threads", "fuse_members")  # where and how fast, not what
     }
     return {
         "dataset": dataset,
@@ -33,7 +35,7 @@ def prepare_run_dir(ws: Workspace, run: str, identity: dict) -> Path:
     run_dir = ws.run_dir(run)
     rec = run_dir / "run.json"
     if rec.exists():
-        old = json.loads(rec.read_text())
+        old = _with_new_defaults(json.loads(rec.read_text()), identity)
         if old != json.loads(json.dumps(identity)):
             diff = [
                 f"{s}.{k}"
@@ -54,3 +56,19 @@ def prepare_run_dir(ws: Workspace, run: str, identity: dict) -> Path:
         with atomic_path(rec) as tmp:
             tmp.write_text(json.dumps(identity, indent=1))
     return run_dir
+
+
+def _with_new_defaults(old: dict, identity: dict) -> dict:
+    """A run.json written before a setting existed counts as having that setting's default."""
+    defaults = {
+        "loader": dataclasses.asdict(LoaderConfig()),
+        "train": dataclasses.asdict(TrainConfig()),
+    }
+    for section, values in defaults.items():
+        have = old.get(section)
+        if not isinstance(have, dict):
+            continue
+        for k, v in identity.get(section, {}).items():
+            if k not in have and k in values and v == values[k]:
+                have[k] = v
+    return old

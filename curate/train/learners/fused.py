@@ -34,7 +34,9 @@ class FusedLearner(Learner):
             )
 
     def groups(self, members: list[int]) -> list[list[int]]:
-        return [list(members)]  # every member of this rank in one model
+        """Every member of this rank in one model, or in models of `train.fuse_members`."""
+        k = self.setup.recipe.train.fuse_members or len(members)
+        return [list(members[i : i + k]) for i in range(0, len(members), k)]
 
     def build(self, members: list[int]) -> FusedUnit:
         model = FusedEnsemble([init_member(self.setup, m) for m in members])

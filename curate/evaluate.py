@@ -1,0 +1,229 @@
+"""`curate evaluate`: a run's per-instance score against an external per-instance reference
+(C-scores, forgetting counts, human label distributions, a list of known label errors), stored in
+`reference_agreement`.
+
+A reference file is keyed by idx:
+
+- ``.npy``: 1-d, one value per instance of the split in idx order (2-d: ``--column K`` picks column K);
+- ``.npz``: the array ``--column NAME`` (the only array when there is one), as for .npy;
+- ``.csv``: a column ``idx`` and the value column ``--column NAME`` (the only other column when there
+  is one); rows may cover part of the split.
+
+A reference of booleans (or of 0/1 only) also gets the AUROC of the score for reference = true.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from curate import db
+from curate.data.positions import find_positions
+from curate.errors import CurateError
+from curate.scores.label_issues import auroc
+from curate.workspace import Workspace
+
+SCORE_TYPES = ("DOUBLE", "INTEGER", "BOOLEAN")
+
+
+def score_columns() -> list[str]:
+    """The numeric per-instance columns of `instance_scores` a reference can be compared with."""
+    return [c for c, t, _ in db.SCHEMA["instance_scores"] if t in SCORE_TYPES and c != "idx"]
+
+
+def read_reference(
+    path: Path, column: str | None, n: int
+) -> tuple[np.ndarray | None, np.ndarray, str]:
+    """(idx or None for "all n instances in idx order", values, the column used)."""
+    if not path.is_file():
+        raise CurateError(f"--reference {path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return _read_csv(path, column)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                names = z.files
+                key = column if column is not None else (names[0] if len(names) == 1 else None)
+                if key not in names:
+                    raise CurateError(
+                        f"--reference {path}: choose the array with --column (it holds "
+                        f"{', '.join(names)})"
+                    )
+                a, used = z[key], key
+        elif suffix == ".npy":
+            a, used = np.load(path, allow_pickle=False), ""
+        else:
+            raise CurateError(
+                f"--reference {path}: unknown file type {suffix or '(none)'}; give .npy, .npz or .csv"
+            )
+    except CurateError:
+        raise
+    except Exception as e:
+        raise CurateError(f"--reference {path}: not readable ({e})") from None
+    if a.ndim == 2:
+        k = None if column is None or suffix == ".npz" else column
+        if k is None or not k.isdigit() or int(k) >= a.shape[1]:
+            raise CurateError(
+                f"--reference {path}: a {a.shape} array; pick a column with --column 0..{a.shape[1] - 1}"
+            )
+        a, used = a[:, int(k)], f"{used}[:, {k}]" if used else f"[:, {k}]"
+    if a.ndim != 1:
+        raise CurateError(
+            f"--reference {path}: expected one value per instance, got shape {a.shape}"
+        )
+    if len(a) != n:
+        raise CurateError(
+            f"--reference {path}: {len(a)} values for a split of {n} instances; an array must hold "
+            "one value per instance in idx order (or use a CSV with an idx column)"
+        )
+    return None, _numeric(a, path), used
+
+
+def _read_csv(path: Path, column: str | None):
+    df = pd.read_csv(path)
+    if "idx" not in df.columns:
+        raise CurateError(
+            f"--reference {path}: a CSV needs an idx column (found {', '.join(df.columns)})"
+        )
+    others = [c for c in df.columns if c != "idx"]
+    col = column if column is not None else (others[0] if len(others) == 1 else None)
+    if col not in others:
+        raise CurateError(
+            f"--reference {path}: choose the value column with --column (one of {', '.join(others)})"
+        )
+    idx = pd.to_numeric(df["idx"], errors="coerce")
+    if idx.isna().any():
+        raise CurateError(f"--reference {path}: idx must be integers")
+    if idx.duplicated().any():
+        raise CurateError(
+            f"--reference {path}: idx {int(idx[idx.duplicated()].iloc[0])} is listed twice"
+        )
+    return idx.to_numpy(np.int64), _numeric(df[col].to_numpy(), path), col
+
+
+def _numeric(a: np.ndarray, path: Path) -> np.ndarray:
+    if a.dtype == object:
+        low = pd.Series(a).astype(str).str.strip().str.lower()
+        if low.isin(["true", "false"]).all():
+            return (low == "true").to_numpy()
+        a = pd.to_numeric(pd.Series(a), errors="coerce").to_numpy()
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise CurateError(f"--reference {path}: values must be numbers or booleans, got {a.dtype}")
+    return a
+
+
+def is_boolean(a: np.ndarray) -> bool:
+    """A boolean reference: bool values, or numbers that are all 0 or 1."""
+    if a.dtype == bool:
+        return True
+    finite = a[np.isfinite(a.astype(float))]
+    return len(finite) > 0 and bool(np.isin(finite, (0, 1)).all())
+
+
+def agreement(score: np.ndarray, ref: np.ndarray) -> dict:
+    """Spearman and Pearson (with two-sided p-values) over the pairs where both are finite, and
+    the AUROC of `score` for ref = true when ref is boolean."""
+    s, r = np.asarray(score, float), np.asarray(ref)
+    ok = np.isfinite(s) & np.isfinite(r.astype(float))
+    s, r = s[ok], r[ok]
+    out = {"n": int(ok.sum())}
+    if out["n"] < 3 or np.ptp(s) == 0 or np.ptp(r.astype(float)) == 0:
+        nan = float("nan")
+        return out | {
+            "spearman": nan,
+            "spearman_p": nan,
+            "pearson": nan,
+            "pearson_p": nan,
+            "auroc": None,
+        }
+    sp = stats.spearmanr(s, r)
+    pe = stats.pearsonr(s, r.astype(float))
+    out |= {
+        "spearman": float(sp.statistic),
+        "spearman_p": float(sp.pvalue),
+        "pearson": float(pe.statistic),
+        "pearson_p": float(pe.pvalue),
+    }
+    out["auroc"] = auroc(s, r.astype(bool)) if is_boolean(r) else None
+    return out
+
+
+def evaluate(
+    ws: Workspace,
+    run: str,
+    reference: str,
+    column: str | None = None,
+    score: str = "accessibility",
+    split: str = "train",
+) -> dict:
+    """Compare `score` of a scored run with a reference file; store and return the row."""
+    if score not in score_columns():
+        raise CurateError(f"--score {score!r}: choose one of {', '.join(score_columns())}")
+    with db.read(ws) as con:
+        df = con.execute(
+            f"SELECT idx, {score} AS score FROM instance_scores WHERE run = ? AND split = ? "
+            "ORDER BY idx",  # score is a checked column name
+            [run, split],
+        ).df()
+        if df.empty:
+            splits = con.execute(
+                "SELECT DISTINCT split FROM instance_scores WHERE run = ?", [run]
+            ).fetchall()
+            if not splits:
+                raise CurateError(f"run {run!r} has no scores; run `curate score {run}` first")
+            raise CurateError(
+                f"run {run!r} has no split {split!r}; choose --split from "
+                f"{', '.join(sorted(s for (s,) in splits))}"
+            )
+    path = Path(reference)
+    ref_idx, values, used = read_reference(path, column, len(df))
+    idx = df["idx"].to_numpy(np.int64)
+    s = df["score"].to_numpy(float)
+    if ref_idx is None:
+        ref = values
+    else:
+        pos = find_positions(idx, ref_idx)
+        if (pos < 0).any():
+            raise CurateError(
+                f"--reference {path}: idx {int(ref_idx[pos < 0][0])} is not in split {split!r} "
+                f"({int((pos < 0).sum())} such rows)"
+            )
+        s, ref = s[pos], values
+    row = {"run": run, "split": split, "score": score, "reference": str(path.absolute())}
+    row |= {"reference_column": used} | agreement(s, ref)
+    _store(ws, row)
+    return row
+
+
+def _store(ws: Workspace, row: dict) -> None:
+    cols = [c for c, _, _ in db.SCHEMA["reference_agreement"] if c != "created_at"]
+    key = ("run", "split", "score", "reference", "reference_column")
+    with db.write(ws) as con:
+        con.execute(
+            "DELETE FROM reference_agreement WHERE "
+            + " AND ".join(f"{k} = ?" for k in key),  # constant column names
+            [row[k] for k in key],
+        )
+        con.execute(
+            f"INSERT INTO reference_agreement ({', '.join(cols)}, created_at) "
+            f"VALUES ({', '.join('?' for _ in cols)}, now()::TIMESTAMP)",
+            [row[c] for c in cols],
+        )
+
+
+def format_row(row: dict) -> str:
+    ref = Path(row["reference"]).name + (
+        f" [{row['reference_column']}]" if row["reference_column"] else ""
+    )
+    text = (
+        f"{row['run']} / {row['split']}: {row['score']} vs {ref} on {row['n']} instances: "
+        f"Spearman {row['spearman']:.3f} (p {row['spearman_p']:.2g}), "
+        f"Pearson {row['pearson']:.3f} (p {row['pearson_p']:.2g})"
+    )
+    if row.get("auroc") is not None:
+        text += f", AUROC {row['auroc']:.3f} for reference = true"
+    return text

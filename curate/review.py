@@ -1,0 +1,75 @@
+"""`curate label-issues`: a run's likely wrong labels as a ranked list to review, with image paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from curate import db
+from curate.errors import CurateError
+from curate.query import refuse_workspace_file
+from curate.workspace import Workspace, atomic_path
+
+COLUMNS = (
+    "split, idx, label, class_name, suggested_label, suggested_class, consensus, issue_score, "
+    "flagged, aum, accessibility, forgetting_events, true_label, source"
+)
+
+
+def label_issue_list(
+    ws: Workspace, run: str, split: str = "train", top: int | None = None, every: bool = False
+) -> pd.DataFrame:
+    """The run's labels in review order, highest issue_score first.
+
+    Parameters
+    ----------
+    run : a scored run.
+    split : the split to review.
+    top : at most this many rows (None: all).
+    every : every instance, not only the flagged ones.
+    """
+    if top is not None and top < 1:
+        raise CurateError(f"--top {top}: give a positive number of rows")
+    with db.read(ws) as con:
+        have = con.execute(
+            "SELECT DISTINCT split FROM instance_scores WHERE run = ?", [run]
+        ).fetchall()
+        if not have:
+            runs = [
+                r[0] for r in con.execute("SELECT DISTINCT run FROM instance_scores").fetchall()
+            ]
+            raise CurateError(
+                f"run {run!r} has no scores (scored runs: {', '.join(sorted(runs)) or 'none'}); "
+                f"run `curate score {run}` first"
+            )
+        if (split,) not in have:
+            raise CurateError(
+                f"run {run!r} has no split {split!r}; choose --split from "
+                f"{', '.join(sorted(s for (s,) in have))}"
+            )
+        if con.execute(
+            "SELECT count(*) FROM instance_scores WHERE run = ? AND issue_score IS NULL", [run]
+        ).fetchone()[0]:
+            raise CurateError(
+                f"run {run!r} was scored by an older curate without label-issue signals; "
+                f"rescore it: curate score {run}"
+            )
+        sql = (
+            f"SELECT {COLUMNS} FROM label_issues WHERE run = ? AND split = ?"
+            + ("" if every else " AND flagged")
+            + " ORDER BY issue_score DESC, idx"
+            + (" LIMIT ?" if top else "")
+        )
+        return con.execute(sql, [run, split] + ([top] if top else [])).df()
+
+
+def write_list(ws: Workspace, df: pd.DataFrame, out: str) -> Path:
+    """The list as CSV at `out`, written whole or not at all; never over the workspace's files."""
+    target = Path(out)
+    if target.is_dir():
+        raise CurateError(f"--out {target} is a folder; give a file path such as issues.csv")
+    refuse_workspace_file(ws, target)
+    with atomic_path(target) as tmp:
+        df.to_csv(tmp, index=False)
+    return target

@@ -1,0 +1,103 @@
+"""Label issues: which given labels are likely wrong, from the same prediction log as the difficulty
+scores, and how well that is found when the true labels are known.
+
+Per instance of a split scored over epochs 1..E with M members (columns of `instance_scores`,
+gathered in `label_issues` view):
+
+- late epochs L = floor(E/2)+1 .. E: the members have settled by then;
+- ``suggested_label``: the class predicted most often over (member, epoch in L); ties go to the given
+  label when it is among the most frequent, else to the smallest class;
+- ``consensus``: the fraction of those M |L| predictions that name it, 0..1;
+- ``aum``: the area under the margin (Pleiss et al. 2020), the mean over members and epochs 1..E of
+  the given class's logit minus the largest other logit; negative = the members rank another class
+  above the given one on average;
+- ``issue_score``: `issue_score` below; higher = more likely mislabelled;
+- ``flagged``: `flag` below, a fixed rule (no threshold fitted to any labels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def late_epochs(last: int) -> range:
+    """The epochs whose predictions vote for the suggested label: floor(E/2)+1 .. E."""
+    return range(last // 2 + 1, last + 1)
+
+
+def other_consensus(suggested: np.ndarray, consensus: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """How strongly the members settle on a class other than the given one: consensus where the
+    suggested label differs from the given one, else 0; (N,), 0..1."""
+    return np.where(suggested != label, consensus, 0.0)
+
+
+def issue_score(
+    aum: np.ndarray, suggested: np.ndarray, consensus: np.ndarray, label: np.ndarray
+) -> np.ndarray:
+    """How likely each given label is wrong, (N,) in (0, 1]; higher = more likely.
+
+    The mean of two percentile ranks within the split: of -aum (the members' logits favour another
+    class throughout training) and of the consensus on another class late in training (they settle
+    on one other class, not on a scatter of classes, as they do for a merely hard image). Ranks make
+    the two commensurable without a fitted weight; ties share their mean rank.
+    """
+    n = len(aum)
+    if n == 0:
+        return np.zeros(0)
+    a = rankdata(-np.asarray(aum, float)) / n
+    b = rankdata(other_consensus(suggested, consensus, label)) / n
+    return (a + b) / 2
+
+
+def flag(aum: np.ndarray, suggested: np.ndarray, consensus: np.ndarray, label: np.ndarray):
+    """The decision rule, (N,) bool: the members settle on another class by majority
+    (suggested != label and consensus > 1/2) and, averaged over training, rank another class above
+    the given one (aum < 0)."""
+    return (suggested != label) & (consensus > 0.5) & (np.asarray(aum) < 0)
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of `score` for `positive` (bool): the probability that a random
+    positive scores above a random negative, ties counting one half; NaN without both classes."""
+    positive = np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    r = rankdata(score)
+    return float((r[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def noise_eval(
+    label: np.ndarray,
+    true_label: np.ndarray,
+    score: np.ndarray,
+    flagged: np.ndarray,
+    suggested: np.ndarray,
+) -> dict:
+    """How well the signals find the wrong labels of one split (a `label_noise_eval` row).
+
+    Returns n, n_wrong, noise_rate (fraction wrong), auroc of `score`, n_flagged, precision, recall
+    and f1 of `flagged`, and recovery: among flagged wrong labels, the fraction whose suggested
+    label is the true one. Undefined ratios are NaN.
+    """
+    wrong = np.asarray(label) != np.asarray(true_label)
+    flagged = np.asarray(flagged, bool)
+    tp = int((flagged & wrong).sum())
+    n_flag, n_wrong = int(flagged.sum()), int(wrong.sum())
+    precision = tp / n_flag if n_flag else float("nan")
+    recall = tp / n_wrong if n_wrong else float("nan")
+    f1 = 2 * tp / (n_flag + n_wrong) if n_flag + n_wrong else float("nan")
+    hit = flagged & wrong
+    recovery = float((suggested[hit] == true_label[hit]).mean()) if tp else float("nan")
+    return {
+        "n": len(label),
+        "n_wrong": n_wrong,
+        "noise_rate": n_wrong / len(label) if len(label) else float("nan"),
+        "auroc": auroc(score, wrong),
+        "n_flagged": n_flag,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "recovery": recovery,
+    }
