@@ -58,7 +58,33 @@ def comparison_rows(
     ]
     for r in compare_groups(correct_a, correct_b, epochs):
         rows.append({**key, "kind": "matched-epoch", "n": len(access_a), **r})
+    for r in binned(access_a, access_b):
+        rows.append({**key, "kind": "binned", **r})
     return rows
+
+
+def binned(access_a: np.ndarray, access_b: np.ndarray, bins: int = 10) -> list[dict]:
+    """Hacohen Fig. 11: instances binned by a's accessibility (equal-width bins over [0, 1], the
+    last closed), and per bin the mean of b's accessibility with its standard error (std / sqrt n,
+    NaN for one instance). Empty bins are left out."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.searchsorted(edges, access_a, side="right") - 1, 0, bins - 1)
+    out = []
+    for k in range(bins):
+        v = access_b[which == k]
+        if len(v) == 0:
+            continue
+        se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+        out.append(
+            {
+                "n": len(v),
+                "bin_lo": float(edges[k]),
+                "bin_hi": float(edges[k + 1]),
+                "mean_b": float(v.mean()),
+                "se_b": se,
+            }
+        )
+    return out
 
 
 def halves_rows(run: str, sc: SplitScores, halves: dict[str, list[int]]) -> list[dict]:

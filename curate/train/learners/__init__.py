@@ -1,3 +1,3 @@
 """The built-in learners; importing this package registers them (`curate.train.learner.register`)."""
 
-from curate.train.learners import fused, separate  # noqa: F401
+from curate.train.learners import boosting, fused, separate  # noqa: F401
