@@ -79,6 +79,19 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("source", "VARCHAR", "the file that could not be read"),
         ("reason", "VARCHAR", "why it was skipped"),
     ],
+    "image_attributes": [
+        ("dataset", "VARCHAR", "catalog name of the dataset"),
+        ("split", "VARCHAR", "split"),
+        ("idx", "INTEGER", "instance id in its split"),
+        (
+            "attribute",
+            "VARCHAR",
+            "what the source says of the image beyond its label, e.g. object_count, "
+            "bbox_area_ratio (Pascal VOC), illumination, pose, scale (KTH-TIPS2-b)",
+        ),
+        ("value", "DOUBLE", "numeric value; NULL for a categorical attribute"),
+        ("category", "VARCHAR", "categorical value; NULL for a numeric attribute"),
+    ],
     "runs": [
         ("run", "VARCHAR", "run name (folder under <workspace>/runs/)"),
         ("dataset", "VARCHAR", "the dataset it trained on"),
@@ -503,6 +516,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "members": ("run", "member"),
     "epoch_metrics": ("run", "split", "epoch"),
     "image_stats": ("dataset", "split", "idx"),
+    "image_attributes": ("dataset", "split", "idx", "attribute"),
 }
 
 VIEWS = {

@@ -159,6 +159,7 @@ def _prepare_files(s: Split, cfg: DatasetConfig, workers: int) -> _Prepared:
     s.files = [s.files[i] for i in ok]
     s.refs = list(s.files)
     s.labels = s.labels[ok]
+    s.attributes = {k: np.asarray(v)[ok] for k, v in s.attributes.items()}
     s.idx = s.file_ids[ok] if s.file_ids is not None else np.arange(len(ok))
     shapes = np.array([res[i][0] for i in ok])
     pixels = [res[i][1] for i in ok]
@@ -445,19 +446,49 @@ def _instance_rows(name: str, p: _Prepared, class_names: list[str]) -> pd.DataFr
     )
 
 
+def attribute_rows(name: str, split: Split) -> pd.DataFrame:
+    """`image_attributes` rows of one split: one row per instance and attribute, numeric
+    attributes in `value`, categorical ones in `category`."""
+    frames = []
+    for attr, values in split.attributes.items():
+        values = np.asarray(values)
+        numeric = values.dtype.kind in "biuf"
+        frames.append(
+            pd.DataFrame(
+                {
+                    "dataset": name,
+                    "split": split.name,
+                    "idx": np.asarray(split.idx, dtype=np.int32),
+                    "attribute": attr,
+                    "value": values.astype(np.float64) if numeric else np.nan,
+                    "category": None if numeric else values.astype(str).astype(object),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
-    """Replace the dataset's rows of `instances`, `skipped` and `datasets`, in one transaction."""
+    """Replace the dataset's rows of `instances`, `skipped`, `image_attributes` and `datasets`, in
+    one transaction."""
     instances = pd.concat(
         [_instance_rows(name, p, src.class_names) for p in preps], ignore_index=True
     )
+    attributes = pd.concat([attribute_rows(name, p.split) for p in preps], ignore_index=True)
     instances["source_index"] = instances["source_index"].astype("Int64")
     skipped_df = pd.DataFrame(skipped, columns=["dataset", "split", "source", "reason"])
     info = db.version_info()
     with db.write(ws) as con:
-        for table in ("instances", "skipped", "datasets"):
+        for table in ("instances", "skipped", "image_attributes", "datasets"):
             con.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
         con.register("new_instances", instances)
         con.execute("INSERT INTO instances SELECT * FROM new_instances")
+        if len(attributes):
+            con.register("new_attributes", attributes)
+            con.execute(
+                "INSERT INTO image_attributes SELECT dataset, split, idx, attribute, value, "
+                "category FROM new_attributes"
+            )
         if len(skipped_df):
             con.register("new_skipped", skipped_df)
             con.execute("INSERT INTO skipped SELECT * FROM new_skipped")

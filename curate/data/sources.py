@@ -47,6 +47,7 @@ class Split:
     images : (N, H, W, C) uint8 or float32, rows in `idx` order
     files  : N encoded image files; `idx` may be None, to be assigned after unreadable files are
              dropped (positions), unless `file_ids` holds the ids the file names carry
+    attributes : name -> (N,) array, float (numeric) or str (categorical), same order as the images
     """
 
     name: str
@@ -58,6 +59,10 @@ class Split:
     refs: list[str] | None = None
     source_index: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # per-image attributes (name -> length-N array aligned with `images`/`files`): float arrays are
+    # numeric (object count, area ratio), object/str arrays categorical (illumination, pose);
+    # stored long in `image_attributes`
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
