@@ -61,6 +61,24 @@ def _big(im: np.ndarray, side: int = 96) -> np.ndarray:
     return np.repeat(np.repeat(im, k, axis=0), k, axis=1)
 
 
+def gallery(root: str, split: str, rows: pd.DataFrame, caption) -> None:
+    """Thumbnails of `rows` (columns dataset, idx, source), each captioned by caption(row)."""
+    try:
+        imgs = cached_thumbnails(
+            root,
+            rows["dataset"][0],
+            split,
+            tuple(int(i) for i in rows["idx"]),
+            tuple(rows["source"].astype(str)),
+        )
+    except CurateError as e:
+        st.warning(f"thumbnails unavailable: {e}")
+        return
+    if imgs:
+        caps = [caption(r) for r in rows.itertuples()]
+        st.image([_big(im) for im in imgs], caption=caps, width=96)
+
+
 def line_chart(df: pd.DataFrame, x: str, cols: list[str], title: str, y_title: str = ""):
     long = df.melt(id_vars=[x], value_vars=cols, var_name="series", value_name="value")
     return (
@@ -215,23 +233,15 @@ def view_subset(path, root, run, split):
     if rows.empty:
         st.info("no image matches")
         return
-    try:
-        imgs = cached_thumbnails(
-            root,
-            rows["dataset"][0],
-            split,
-            tuple(int(i) for i in rows["idx"]),
-            tuple(rows["source"].astype(str)),
-        )
-    except CurateError as e:
-        st.warning(f"thumbnails unavailable: {e}")
-        imgs = []
-    if imgs:
-        caps = [
-            f"{r.idx}: {r.class_name}\nacc {r.accessibility:.2f}, learned {r.learned_epoch if pd.notna(r.learned_epoch) else '-'}"
-            for r in rows.itertuples()
-        ]
-        st.image([_big(im) for im in imgs], caption=caps, width=96)
+    gallery(
+        root,
+        split,
+        rows,
+        lambda r: (
+            f"{r.idx}: {r.class_name}\nacc {r.accessibility:.2f}, learned "
+            f"{r.learned_epoch if pd.notna(r.learned_epoch) else '-'}"
+        ),
+    )
     st.dataframe(rows.drop(columns=["dataset", "source"]), hide_index=True)
 
 
@@ -369,24 +379,15 @@ def view_label_issues(path, root, run, split):
     if rows.empty:
         st.info("no flagged label in this pair")
         return
-    try:
-        imgs = cached_thumbnails(
-            root,
-            rows["dataset"][0],
-            split,
-            tuple(int(i) for i in rows["idx"]),
-            tuple(rows["source"].astype(str)),
-        )
-    except CurateError as e:
-        st.warning(f"thumbnails unavailable: {e}")
-        imgs = []
-    if imgs:
-        caps = [
+    gallery(
+        root,
+        split,
+        rows,
+        lambda r: (
             f"{r.idx}: given {r.class_name}, suggested {r.suggested_class} "
             f"({r.consensus:.0%}), score {r.issue_score:.2f}"
-            for r in rows.itertuples()
-        ]
-        st.image([_big(im) for im in imgs], caption=caps, width=96)
+        ),
+    )
     st.dataframe(rows.drop(columns=["dataset"]), hide_index=True)
 
 
