@@ -126,6 +126,17 @@ def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     ambient) and `sample` (a..d), parsed from the file name as the module docstring states.
     A file name that does not parse, a file or folder out of place, or a material without a
     sample_a stops ingest naming it; under `--skip-corrupt` the file is listed in `skipped`.
+
+    Parameters
+    ----------
+    cfg : the recipe's [dataset]; `source` is the KTH-TIPS2-b folder, the folder holding it, or
+        the database's .tar; `skip_corrupt` skips misnamed or misplaced files
+    ws : the workspace (an archive is unpacked under its sources/)
+
+    Returns
+    -------
+    SourceData
+        splits `train` and `test` of image files, with labels and attributes
     """
     root = _root(cfg, ws)
     materials = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
