@@ -468,7 +468,12 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("run", "VARCHAR", "run"),
         ("dataset", "VARCHAR", "dataset"),
         ("split", "VARCHAR", "split"),
-        ("statistic", "VARCHAR", "image statistic (a column of image_stats)"),
+        (
+            "statistic",
+            "VARCHAR",
+            "image statistic (a column of image_stats) or numeric image attribute "
+            "(image_attributes.attribute, e.g. scale, object_count)",
+        ),
         (
             "kind",
             "VARCHAR",
@@ -483,7 +488,7 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
     "agreement_stat_curves": [
         ("run", "VARCHAR", "run"),
         ("split", "VARCHAR", "split"),
-        ("statistic", "VARCHAR", "image statistic"),
+        ("statistic", "VARCHAR", "image statistic or numeric image attribute"),
         ("epoch", "INTEGER", "epoch"),
         ("strict_agreement", "DOUBLE", "strict agreement at the epoch"),
         (
@@ -495,7 +500,12 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
     "category_agreement": [
         ("run", "VARCHAR", "run"),
         ("split", "VARCHAR", "split"),
-        ("attribute", "VARCHAR", "categorical attribute, e.g. class_name"),
+        (
+            "attribute",
+            "VARCHAR",
+            "class_name, or a categorical image attribute (image_attributes), e.g. "
+            "illumination, pose",
+        ),
         ("category", "VARCHAR", "its value"),
         ("epoch", "INTEGER", "epoch"),
         ("n", "BIGINT", "instances in the category"),

@@ -221,14 +221,30 @@ def correlation_table(con, run: str, split: str) -> pd.DataFrame:
 
 
 def scatter_sample(con, run: str, split: str, stat: str, n: int = 5000) -> pd.DataFrame:
-    """Accessibility against a statistic for a seeded sample of at most n instances."""
-    if stat not in STATS:
-        raise CurateError(f"unknown statistic {stat!r}")
+    """Accessibility against a statistic, or a numeric image attribute (`image_attributes`, e.g.
+    scale), for a seeded sample of at most n instances."""
+    if stat in STATS:
+        return _q(
+            con,
+            f'SELECT * FROM (SELECT accessibility, "{stat}" AS value, ddd FROM difficulty WHERE run = ? AND split = ? '
+            f'AND "{stat}" IS NOT NULL) USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (0)',  # sample after filtering
+            [run, split],
+        )
+    numeric = con.execute(
+        "SELECT count(*) FROM image_attributes a JOIN runs r USING (dataset) "
+        "WHERE r.run = ? AND a.attribute = ? AND a.value IS NOT NULL",
+        [run, stat],
+    ).fetchone()[0]
+    if not numeric:
+        raise CurateError(
+            f"unknown statistic {stat!r}: neither an image statistic nor a numeric attribute"
+        )
     return _q(
         con,
-        f'SELECT * FROM (SELECT accessibility, "{stat}" AS value, ddd FROM difficulty WHERE run = ? AND split = ? '
-        f'AND "{stat}" IS NOT NULL) USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (0)',  # sample after filtering
-        [run, split],
+        "SELECT * FROM (SELECT d.accessibility, a.value, d.ddd FROM difficulty d JOIN image_attributes a "
+        "USING (dataset, split, idx) WHERE d.run = ? AND d.split = ? AND a.attribute = ? "
+        f"AND a.value IS NOT NULL) USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (0)",
+        [run, split, stat],
     )
 
 

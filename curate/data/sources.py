@@ -727,6 +727,13 @@ def read_gaussian_2class(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     return _synthetic("gaussian-2class", cfg, ["mean=0", "mean=0.1"], make)
 
 
+def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
+    """KTH-TIPS2-b with its scale, pose and illumination attributes (`curate.data.kth`)."""
+    from curate.data.kth import read_kth_tips2b as read  # kth imports this module
+
+    return read(cfg, ws)
+
+
 def _with(cfg: DatasetConfig, **kw) -> DatasetConfig:
     import dataclasses
 
@@ -741,6 +748,7 @@ FORMATS: dict[str, Callable[[DatasetConfig, Workspace], SourceData]] = {
     "cifar100": read_cifar100,
     "imagefolder": read_imagefolder,
     "imagenet": read_imagenet,
+    "kth-tips2b": read_kth_tips2b,
     "gaussian-sigma": read_gaussian_sigma,
     "gabor": read_gabor,
     "gaussian-2class": read_gaussian_2class,

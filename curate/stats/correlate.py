@@ -3,7 +3,11 @@ tables, as Pliushch et al. analyse them.
 
 mu_f[e] = mean of statistic f over the instances every member gets right at epoch e; Pearson r
 between strict_agreement[e] and mu_f[e] over the epochs e > 5 with strict_agreement >= 0.20; p >= 0.001
-is reported as not significant. Per instance: Spearman rho between accessibility and f.
+is reported as not significant. Per instance: Spearman rho between accessibility and f. f is an
+image statistic (`image_stats`) or a numeric image attribute (`image_attributes`, e.g. Pascal VOC's
+object count, KTH-TIPS2-b's scale); a categorical attribute (KTH-TIPS2-b's illumination and pose)
+and the class get, per category and epoch, the fraction of its instances with strict = 1
+(`category_agreement`, Pliushch Fig. 6c).
 """
 
 from __future__ import annotations
@@ -102,18 +106,36 @@ CURVE_COLUMNS = ["run", "split", "statistic", "epoch", "strict_agreement", "mean
 
 def compute_correlations(ws: Workspace, dataset: str) -> int:
     """Fill `correlations`, `category_agreement` and `agreement_stat_curves` for every scored run of
-    `dataset` that has image statistics; returns the number of `correlations` rows written."""
+    `dataset` that has image statistics or image attributes.
+
+    The statistics of `image_stats` and the numeric attributes of `image_attributes` (e.g.
+    KTH-TIPS2-b's scale) get the same two correlations and curves; the categorical attributes
+    (illumination, pose, ...) get `category_agreement` rows beside the per-class ones.
+
+    Returns
+    -------
+    int
+        The number of `correlations` rows written (0 when the dataset has neither statistics nor
+        attributes, or no scored run).
+    """
     frames = _scored_runs(ws, dataset)
     if not frames:
         return 0
+    attrs = _attributes(ws, dataset)
     corr_rows, cat_frames, curve_rows = [], [], []
     for run, (inst, em) in frames.items():
         for split, g in inst.groupby("split"):
             strict = _strict(g)
-            rows, curves = _statistic_rows(run, dataset, split, g, strict, em[em["split"] == split])
+            numeric, categorical = _split_attributes(attrs, split, g["idx"].to_numpy())
+            columns = {k: g[k].to_numpy(dtype=float) for k in STATS if k in g} | numeric
+            rows, curves = _statistic_rows(
+                run, dataset, split, g, strict, em[em["split"] == split], columns
+            )
             corr_rows += rows
             curve_rows += curves
-            cat_frames.append(_category_frame(run, split, g, strict))
+            cat_frames.append(
+                _category_frame(run, split, strict, g["class_name"].to_numpy(), categorical)
+            )
     corr = pd.DataFrame(corr_rows, columns=CORRELATION_COLUMNS)
     cats = pd.concat(cat_frames, ignore_index=True)
     curves = pd.DataFrame(curve_rows, columns=CURVE_COLUMNS)
@@ -122,29 +144,33 @@ def compute_correlations(ws: Workspace, dataset: str) -> int:
 
 
 def _scored_runs(ws: Workspace, dataset: str) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """run -> (its instance scores joined with classes and image statistics, ordered by split and
-    idx; its strict agreement per split and epoch). Empty without image statistics."""
+    """run -> (its instance scores joined with classes and, when computed, image statistics,
+    ordered by split and idx; its strict agreement per split and epoch). Empty when the dataset
+    has neither image statistics nor image attributes."""
     con = db.read(ws)
     try:
-        has_stats = con.execute(
-            "SELECT count(*) FROM image_stats WHERE dataset = ?", [dataset]
-        ).fetchone()[0]
+        has_stats, has_attrs = (
+            con.execute(f"SELECT count(*) FROM {t} WHERE dataset = ?", [dataset]).fetchone()[0]
+            for t in ("image_stats", "image_attributes")  # table names from code, not input
+        )
         runs = [
             r[0]
             for r in con.execute(
                 "SELECT DISTINCT run FROM instance_scores WHERE dataset = ?", [dataset]
             ).fetchall()
         ]
-        if not has_stats:
+        if not has_stats and not has_attrs:
             return {}
-        stat_cols = ", ".join(f"st.{k}" for k in STATS)  # column names from code, not input
+        # column names from code, not input; without statistics, attributes alone are correlated
+        stat_cols = "".join(f", st.{k}" for k in STATS) if has_stats else ""
+        stat_join = "JOIN image_stats st USING (dataset, split, idx) " if has_stats else ""
         return {
             run: (
                 con.execute(
                     "SELECT s.split, s.idx, s.members, s.accessibility, s.correct_by_epoch, "
-                    f"i.class_name, {stat_cols} FROM instance_scores s "
+                    f"i.class_name{stat_cols} FROM instance_scores s "
                     "JOIN instances i USING (dataset, split, idx) "
-                    "JOIN image_stats st USING (dataset, split, idx) "
+                    f"{stat_join}"
                     "WHERE s.run = ? ORDER BY s.split, s.idx",
                     [run],
                 ).df(),
@@ -160,6 +186,34 @@ def _scored_runs(ws: Workspace, dataset: str) -> dict[str, tuple[pd.DataFrame, p
         con.close()
 
 
+def _attributes(ws: Workspace, dataset: str) -> pd.DataFrame:
+    """The dataset's `image_attributes` rows (split, idx, attribute, value, category)."""
+    con = db.read(ws)
+    try:
+        return con.execute(
+            "SELECT split, idx, attribute, value, category FROM image_attributes "
+            "WHERE dataset = ? ORDER BY attribute, split, idx",
+            [dataset],
+        ).df()
+    finally:
+        con.close()
+
+
+def _split_attributes(
+    attrs: pd.DataFrame, split: str, idx: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The attributes of one split aligned with `idx`: numeric name -> float array (NaN where an
+    instance has none), categorical name -> object array (None where it has none)."""
+    numeric, categorical = {}, {}
+    for name, a in attrs[attrs["split"] == split].groupby("attribute", sort=True):
+        a = a.set_index("idx")
+        if a["category"].notna().any():
+            categorical[name] = a["category"].reindex(idx).astype(object).to_numpy()
+        else:
+            numeric[name] = a["value"].reindex(idx).to_numpy(dtype=float)
+    return numeric, categorical
+
+
 def _strict(g: pd.DataFrame) -> np.ndarray:
     """strict[e, n]: every member right, (T, N), from the per-epoch correct counts."""
     counts = np.stack(g["correct_by_epoch"].to_numpy()).T  # (T, N)
@@ -167,16 +221,22 @@ def _strict(g: pd.DataFrame) -> np.ndarray:
 
 
 def _statistic_rows(
-    run: str, dataset: str, split: str, g: pd.DataFrame, strict: np.ndarray, e: pd.DataFrame
+    run: str,
+    dataset: str,
+    split: str,
+    g: pd.DataFrame,
+    strict: np.ndarray,
+    e: pd.DataFrame,
+    columns: dict[str, np.ndarray],
 ) -> tuple[list[tuple], list[tuple]]:
-    """For each statistic of one split: its two `correlations` rows (Pearson over epochs,
-    Spearman over instances) and its `agreement_stat_curves` rows."""
+    """For each statistic or numeric attribute of one split (`columns`: name -> (N,) values
+    aligned with g, NaN = none): its two `correlations` rows (Pearson over epochs, Spearman over
+    instances) and its `agreement_stat_curves` rows."""
     epochs = e["epoch"].to_numpy()
     sa = e["strict_agreement"].to_numpy()
     access = g["accessibility"].to_numpy(dtype=float)
     rows, curves = [], []
-    for stat in STATS:
-        f = g[stat].to_numpy(dtype=float)
+    for stat, f in columns.items():
         curves += [
             (run, split, stat, int(ep), float(a), float(mu))
             for ep, a, mu in zip(epochs, sa, strict_mean_of_stat(strict, f), strict=True)
@@ -194,13 +254,24 @@ def _statistic_rows(
     return rows, curves
 
 
-def _category_frame(run: str, split: str, g: pd.DataFrame, strict: np.ndarray) -> pd.DataFrame:
-    """`category_agreement` rows of one split: per class, the all-correct fraction per epoch."""
-    cf = category_fractions(strict, g["class_name"].to_numpy())
-    cf.insert(0, "attribute", "class_name")
-    cf.insert(0, "split", split)
-    cf.insert(0, "run", run)
-    return cf
+def _category_frame(
+    run: str,
+    split: str,
+    strict: np.ndarray,
+    classes: np.ndarray,
+    categorical: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """`category_agreement` rows of one split: per class, and per category of each categorical
+    attribute (instances without the attribute left out), the all-correct fraction per epoch."""
+    frames = []
+    for attribute, values in {"class_name": classes, **categorical}.items():
+        has = pd.notna(values)
+        cf = category_fractions(strict[:, has], values[has])
+        cf.insert(0, "attribute", attribute)
+        cf.insert(0, "split", split)
+        cf.insert(0, "run", run)
+        frames.append(cf)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _write(
