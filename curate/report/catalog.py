@@ -17,6 +17,9 @@ from curate.workspace import Workspace
 
 SCATTER_POINTS = 4000  # instances drawn (seeded) for an accessibility scatter; r uses all of them
 FIG6_BINS = 20  # Hacohen Fig. 6: bins of 5 % of the instances each
+# log rows (instances x members x epochs) beyond which the halves' scatter is not drawn: every row
+# is read to draw it (about a minute at this size on two cores); r is in the catalog anyway
+MAX_LOG_ROWS = 300_000_000
 
 
 @dataclass
@@ -174,7 +177,16 @@ def halves_accessibility(
     ws: Workspace, run: str, split: str, members_a: list[int], members_b: list[int]
 ) -> pd.DataFrame | None:
     """Accessibility (epochs 1..E) of two member groups of one run, from the prediction log, on every
-    k-th instance (at most SCATTER_POINTS); None when the log is not reachable."""
+    k-th instance (at most SCATTER_POINTS); None when the log is not reachable or larger than
+    MAX_LOG_ROWS."""
+    size = fetch(
+        ws,
+        "SELECT count(*) * max(members) * max(epochs) AS rows FROM instance_scores "
+        "WHERE run = ? AND split = ?",
+        [run, split],
+    )["rows"][0]
+    if size is None or size > MAX_LOG_ROWS:
+        return None
     has_log = fetch(ws, "SELECT count(*) AS n FROM duckdb_views() WHERE view_name = 'predictions'")[
         "n"
     ][0]

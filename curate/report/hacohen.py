@@ -259,7 +259,9 @@ def _comparisons(
             pts = catalog.halves_accessibility(ws, data.run, split, ma, mb)
             if pts is None:
                 sec.notes.append(
-                    f"{split}: the prediction log is not reachable, so the halves' scatter is not drawn."
+                    f"{split}: the prediction log is not reachable from this catalog, or larger than "
+                    f"{catalog.MAX_LOG_ROWS:,} rows, so the halves' scatter is not drawn (their r "
+                    "is in the table)."
                 )
                 continue
             panels.append(
@@ -390,6 +392,7 @@ def _matched(data: RunData, split: str, folder: Path, sec: Section) -> None:
             f"{la} vs {lb} at accuracy {last['acc_a']:.3f}: {int(last['both_correct'])} both, "
             f"{int(last['only_a'])} only {la}, {int(last['only_b'])} only {lb} of {int(n)}"
         )
+    fig.suptitle(f"{data.run} / {split}: images correct at matched majority-vote accuracy")
     name = plot.save(fig, folder, f"hacohen_matched_{split}.png")
     sec.figures.append(
         Figure(
