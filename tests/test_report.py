@@ -162,7 +162,7 @@ def test_headline_numbers_are_the_catalogs(report, small_scored_ws):
             "lower bound at E": last["lower_bound"],
             "bimodality at the most bimodal epoch": star["bimodality"],
             "its independent-members null": star["bimodality_null"],
-            "that epoch": star["epoch"],
+            "the most bimodal epoch (1..E)": star["epoch"],
             "accessibility Pearson r, two halves of the run": halves,
             "trivial at E": last["frac_trivial"],
             "in-between at E": last["frac_in_between"],

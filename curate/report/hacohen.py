@@ -56,7 +56,7 @@ def section(ws: Workspace, data: RunData, folder: Path, compare: list[str]) -> S
             "unimodal, Gaussian-like; synthetic Gabor / Gaussian data stay near it (Fig. 10)",
             bim_null,
         ),
-        Headline(sec.title, "that epoch", "—", bim_epoch, "d"),
+        Headline(sec.title, "the most bimodal epoch (1..E)", "—", bim_epoch, "d"),
         Headline(
             sec.title,
             "accessibility Pearson r, two halves of the run",

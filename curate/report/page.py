@@ -98,7 +98,8 @@ def headline_rows(sections: list[Section], splits: list[str]) -> tuple[list[str]
     rows = []
     for sec in sections:
         for h in sec.headlines:
-            rows.append([sec.title, h.quantity, h.paper] + [h.text(s) for s in splits])
+            short = sec.title.split(":")[0]  # "Pliushch et al.", ...
+            rows.append([short, h.quantity, h.paper] + [h.text(s) for s in splits])
     return header, rows
 
 
