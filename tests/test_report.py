@@ -51,6 +51,54 @@ def test_format_value_by_hand():
     assert format_value(None) == "—" and format_value(float("nan")) == "—"
 
 
+def _hand_catalog(root, rows: list[tuple]) -> Workspace:
+    """A catalog holding only instance_scores rows (run, split, idx, accessibility, learned_epoch)."""
+    from curate import db
+
+    ws = Workspace(root)
+    with db.write(ws) as con:
+        con.executemany(
+            "INSERT INTO instance_scores (run, split, idx, accessibility, learned_epoch, members, "
+            "epochs) VALUES (?, ?, ?, ?, ?, 4, 3)",
+            rows,
+        )
+    return ws
+
+
+def test_learned_by_accessibility_by_hand(tmp_path, monkeypatch):
+    from curate.report import catalog
+
+    monkeypatch.setattr(catalog, "FIG6_BINS", 2)
+    acc = [0.9, 0.0, 0.7, 0.1, 0.8, 0.2]
+    learned = [1, None, 3, None, 1, 4]
+    ws = _hand_catalog(
+        tmp_path,
+        [("r", "test", i, a, le) for i, (a, le) in enumerate(zip(acc, learned, strict=True))],
+    )
+    bins = catalog.learned_by_accessibility(ws, "r", "test")
+    # bin 1 = accessibility 0.0, 0.1, 0.2 with learned epochs inf, inf, 4 -> sorted 4, inf, inf:
+    # 25 % -> 4 (1 of 3 values at or below), median and 75 % -> inf ("not learned")
+    # bin 2 = 0.7, 0.8, 0.9 with 3, 1, 1 -> sorted 1, 1, 3: 25 % -> 1, median -> 1, 75 % -> 3
+    assert bins["n"].tolist() == [3, 3]
+    assert bins["accessibility"].tolist() == pytest.approx([0.1, 0.8])
+    assert bins["q25"].tolist() == [4, 1]
+    assert bins["median"].tolist() == [np.inf, 1]
+    assert bins["q75"].tolist() == [np.inf, 3]
+
+
+def test_runs_accessibility_by_hand(tmp_path):
+    from curate.report.catalog import runs_accessibility
+
+    rows = [("a", "test", i, v, 1) for i, v in enumerate([0, 0.5, 1])]
+    rows += [("b", "test", i, v, 1) for i, v in enumerate([0, 1, 1])]
+    rows += [("b", "train", 0, 0.3, 1)]  # another split: not joined
+    ws = _hand_catalog(tmp_path, rows)
+    sample, agg = runs_accessibility(ws, "a", "b", "test")
+    # deviations (-1/2, 0, 1/2) and (-2/3, 1/3, 1/3): r = (1/2) / sqrt((1/2) (2/3)) = sqrt(3) / 2
+    assert agg["n"] == 3 and agg["r"] == pytest.approx(np.sqrt(3) / 2, abs=1e-12)
+    assert sample["a"].tolist() == [0, 0.5, 1] and sample["b"].tolist() == [0, 1, 1]
+
+
 @pytest.fixture(scope="module")
 def pairs_dir(small_scored_ws, tmp_path_factory):
     """A 3-trial 2AFC export with two observers' answers, analysed: alice picks the impossible
@@ -242,17 +290,32 @@ def test_refusals(small_scored_ws, report, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_compare_run_and_absent_parts(small_scored_ws, tmp_path):
-    """A second run on the same dataset adds its scatter and r; the human study is said absent."""
+def test_compare_runs_and_absent_parts(small_scored_ws, tmp_path):
+    """A second run on the same dataset: stored comparison rows are shown as stored; a comparison
+    the catalog lacks is computed on the spot and said to be; the human study is said absent."""
     ws = str(small_scored_ws)
     common = ["--workspace", ws, "--set", "train.members=2", "--set", "train.epochs=2"]
     assert main(["train", "digits", "--run-name", "report-b", *common]) == 0
-    assert main(["score", "report-b", "--workspace", ws]) == 0
-    out = tmp_path / "cmp"
-    assert (
-        main(["report", "digits", "--compare", "report-b", "--workspace", ws, "--out", str(out)])
-        == 0
+    assert main(["score", "report-b", "--compare", "digits", "--workspace", ws]) == 0
+    stored = tmp_path / "stored"
+    assert main(["report", "report-b", "--workspace", ws, "--out", str(stored)]) == 0
+    html = (stored / HTML).read_text()
+    head = pd.read_csv(stored / HEADLINE_CSV)
+    rows = fetch(
+        Workspace(ws),
+        "SELECT split, pearson_r FROM ensemble_comparison WHERE run_a = 'report-b' AND "
+        "run_b = 'digits' AND kind = 'accessibility'",
     )
+    assert len(rows) == 2
+    for r in rows.itertuples():
+        row = _row(head, "accessibility Pearson r against run digits", r.split)
+        assert row["value"] == pytest.approx(r.pearson_r, abs=1e-12)
+        assert f"against run digits: r = {r.pearson_r:.3f}" in html
+    assert "Human study: absent" in html
+
+    out = tmp_path / "computed"
+    args = ["report", "digits", "--compare", "report-b", "--workspace", ws, "--out", str(out)]
+    assert main(args) == 0
     html = (out / HTML).read_text()
     head = pd.read_csv(out / HEADLINE_CSV)
     r = fetch(
@@ -261,10 +324,8 @@ def test_compare_run_and_absent_parts(small_scored_ws, tmp_path):
         "instance_scores b USING (split, idx) WHERE a.run = 'digits' AND b.run = 'report-b' "
         "AND a.split = 'test'",
     )["r"][0]
-    assert "against run report-b" in html
-    assert "Human study: absent" in html
-    # not in ensemble_comparison (no `score --compare`): r is computed, and the page says so
+    # not in ensemble_comparison as digits against report-b: r is computed, and the page says so
     assert "ensemble_comparison has no rows of digits against report-b" in html
-    assert f"r = {r:.3f}" in html
+    assert f"against run report-b: r = {r:.3f}" in html
     row = head[(head["quantity"] == "accessibility Pearson r against run report-b")]
-    assert row["value"].isna().all()  # the catalog has no stored value to show
+    assert len(row) == 2 and row["value"].isna().all()  # no stored value to show

@@ -144,9 +144,12 @@ def load(ws: Workspace, run: str, compare: list[str] | None = None) -> RunData:
 
 
 def learned_by_accessibility(ws: Workspace, run: str, split: str) -> pd.DataFrame:
-    """Hacohen Fig. 6: instances sorted by accessibility in FIG6_BINS equal bins; per bin the mean
-    accessibility and the 25 / 50 / 75 % quantiles of learned_epoch, a never-learned instance
-    (NULL) counting as +infinity (so a median can be 'not learned')."""
+    """Hacohen Fig. 6: instances sorted by accessibility (ties by idx) in FIG6_BINS bins of equal
+    size (the first ones one larger when N is not a multiple); per bin the mean accessibility and
+    the 25 / 50 / 75 % quantiles of learned_epoch, a never-learned instance (NULL) counting as
+    +infinity, so a median can be 'not learned'. Quantiles are discrete (DuckDB's quantile_disc:
+    the smallest value with at least that share of the bin at or below it), so infinity never
+    enters an interpolation."""
     return fetch(
         ws,
         "WITH b AS (SELECT accessibility, coalesce(learned_epoch, 'infinity'::DOUBLE) AS le, "
