@@ -343,7 +343,13 @@ def _binned(data: RunData, split: str, folder: Path, sec: Section) -> None:
             f"{label}: mean {g['mean_b'].iloc[0]:.2f} in the lowest bin, {g['mean_b'].iloc[-1]:.2f} in the highest"
         )
     ax.plot([0, 1], [0, 1], color="k", lw=0.6)
-    ax.set_xlabel(f"accessibility under {data.run} (bin centre, 0-1)")
+    only_halves = set(rows["run_b"]) == {data.run}
+    first = (
+        f"the first half of {data.run}"
+        if only_halves
+        else f"{data.run} (its first half for the halves)"
+    )
+    ax.set_xlabel(f"accessibility under {first} (bin centre, 0-1)")
     ax.set_ylabel("mean accessibility under the other (± s.e.)")
     ax.set_title(f"{data.run} / {split}: binned accessibility")
     ax.legend(fontsize=7)

@@ -3,6 +3,7 @@ statistics (Figs. 4-7) and agreement per category of an attribute (Fig. 6c)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -239,11 +240,12 @@ def _categories(data: RunData, split: str, folder: Path, sec: Section) -> None:
                 c["epoch"], c["frac_strict"], "-o", ms=2, label=f"{cat} (n={int(c['n'].iloc[0])})"
             )
         ax.set_xlabel("epoch")
-        ax.set_ylabel("fraction of the category every member gets right (0-1)")
+        ax.set_ylabel("strict agreement in the category (0-1)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{data.run} / {split}: strict agreement per {attr}")
         ax.legend(fontsize=6, ncol=2, loc="lower right")
-        name = plot.save(fig, folder, f"pliushch_category_{attr}_{split}.png")
+        safe = re.sub(r"[^A-Za-z0-9_-]", "_", str(attr))  # an attribute name as a file name
+        name = plot.save(fig, folder, f"pliushch_category_{safe}_{split}.png")
         more = (
             f" (the {MAX_CATEGORIES // 2} agreed on earliest and latest of {len(order)} shown)"
             if len(order) > MAX_CATEGORIES
