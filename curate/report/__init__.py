@@ -87,7 +87,7 @@ def build_report(
         sections = [
             pliushch.section(data, tmp),
             hacohen.section(ws, data, tmp, compare),
-            meding.section(data, tmp, pairs_dir),
+            meding.section(ws, data, tmp, pairs_dir),
             reliability.section(data, tmp),
         ]
         info = data.info

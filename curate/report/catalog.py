@@ -162,6 +162,16 @@ def learned_by_accessibility(ws: Workspace, run: str, split: str) -> pd.DataFram
     )
 
 
+def kappa_pairs(ws: Workspace, run: str, split: str, epoch: int) -> pd.DataFrame:
+    """Every member pair's error consistency at one epoch, on all and on in-between instances."""
+    return fetch(
+        ws,
+        "SELECT subset, member_i, member_j, kappa FROM error_consistency WHERE run = ? AND "
+        "split = ? AND epoch = ?",
+        [run, split, epoch],
+    )
+
+
 def scored_epochs(ws: Workspace, run: str) -> int:
     """E: the last epoch the run's scores use."""
     return int(

@@ -11,14 +11,15 @@ import pandas as pd
 
 from curate.errors import CurateError
 from curate.report import plot
-from curate.report.catalog import RunData
+from curate.report.catalog import RunData, kappa_pairs
 from curate.report.page import Figure, Headline, Section, format_value
+from curate.workspace import Workspace
 
 HUMAN_ACCURACY = 0.814  # Meding et al.: mean 2AFC accuracy of the observers
 HUMAN_KAPPA = 0.59  # their error consistency between subjects
 
 
-def section(data: RunData, folder: Path, pairs: Path | None) -> Section:
+def section(ws: Workspace, data: RunData, folder: Path, pairs: Path | None) -> Section:
     """Figures, notes and headline rows of the Meding part of the report."""
     tol = int(data.epoch_metrics["tol"].iloc[-1])
     sec = Section(
@@ -33,7 +34,7 @@ def section(data: RunData, folder: Path, pairs: Path | None) -> Section:
     for split in data.splits:
         _histogram(data, split, folder, sec)
         _fractions(data, split, folder, sec, rows)
-        _consistency(data, split, folder, sec, rows)
+        _consistency(ws, data, split, folder, sec, rows)
         _flips(data, split, folder, sec, rows)
     human = _human(data, folder, sec, pairs)
     sec.headlines = [
@@ -148,14 +149,16 @@ def _fractions(data: RunData, split: str, folder: Path, sec: Section, rows: dict
     )
 
 
-def _consistency(data: RunData, split: str, folder: Path, sec: Section, rows: dict) -> None:
+def _consistency(
+    ws: Workspace, data: RunData, split: str, folder: Path, sec: Section, rows: dict
+) -> None:
     k = data.kappa[data.kappa["split"] == split] if not data.kappa.empty else data.kappa
     if k.empty:
         sec.notes.append(f"{split}: no error_consistency rows (an ensemble of one member?).")
         rows["k_all"][split] = rows["k_inb"][split] = None
         return
     E = int(data.last(split)["epoch"])
-    fig, ax = plot.figure()
+    fig, (ax, ax_m) = plot.figure(2, width=10.5, height=4.0, gridspec_kw={"width_ratios": [3, 2]})
     texts = []
     for subset, color in (
         ("all", plot.COLORS["strict"]),
@@ -180,8 +183,10 @@ def _consistency(data: RunData, split: str, folder: Path, sec: Section, rows: di
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("epoch")
     ax.set_ylabel("error consistency (Cohen's kappa, -1..1)")
-    ax.set_title(f"{data.run} / {split}: error consistency between members")
+    ax.set_title("mean over member pairs per epoch")
     ax.legend(fontsize=7)
+    _matrix(ax_m, kappa_pairs(ws, data.run, split, E), int(data.info["members"]), E)
+    fig.suptitle(f"{data.run} / {split}: error consistency between members")
     name = plot.save(fig, folder, f"meding_consistency_{split}.png")
     for key in ("k_all", "k_inb"):
         rows[key].setdefault(split, None)
@@ -193,10 +198,27 @@ def _consistency(data: RunData, split: str, folder: Path, sec: Section, rows: di
             "Paper: ResNet-18 variants that differ in seed, architecture, optimiser or objective "
             "all show high error consistency on the full ImageNet validation set; on the "
             "in-between images alone kappa drops, for many pairs to about 0: the agreement comes "
-            "from the trivial and impossible images. In-between is the split at the last epoch. "
+            "from the trivial and impossible images. In-between is the split at the last epoch; "
+            "the matrix shows every pair at that epoch. "
             f"This run, mean kappa over pairs at epoch {E}: " + ", ".join(texts) + ".",
         )
     )
+
+
+def _matrix(ax, pairs: pd.DataFrame, members: int, epoch: int) -> None:
+    """Members x members kappa at `epoch`: above the diagonal on all images, below on in-between."""
+    if len(pairs):  # the run's member ids, whatever they are
+        members = max(members, int(pairs[["member_i", "member_j"]].to_numpy().max()) + 1)
+    mat = np.full((members, members), np.nan)
+    for r in pairs.itertuples():
+        i, j = (r.member_i, r.member_j) if r.subset == "all" else (r.member_j, r.member_i)
+        mat[i, j] = r.kappa
+    im = ax.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.grid(False)
+    ax.set_xlabel("member")
+    ax.set_ylabel("member")
+    ax.set_title(f"epoch {epoch}: above diagonal all, below in-between", fontsize=8)
+    ax.figure.colorbar(im, ax=ax, label="Cohen's kappa (-1..1)")
 
 
 def _flips(data: RunData, split: str, folder: Path, sec: Section, rows: dict) -> None:
