@@ -8,8 +8,10 @@ ARGS ?=
 RECIPE ?= $(DATASET)
 WORKSPACE ?= workspace
 STAMP := $(VENV)/.installed
+REPORT_RUN ?= $(RECIPE)
+REPORT_ARGS ?=
 
-.PHONY: install scores test test-fast lint format bench app clean-workspace
+.PHONY: install scores report test test-fast lint format bench app clean-workspace
 
 install: $(STAMP)
 
@@ -22,6 +24,14 @@ $(STAMP): requirements.txt pyproject.toml scripts/install-sysdeps.sh
 
 scores: install
 	$(BIN)/curate run $(RECIPE) --workspace $(WORKSPACE) $(ARGS)
+
+# the report of a run (default: the default recipe's run), after `make scores` when it is not scored yet
+report: install
+	@$(BIN)/curate query "SELECT count(*) AS n FROM epoch_metrics WHERE run = '$(REPORT_RUN)'" \
+		--format csv --workspace $(WORKSPACE) 2>/dev/null | tail -n 1 | grep -qx '[1-9][0-9]*' \
+		|| $(MAKE) scores
+	$(BIN)/curate report $(REPORT_RUN) --workspace $(WORKSPACE) \
+		--out $(WORKSPACE)/reports/$(REPORT_RUN) $(REPORT_ARGS)
 
 test: install
 	@scripts/install-browser.sh

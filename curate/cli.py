@@ -326,6 +326,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from curate.report import HTML, build_report
+
+    ws = Workspace.resolve(args.workspace)
+    out = build_report(ws, args.run, args.out, args.compare or [], args.pairs)
+    print(f"report of {args.run}: {out / HTML} (figures and headline.csv beside it)")
+    return 0
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
@@ -568,6 +577,30 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report", help="one self-contained HTML page of a run's figures beside the papers' findings"
+    )
+    p.add_argument("run", help="a scored run")
+    p.add_argument(
+        "--compare",
+        action="append",
+        metavar="RUN2",
+        help="also compare accessibility with this run (same dataset; repeatable)",
+    )
+    p.add_argument(
+        "--pairs", metavar="DIR", help="a folder `curate pairs-analyse` wrote: the human study"
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the report folder (default <workspace>/reports/<run>); replaced only if empty or a "
+        "previous report",
+    )
+    _add_common(p)
+    p.set_defaults(func=cmd_report)
+
+
 def _add_app(sub) -> None:
     p = sub.add_parser("app", help="the Streamlit explorer over the catalog (read-only)")
     p.add_argument("--port", type=int, default=8501)
@@ -604,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pairs_analyse(sub)
     _add_label_issues(sub)
     _add_evaluate(sub)
+    _add_report(sub)
     _add_app(sub)
     _add_run(sub)
     return parser

@@ -1,0 +1,140 @@
+"""`curate report`: one self-contained HTML page (plus its PNGs and a CSV of the headline numbers)
+that reproduces, for one scored run, the figure types of the three papers, each captioned with what
+the paper found and what the run shows.
+
+The package owns the report; `curate/scores/report.py` is the unrelated short text summary that
+`curate run` prints. Modules: `catalog` (what is read, read-only), `plot` (matplotlib style),
+`pliushch`, `hacohen`, `meding`, `reliability` (one section each), `page` (the HTML).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from curate import __version__
+from curate.errors import CurateError
+from curate.workspace import Workspace, atomic_path
+
+MARKER = (
+    "report.json"  # present in every folder `curate report` wrote; only such folders are replaced
+)
+HTML = "index.html"
+HEADLINE_CSV = "headline.csv"
+
+
+def default_out(ws: Workspace, run: str) -> Path:
+    """Where a report goes without --out: <workspace>/reports/<run>."""
+    return ws.root / "reports" / run
+
+
+def check_out(out: Path) -> None:
+    """Refuse to replace anything but an empty folder or a previous report."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise CurateError(
+            f"--out {out} is a file, not a folder; choose a new folder for the report"
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise CurateError(
+            f"--out {out} is a folder with other files in it (not a report of curate); choose a "
+            "new or empty folder, the report replaces its folder as a whole"
+        )
+
+
+def build_report(
+    ws: Workspace,
+    run: str,
+    out: str | Path | None = None,
+    compare: list[str] | None = None,
+    pairs: str | Path | None = None,
+) -> Path:
+    """Write the report of `run` into the folder `out` (default <workspace>/reports/<run>).
+
+    Parameters
+    ----------
+    ws : Workspace
+        The workspace whose catalog holds the run's scores.
+    run : str
+        A scored run.
+    out : path, optional
+        The report folder: written under a temporary name, then renamed; an existing folder is
+        replaced only when empty or a previous report.
+    compare : list of str, optional
+        Other runs on the same dataset to compare accessibility with (Hacohen Fig. 8c-d, 8a, 11).
+    pairs : path, optional
+        A folder `curate pairs-analyse` wrote; adds the human-study results.
+
+    Returns
+    -------
+    Path
+        The report folder, holding index.html, every figure as PNG, headline.csv and report.json.
+    """
+    from curate.report import catalog, hacohen, meding, page, pliushch, reliability
+
+    out = Path(out) if out is not None else default_out(ws, run)
+    out = out.expanduser().absolute()
+    check_out(out)
+    compare = list(dict.fromkeys(c for c in compare or [] if c != run))
+    pairs_dir = Path(pairs).expanduser().absolute() if pairs is not None else None
+    if pairs_dir is not None:
+        meding.read_pairs(pairs_dir)  # a bad --pairs fails before anything is drawn
+    data = catalog.load(ws, run, compare)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        sections = [
+            pliushch.section(data, tmp),
+            hacohen.section(ws, data, tmp, compare),
+            meding.section(ws, data, tmp, pairs_dir),
+            reliability.section(data, tmp),
+        ]
+        info = data.info
+        E = int(data.epoch_metrics["epoch"].max())
+        facts = [
+            f"run {run}: {info['members']} x {info['arch']} ({info['strategy']}, {info['device']}) "
+            f"on {data.dataset}, {info['epochs']} epochs trained, epochs 1..{E} scored",
+            "splits: "
+            + ", ".join(
+                f"{s} ({int(sum(data.last(s)['correct_count_hist']))} images)" for s in data.splits
+            ),
+            f"split tolerance {int(data.epoch_metrics['tol'].iloc[-1])}; compared with: "
+            + (", ".join(compare) if compare else "the run's own two halves"),
+            f"built by curate {__version__} from {ws.catalog} at "
+            f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC",
+        ]
+        title = f"curate report: {run}"
+        (tmp / HTML).write_text(
+            page.render(tmp, title, facts, data.splits, sections), encoding="utf-8"
+        )
+        rows = [
+            {
+                "section": sec.key,
+                "quantity": h.quantity,
+                "paper": h.paper,
+                "split": split,
+                "value": h.values.get(split),
+                "shown": h.text(split),
+            }
+            for sec in sections
+            for h in sec.headlines
+            for split in data.splits
+        ]
+        pd.DataFrame(rows).to_csv(tmp / HEADLINE_CSV, index=False)
+        figures = [f.name for sec in sections for f in sec.figures]
+        (tmp / MARKER).write_text(
+            json.dumps(
+                {
+                    "run": run,
+                    "compare": compare,
+                    "pairs": str(pairs_dir) if pairs_dir else None,
+                    "workspace": str(ws.root),
+                    "version": __version__,
+                    "figures": figures,
+                    "notes": [n for sec in sections for n in sec.notes],
+                },
+                indent=1,
+            )
+        )
+    return out
