@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.config import DatasetConfig
+from curate.data.voc import read_voc
 from curate.errors import CurateError
 from curate.workspace import Workspace, atomic_path
 
@@ -72,6 +73,8 @@ class SourceData:
     class_names: list[str]
     splits: list[Split]
     checksum: str
+    # labels are bitmasks of class sets (bit k = class k; curate.data.voc), not class indices
+    multilabel: bool = False
 
 
 # ----------------------------------------------------------------------------- checksums
@@ -744,6 +747,7 @@ FORMATS: dict[str, Callable[[DatasetConfig, Workspace], SourceData]] = {
     "gaussian-sigma": read_gaussian_sigma,
     "gabor": read_gabor,
     "gaussian-2class": read_gaussian_2class,
+    "voc": read_voc,  # Pascal VOC, multilabel (curate/data/voc.py)
 }
 
 
