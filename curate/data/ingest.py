@@ -513,7 +513,7 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
             con.execute("INSERT INTO skipped SELECT * FROM new_skipped")
         con.execute(
             "INSERT INTO datasets VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
             [
                 name,
                 cfg.format,
@@ -530,5 +530,6 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
                 info["version"],
                 info["git_rev"],
                 str(Path(cfg.labels).absolute()) if cfg.labels else None,
+                src.multilabel,
             ],
         )

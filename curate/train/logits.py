@@ -35,6 +35,7 @@ class Predictions:
     pred: np.ndarray
     p_true: np.ndarray
     margin: np.ndarray
+    multilabel: bool = False  # pred and labels are class-set bitmasks (exact match = correct)
 
     def accuracy(self) -> np.ndarray:
         """Fraction of rows each member gets right, (M_u,)."""
