@@ -1,8 +1,9 @@
 """Readers for every source format. Each returns a `SourceData`: per split, labels and either the
 images as an in-memory array or a list of encoded image files, plus a checksum of the inputs.
 
-Formats: digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder, imagenet, and the synthetic
-controls gaussian-sigma, gabor, gaussian-2class (SCIENCE.md, Synthetic controls).
+Formats: digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder, imagenet, voc (multilabel,
+in curate/data/voc.py), and the synthetic controls gaussian-sigma, gabor, gaussian-2class
+(SCIENCE.md, Synthetic controls).
 """
 
 from __future__ import annotations
