@@ -152,7 +152,11 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("dataset", "VARCHAR", "dataset of the run"),
         ("split", "VARCHAR", "split the instance belongs to"),
         ("idx", "INTEGER", "instance id in its split"),
-        ("label", "INTEGER", "class the members were trained and scored against"),
+        (
+            "label",
+            "INTEGER",
+            "class the members were trained and scored against (multilabel: class-set bitmask)",
+        ),
         ("members", "INTEGER", "ensemble size M"),
         (
             "accessibility",
@@ -168,7 +172,8 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         (
             "agreement_final",
             "DOUBLE",
-            "label-agnostic Agreement at E: largest fraction of members predicting one class",
+            "label-agnostic Agreement at E: largest fraction of members predicting one class "
+            "(multilabel: one class set)",
         ),
         (
             "learned_epoch",
@@ -541,7 +546,8 @@ VIEWS = {
     "label_issues": "one row per run and instance: given and suggested class, consensus, "
     "issue_score (higher = more likely mislabelled), flagged, with aum, accessibility, forgetting "
     "and the image's source (columns documented in instance_scores)",
-    "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin",
+    "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin "
+    "(pred: the predicted class, or for multilabel runs the predicted class set as a bitmask)",
 }
 
 

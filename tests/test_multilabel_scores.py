@@ -101,6 +101,8 @@ def test_exact_match_scores_by_hand(tmp_path):
         d.bimodality_null(np.array([[1 / 4, 3 / 4, 3 / 4], [1 / 4, 1 / 4, 1 / 2], [1 / 4, 0, 1]])),
     )
     assert e["correct_count_hist"].tolist() == [[3, 0, 0, 1], [1, 2, 1, 0], [0, 1, 1, 2]]
+    # epoch 2: 4 instances x Binomial(3, 3/4) = 4 x (1, 9, 27, 27) / 64
+    np.testing.assert_allclose(e["correct_count_null"][2], [1 / 16, 9 / 16, 27 / 16, 27 / 16])
     np.testing.assert_allclose(e["frac_trivial"], [1 / 4, 0, 1 / 2])
     np.testing.assert_allclose(e["frac_impossible"], [3 / 4, 1 / 4, 0])
     np.testing.assert_allclose(e["frac_in_between"], [0, 3 / 4, 1 / 2])
@@ -151,6 +153,10 @@ def test_scored_through_the_catalog(tmp_path, capsys):
             "SELECT max(pred), count(*) FROM read_parquet(?, hive_partitioning = true)",
             [str(run_dir / "predictions/*/*/*/*/part.parquet")],
         ).fetchone()
+        halves = con.execute(
+            "SELECT members_a, members_b, pearson_r, spearman_rho FROM ensemble_comparison "
+            "WHERE run_a = 'hand' AND pearson_r IS NOT NULL"
+        ).fetchall()
         metrics = con.execute(
             "SELECT epoch, strict_agreement FROM epoch_metrics WHERE run = 'hand' ORDER BY epoch"
         ).fetchall()
@@ -165,6 +171,10 @@ def test_scored_through_the_catalog(tmp_path, capsys):
     assert [r[5] for r in rows] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 1 / 6])
     assert preds == (A | B | C, 36)
     assert metrics == [(0, 1.0), (1, 0.0), (2, 0.5)]
+    # halves: member 0's accessibility (1, 1, 1, 0) against members 1-2's (1/2, 1/2, 1/2, 1/4),
+    # a linear function of it: r = rho = 1
+    assert [h[:2] for h in halves] == [([0], [1, 2])]
+    assert halves[0][2:] == pytest.approx((1.0, 1.0))
     capsys.readouterr()
     sql = "SELECT max(pred) AS m, typeof(max(pred)) AS t FROM predictions"
     assert main(["query", sql, "--format", "csv", "--workspace", str(ws)]) == 0
