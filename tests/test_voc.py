@@ -259,3 +259,37 @@ def test_labels_file_refused(tmp_path, capsys):
         "voc", "--source", str(root), "--labels", str(tmp_path / "l.npy"), "--workspace", str(ws)
     )
     assert_refused(capsys, ws, code, "class sets", "--labels")
+
+
+def test_trainval_and_test_archives_combined(tmp_path):
+    """The devkit as distributed: VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar, each
+    holding VOCdevkit/VOC2007 with its own lists."""
+    import tarfile
+
+    trainval = make_voc_root(
+        tmp_path / "a" / "VOCdevkit" / "VOC2007",
+        {
+            "000005": (8, 8, [("chair", 1, 1, 4, 4, 0, 0)]),
+            "000007": (8, 8, [("car", 1, 1, 8, 8, 0, 0)]),
+        },
+        {"train": ["000005"], "val": ["000007"], "trainval": ["000005", "000007"]},
+    )
+    test = make_voc_root(
+        tmp_path / "b" / "VOCdevkit" / "VOC2007",
+        {"000001": (8, 8, [("dog", 1, 1, 4, 4, 0, 0), ("cat", 5, 5, 8, 8, 0, 1)])},
+        {"test": ["000001"]},
+    )
+    tars = []
+    for root, name in (
+        (trainval, "VOCtrainval_06-Nov-2007.tar"),
+        (test, "VOCtest_06-Nov-2007.tar"),
+    ):
+        with tarfile.open(tmp_path / name, "w") as t:
+            t.add(root.parent, arcname="VOCdevkit")
+        tars.append(str(tmp_path / name))
+    ws = tmp_path / "ws"
+    assert ingest_cli("voc", "--source", tars[0], "--source", tars[1], "--workspace", str(ws)) == 0
+    rows = q(ws, "SELECT split, idx, class_name FROM instances ORDER BY split, idx")
+    assert rows == [("test", 1, "dog"), ("train", 5, "chair"), ("train", 7, "car")]
+    # unchanged input: nothing to do
+    assert ingest_cli("voc", "--source", tars[0], "--source", tars[1], "--workspace", str(ws)) == 0
