@@ -293,3 +293,18 @@ def test_trainval_and_test_archives_combined(tmp_path):
     assert rows == [("test", 1, "dog"), ("train", 5, "chair"), ("train", 7, "car")]
     # unchanged input: nothing to do
     assert ingest_cli("voc", "--source", tars[0], "--source", tars[1], "--workspace", str(ws)) == 0
+
+
+def test_annotation_without_size_uses_the_jpeg(tmp_path):
+    root = _one_root(tmp_path, objects=[("dog", 1, 1, 4, 2, 0, 0)])
+    xml = root / "Annotations" / "000005.xml"
+    text = xml.read_text()
+    start, end = text.index("\t<size>"), text.index("</size>") + len("</size>")
+    xml.write_text(text[:start] + text[end:])  # the JPEG is 8 x 8: the dog covers 4 x 2 of 64 px
+    ws = tmp_path / "ws"
+    assert ingest_cli("voc", "--source", str(root), "--workspace", str(ws)) == 0
+    got = q(
+        ws,
+        "SELECT value FROM image_attributes WHERE idx = 5 AND attribute = 'bbox_area_ratio'",
+    )
+    assert got == [(pytest.approx(8 / 64),)]

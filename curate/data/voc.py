@@ -121,8 +121,8 @@ def _int(node: ET.Element | None, tag: str, path: Path, default: int | None = No
 
 
 def parse_annotation(path: Path) -> VocAnnotation:
-    """One VOC XML file. Raises `_Bad` naming the problem (unreadable XML, no size, no object,
-    an unknown class, a box without coordinates)."""
+    """One VOC XML file. Raises `_Bad` naming the problem (unreadable XML, no object, an unknown
+    class, a box without coordinates). A missing or zero <size> gives width = height = 0."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
@@ -130,9 +130,8 @@ def parse_annotation(path: Path) -> VocAnnotation:
     except OSError as e:
         raise _Bad(path, f"cannot read the annotation ({e.strerror})") from None
     size = root.find("size")
-    width, height = _int(size, "width", path), _int(size, "height", path)
-    if width <= 0 or height <= 0:
-        raise _Bad(path, f"image size {width}x{height} in <size> is empty")
+    # 0 = not annotated: `image_size` then reads the JPEG's own header
+    width, height = _int(size, "width", path, default=0), _int(size, "height", path, default=0)
     objects = []
     for obj in root.findall("object"):  # direct children only: a person's <part>s are not objects
         name_node = obj.find("name")
@@ -345,6 +344,19 @@ def read_voc(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     )
 
 
+def _jpeg_size(path: Path) -> tuple[int, int]:
+    """(width, height) from an image file's header, for an annotation without <size>."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, UnidentifiedImageError) as e:
+        raise _Bad(
+            path, f"its annotation has no <size> and the image is unreadable ({e})"
+        ) from None
+
+
 def _read_split(
     name: str, entries: list[_Entry], skip_corrupt: bool, ignore_difficult: bool
 ) -> Split:
@@ -361,6 +373,8 @@ def _read_split(
                     e.annotation, f"missing: {e.list_file} lists the image but it has no annotation"
                 )
             ann = parse_annotation(e.annotation)
+            if ann.width <= 0 or ann.height <= 0:
+                ann = VocAnnotation(*_jpeg_size(e.image), ann.objects)
         except _Bad as bad:
             if skip_corrupt:
                 skipped.append((str(bad.path), bad.reason))
