@@ -175,7 +175,21 @@ def test_scored_through_the_catalog(tmp_path, capsys):
     # a linear function of it: r = rho = 1
     assert [h[:2] for h in halves] == [([0], [1, 2])]
     assert halves[0][2:] == pytest.approx((1.0, 1.0))
+    # a single-label run's log (int16 pred, as every log before multilabel) beside it: the view
+    # reads both
+    old = ws / "runs" / "early"  # listed before "hand": its int16 type would come first
+    predlog.write_shard(
+        predlog.shard_path(old, "eval", "test", 0, 0),
+        IDX,
+        np.array([3, 1, 2, 0]),
+        P_TRUE[0, 1],
+        MARGIN[0, 1],
+    )
     capsys.readouterr()
-    sql = "SELECT max(pred) AS m, typeof(max(pred)) AS t FROM predictions"
+    sql = "SELECT run, max(pred) AS m, typeof(max(pred)) AS t FROM predictions GROUP BY run ORDER BY run"
     assert main(["query", sql, "--format", "csv", "--workspace", str(ws)]) == 0
-    assert capsys.readouterr().out.split() == ["m,t", f"{A | B | C},INTEGER"]
+    assert capsys.readouterr().out.split() == [
+        "run,m,t",
+        "early,3,INTEGER",
+        f"hand,{A | B | C},INTEGER",
+    ]
