@@ -52,6 +52,10 @@ def _dataset_recipe(args: argparse.Namespace):
     from curate.data.sources import FORMATS
 
     target = args.dataset
+    if isinstance(getattr(args, "source", None), list):  # several roots (voc): one path list
+        import os
+
+        args.source = os.pathsep.join(args.source)
     if getattr(args, "labels", None):
         from pathlib import Path
 
@@ -386,9 +390,13 @@ def _add_ingest(sub) -> None:
     p.add_argument(
         "dataset",
         help="format (digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder, "
-        "imagenet, gaussian-sigma, gabor, gaussian-2class) or a recipe name",
+        "imagenet, voc, gaussian-sigma, gabor, gaussian-2class) or a recipe name",
     )
-    p.add_argument("--source", help="path to the raw data: folder, archive or file")
+    p.add_argument(
+        "--source",
+        action="append",
+        help="path to the raw data: folder, archive or file (voc: repeat to combine roots)",
+    )
     p.add_argument(
         "--name", help="catalog name (default: the format's, or the folder's for imagefolder)"
     )

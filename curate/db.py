@@ -47,6 +47,12 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "VARCHAR",
             "the `--labels` file whose labels replaced the source's; NULL for the source's labels",
         ),
+        (
+            "multilabel",
+            "BOOLEAN",
+            "labels are class sets stored as bitmasks (bit k = class k; Pascal VOC): a prediction is "
+            "correct only on an exact match of the thresholded set (sigmoid > 0.5); NULL = false",
+        ),
     ],
     "instances": [
         ("dataset", "VARCHAR", "catalog name of the dataset"),
@@ -59,14 +65,20 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         (
             "label",
             "INTEGER",
-            "class used for training (permuted under random labels, from the file under --labels)",
+            "class used for training (permuted under random labels, from the file under --labels); "
+            "multilabel datasets: the class set as a bitmask, bit k = class k (sum of 2^k)",
         ),
         (
             "true_label",
             "INTEGER",
             "the source's own class (equal to label unless random labels or --labels)",
         ),
-        ("class_name", "VARCHAR", "name of `label`"),
+        (
+            "class_name",
+            "VARCHAR",
+            "name of `label`; multilabel: its classes' names joined by '+' in class order, '' for "
+            "the empty set (a VOC test image whose objects are all difficult)",
+        ),
         ("source", "VARCHAR", "file path of the image, or '<file>#<row>' for array sources"),
         ("source_index", "BIGINT", "row in the source array or file, NULL for image files"),
         ("height", "INTEGER", "height of the original image, pixels"),
@@ -140,7 +152,11 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("dataset", "VARCHAR", "dataset of the run"),
         ("split", "VARCHAR", "split the instance belongs to"),
         ("idx", "INTEGER", "instance id in its split"),
-        ("label", "INTEGER", "class the members were trained and scored against"),
+        (
+            "label",
+            "INTEGER",
+            "class the members were trained and scored against (multilabel: class-set bitmask)",
+        ),
         ("members", "INTEGER", "ensemble size M"),
         (
             "accessibility",
@@ -156,7 +172,8 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         (
             "agreement_final",
             "DOUBLE",
-            "label-agnostic Agreement at E: largest fraction of members predicting one class",
+            "label-agnostic Agreement at E: largest fraction of members predicting one class "
+            "(multilabel: one class set)",
         ),
         (
             "learned_epoch",
@@ -177,7 +194,8 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         (
             "confidence",
             "DOUBLE",
-            "mean softmax probability of the true class over members and epochs 1..E; higher = easier",
+            "mean softmax probability of the true class over members and epochs 1..E (multilabel: "
+            "of exactly the true set under independent sigmoids); higher = easier",
         ),
         (
             "variability",
@@ -211,7 +229,8 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "aum",
             "DOUBLE",
             "area under the margin (Pleiss et al.): mean over members and epochs 1..E of the given "
-            "class's logit minus the largest other logit; lower = more likely mislabelled",
+            "class's logit minus the largest other logit (multilabel: min over classes k of "
+            "(2 y_k - 1) z_k, > 0 exactly on an exact match); lower = more likely mislabelled",
         ),
         (
             "suggested_label",
@@ -537,7 +556,8 @@ VIEWS = {
     "label_issues": "one row per run and instance: given and suggested class, consensus, "
     "issue_score (higher = more likely mislabelled), flagged, with aum, accessibility, forgetting "
     "and the image's source (columns documented in instance_scores)",
-    "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin",
+    "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin "
+    "(pred: the predicted class, or for multilabel runs the predicted class set as a bitmask)",
 }
 
 
@@ -601,7 +621,11 @@ def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
         )
     con.execute(
         "CREATE OR REPLACE VIEW label_issues AS SELECT s.run, s.dataset, s.split, s.idx, s.label, "
-        "i.class_name, s.suggested_label, d.class_names[s.suggested_label + 1] AS suggested_class, "
+        "i.class_name, s.suggested_label, "
+        # a multilabel suggestion is a bitmask: the names of its set bits, '+'-joined
+        "CASE WHEN d.multilabel THEN array_to_string(list_filter(d.class_names, "
+        "(x, k) -> (s.suggested_label >> (k - 1)) & 1 = 1), '+') "
+        "ELSE d.class_names[s.suggested_label + 1] END AS suggested_class, "
         "s.consensus, s.issue_score, s.flagged, s.aum, s.accessibility, s.forgetting_events, "
         "i.true_label, i.source FROM instance_scores s JOIN instances i USING (dataset, split, idx) "
         "JOIN datasets d USING (dataset)"
@@ -625,7 +649,8 @@ def _predictions_sql(ws: Workspace) -> str:
         "SELECT regexp_extract(filename, '/runs/([^/]+)/predictions/', 1) AS run, pass, split, "
         "CAST(member AS INTEGER) AS member, CAST(epoch AS INTEGER) AS epoch, idx, pred, p_true, "
         f"margin FROM read_parquet('{pattern.replace(chr(39), chr(39) * 2)}', "
-        "hive_partitioning = true, filename = true)"
+        # union_by_name: multilabel logs store pred as int32, the others as int16
+        "hive_partitioning = true, filename = true, union_by_name = true)"
     )
 
 

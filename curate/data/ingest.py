@@ -311,6 +311,11 @@ def _ingest_locked(
 ) -> IngestResult:
     workers = _workers(cfg.workers)
     src: SourceData = read_source(cfg, ws)
+    if cfg.labels and src.multilabel:
+        raise CurateError(
+            f"--labels replaces class indices; {cfg.format} labels are class sets (bitmasks), "
+            "which a label file cannot give yet. Ingest without --labels"
+        )
     given = (
         label_files.read_label_file(
             cfg.labels, src.class_names, {s.name: len(s.labels) for s in src.splits}
@@ -420,6 +425,7 @@ def _write_dataset_json(tmp: Path, name, cfg, src, preps, storage, shape, stats)
         "storage": storage,
         "shape": shape,
         "class_names": src.class_names,
+        "multilabel": src.multilabel,  # labels are class-set bitmasks (curate.data.voc)
         "splits": {p.split.name: len(p.split.labels) for p in preps},
         "mean": list(stats[0]),
         "std": list(stats[1]),
@@ -427,7 +433,19 @@ def _write_dataset_json(tmp: Path, name, cfg, src, preps, storage, shape, stats)
     (tmp / "dataset.json").write_text(json.dumps(meta, indent=1))
 
 
-def _instance_rows(name: str, p: _Prepared, class_names: list[str]) -> pd.DataFrame:
+def class_name_of(labels: np.ndarray, class_names: list[str], multilabel: bool) -> np.ndarray:
+    """The name of each label: its class, or for a multilabel bitmask the '+'-joined names of its
+    classes in class order ('' for the empty set)."""
+    if not multilabel:
+        return np.array(class_names, dtype=object)[labels]
+    from curate.data.voc import label_names
+
+    return np.array([label_names(v, class_names) for v in labels], dtype=object)
+
+
+def _instance_rows(
+    name: str, p: _Prepared, class_names: list[str], multilabel: bool = False
+) -> pd.DataFrame:
     s = p.split
     return pd.DataFrame(
         {
@@ -436,7 +454,7 @@ def _instance_rows(name: str, p: _Prepared, class_names: list[str]) -> pd.DataFr
             "idx": s.idx.astype(np.int32),
             "label": s.labels.astype(np.int32),
             "true_label": s.true_labels.astype(np.int32),
-            "class_name": np.array(class_names, dtype=object)[s.labels],
+            "class_name": class_name_of(s.labels, class_names, multilabel),
             "source": s.refs,
             "source_index": s.source_index if s.source_index is not None else None,
             "height": p.heights.astype(np.int32),
@@ -472,7 +490,8 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
     """Replace the dataset's rows of `instances`, `skipped`, `image_attributes` and `datasets`, in
     one transaction."""
     instances = pd.concat(
-        [_instance_rows(name, p, src.class_names) for p in preps], ignore_index=True
+        [_instance_rows(name, p, src.class_names, src.multilabel) for p in preps],
+        ignore_index=True,
     )
     attributes = pd.concat([attribute_rows(name, p.split) for p in preps], ignore_index=True)
     instances["source_index"] = instances["source_index"].astype("Int64")
@@ -494,7 +513,7 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
             con.execute("INSERT INTO skipped SELECT * FROM new_skipped")
         con.execute(
             "INSERT INTO datasets VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
             [
                 name,
                 cfg.format,
@@ -511,5 +530,6 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
                 info["version"],
                 info["git_rev"],
                 str(Path(cfg.labels).absolute()) if cfg.labels else None,
+                src.multilabel,
             ],
         )

@@ -52,6 +52,8 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     path: Path
+    # labels are class-set bitmasks (bit k = class k), trained with BCE on K-hot targets
+    multilabel: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -83,6 +85,7 @@ def dataset_info(dataset: str, workspace: Workspace | str | None = None) -> Data
         mean=tuple(m["mean"]),
         std=tuple(m["std"]),
         path=meta.parent,
+        multilabel=bool(m.get("multilabel", False)),  # absent in datasets ingested before VOC
     )
 
 

@@ -1,8 +1,9 @@
 """Readers for every source format. Each returns a `SourceData`: per split, labels and either the
 images as an in-memory array or a list of encoded image files, plus a checksum of the inputs.
 
-Formats: digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder, imagenet, and the synthetic
-controls gaussian-sigma, gabor, gaussian-2class (SCIENCE.md, Synthetic controls).
+Formats: digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder, imagenet, voc (multilabel,
+in curate/data/voc.py), and the synthetic controls gaussian-sigma, gabor, gaussian-2class
+(SCIENCE.md, Synthetic controls).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.config import DatasetConfig
+from curate.data.voc import read_voc
 from curate.errors import CurateError
 from curate.workspace import Workspace, atomic_path
 
@@ -72,6 +74,8 @@ class SourceData:
     class_names: list[str]
     splits: list[Split]
     checksum: str
+    # labels are bitmasks of class sets (bit k = class k; curate.data.voc), not class indices
+    multilabel: bool = False
 
 
 # ----------------------------------------------------------------------------- checksums
@@ -752,6 +756,7 @@ FORMATS: dict[str, Callable[[DatasetConfig, Workspace], SourceData]] = {
     "gaussian-sigma": read_gaussian_sigma,
     "gabor": read_gabor,
     "gaussian-2class": read_gaussian_2class,
+    "voc": read_voc,  # Pascal VOC, multilabel (curate/data/voc.py)
 }
 
 

@@ -159,7 +159,8 @@ class EpochReader:
     """Each epoch's shards, read in a thread pool one epoch ahead of the computation. The last
     epoch is read first (its idx and final predictions set up the scoring) and kept for its turn.
 
-    Iterating yields, for e = 0..last, pred (M, N) int16, p_true and margin (M, N) (None at epoch 0).
+    Iterating yields, for e = 0..last, pred (M, N) int16 (int32 in multilabel logs, whose
+    predictions are class-set bitmasks), p_true and margin (M, N) (None at epoch 0).
     """
 
     def __init__(self, run_dir: Path, split: str, members: list[int], last: int, threads: int):
@@ -196,7 +197,9 @@ class EpochReader:
                     f"shards of split {self.split!r} epoch {e} list different instances; the log "
                     "is damaged"
                 )
-            pred = np.stack([p[1] for p in parts]).astype(np.int16, copy=False)
+            pred = np.stack([p[1] for p in parts])
+            # class indices as int16; bitmasks (int32 shards) keep their width
+            pred = pred.astype(np.int32 if pred.dtype.itemsize > 2 else np.int16, copy=False)
             if e == 0:
                 yield pred, None, None
             else:
@@ -256,10 +259,13 @@ class EpochStats:
         self.group_hits = np.zeros((len(self.cols), n), np.int64)  # members right, over 1..E
         n_blocks = (n + BLOCK - 1) // BLOCK
         self._fl, self._ch = np.zeros(n_blocks, np.int64), np.zeros(n_blocks, np.int64)
-        self._prev = np.zeros((m_count, n), np.int16)
+        self._prev: np.ndarray | None = None  # the previous epoch's pred, of the log's dtype
 
     def add(self, t: int, pred: np.ndarray, p_true: np.ndarray | None) -> None:
-        """Epoch t's predictions pred (M, N) int16 and p_true (M, N) (None at epoch 0)."""
+        """Epoch t's predictions pred (M, N) (int16, or int32 bitmasks) and p_true (M, N) (None
+        at epoch 0)."""
+        if self._prev is None:
+            self._prev = np.zeros_like(pred)
         # c, correct counts, Agreement, majority votes, flips and p_true sums in one compiled pass
         epoch_pass(
             pred,
@@ -295,7 +301,7 @@ class EpochStats:
 class LabelVotes:
     """What the label-issue signals need from the stream (`curate.scores.label_issues`): the sum
     of margins over members and epochs 1..E, and the predictions of the late epochs
-    (`label_issues.late_epochs`), (M |L|, N) int16."""
+    (`label_issues.late_epochs`), (M |L|, N) of the log's dtype (int16, or int32 bitmasks)."""
 
     def __init__(self, m_count: int, last: int, n: int):
         self.late = li.late_epochs(last)
@@ -306,13 +312,15 @@ class LabelVotes:
     def add(self, t: int, pred: np.ndarray, margin: np.ndarray | None) -> None:
         if margin is not None:
             self.msum += margin.sum(axis=0, dtype=np.float64)
+        if self.preds.dtype != pred.dtype:
+            self.preds = self.preds.astype(pred.dtype)  # multilabel: bitmasks need int32
         if t in self.late:
             j = (t - self.late.start) * self.m_count
             self.preds[j : j + self.m_count] = pred
 
     def scores(self, y: np.ndarray) -> dict[str, np.ndarray]:
         """aum, suggested_label, consensus, issue_score, flagged, each (N,)."""
-        suggested, count = vote_mode(self.preds, y.astype(np.int16))
+        suggested, count = vote_mode(self.preds, y.astype(self.preds.dtype))
         out = {
             "aum": self.msum / (self.m_count * self.last),
             "suggested_label": suggested.astype(np.int32),

@@ -71,6 +71,8 @@ class Learner(ABC):
     """A training strategy: groups members into units and builds them."""
 
     name = ""  # set by @register
+    # trains on multilabel data (class-set bitmask labels, curate.data.voc): the neural learners
+    multilabel = False
 
     def __init__(self, setup: TrainSetup):
         self.setup = setup

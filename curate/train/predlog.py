@@ -2,6 +2,7 @@
 
     <run>/predictions/pass=<pass>/split=<split>/member=<m>/epoch=<e>/part.parquet
         idx int32, pred int16, p_true float32, margin float32   (one row per instance)
+        (pred int32 for multilabel datasets, whose predictions are class-set bitmasks)
     <run>/progress/member=<m>.json   {"epochs": {"<e>": {"acc": {split: accuracy}, "seconds": s}}}
 
 pass "eval" is the evaluation pass after each epoch (every instance once, eval mode); pass
@@ -30,6 +31,8 @@ ROW_GROUP = (
 SHARD_SCHEMA = pa.schema(
     [("idx", pa.int32()), ("pred", pa.int16()), ("p_true", pa.float32()), ("margin", pa.float32())]
 )
+# multilabel logs: pred is a bitmask of the predicted classes (bit k = class k, K <= 31)
+WIDE_SCHEMA = SHARD_SCHEMA.set(1, pa.field("pred", pa.int32()))
 
 
 def shard_path(run_dir: Path, pass_: str, split: str, member: int, epoch: int) -> Path:
@@ -45,16 +48,22 @@ def shard_path(run_dir: Path, pass_: str, split: str, member: int, epoch: int) -
 
 
 def write_shard(
-    path: Path, idx: np.ndarray, pred: np.ndarray, p_true: np.ndarray, margin: np.ndarray
+    path: Path,
+    idx: np.ndarray,
+    pred: np.ndarray,
+    p_true: np.ndarray,
+    margin: np.ndarray,
+    wide: bool = False,
 ) -> None:
+    """One shard; `wide` stores pred as int32 (multilabel bitmasks), else int16 (class indices)."""
     table = pa.table(
         {
             "idx": idx.astype(np.int32),
-            "pred": pred.astype(np.int16),
+            "pred": pred.astype(np.int32 if wide else np.int16),
             "p_true": p_true.astype(np.float32),
             "margin": margin.astype(np.float32),
         },
-        schema=SHARD_SCHEMA,
+        schema=WIDE_SCHEMA if wide else SHARD_SCHEMA,
     )
     with atomic_path(path, ".parquet") as tmp:
         pq.write_table(table, tmp, row_group_size=ROW_GROUP)
@@ -74,6 +83,7 @@ def write_predictions(
             preds.pred[j][rows],
             preds.p_true[j][rows],
             preds.margin[j][rows],
+            wide=preds.multilabel,
         )
 
 

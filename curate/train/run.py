@@ -17,7 +17,7 @@ import curate.train.learners  # noqa: F401  (registers the built-in learners)
 from curate import db
 from curate.config import Recipe
 from curate.data.ingest import default_name
-from curate.data.loader import dataset_info
+from curate.data.loader import DatasetInfo, dataset_info
 from curate.errors import CurateError
 from curate.locks import run_lock
 from curate.train import predlog
@@ -62,6 +62,21 @@ def train(recipe: Recipe, ws: Workspace, run: str | None = None, quiet: bool = F
         return _train(recipe, ws, run, quiet)
 
 
+def check_multilabel(recipe: Recipe, info: DatasetInfo, strategy: str) -> None:
+    """Refuse what a multilabel dataset (class-set labels) cannot train with, before any data is
+    loaded."""
+    if not learner_class(strategy).multilabel:
+        raise CurateError(
+            f"dataset {info.name!r} is multilabel (class sets); strategy {strategy!r} predicts one "
+            "class. Use --set train.strategy=separate (or fused)"
+        )
+    if recipe.train.label_smoothing > 0:
+        raise CurateError(
+            f"train.label_smoothing = {recipe.train.label_smoothing}: smoothing applies to one-class "
+            f"targets; dataset {info.name!r} is multilabel (BCE on K-hot targets). Set it to 0"
+        )
+
+
 def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
     t = recipe.train
     where = place(t.device, t.threads)
@@ -78,6 +93,8 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
         t.strategy if t.strategy != "auto" else auto_strategy(t.arch, info.storage, where.device)
     )
     learner_class(strategy).check(recipe, info)
+    if info.multilabel:
+        check_multilabel(recipe, info, strategy)
 
     seeds = {m: member_seeds(t.seed, m) for m in range(t.members)}
     todo = [m for m in where.members(t.members) if predlog.last_done_epoch(run_dir, m) < t.epochs]

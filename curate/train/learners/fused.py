@@ -25,6 +25,8 @@ class FusedUnit(NeuralUnit):
 
 @register("fused")
 class FusedLearner(Learner):
+    multilabel = True  # BCE on K-hot targets (NeuralUnit.loss)
+
     @classmethod
     def check(cls, recipe: Recipe, info: DatasetInfo) -> None:
         if recipe.train.arch not in SEQUENTIAL_ARCHS or info.storage == "jpeg":

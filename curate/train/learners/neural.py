@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from curate.errors import CurateError
 from curate.train.learner import TrainSetup, Unit
-from curate.train.logits import Collector, Predictions
+from curate.train.logits import Collector, Predictions, k_hot
 from curate.train.models import SEQUENTIAL_ARCHS, build_model
 from curate.train.precision import choose_precision
 from curate.train.schedule import make_optimizer
@@ -46,6 +46,23 @@ class NeuralUnit(Unit):
         self.model, self.setup = model, setup
         self.opt, self.sched = make_optimizer(model.parameters(), t, setup.feed.steps_per_epoch)
         self.bf16 = choose_precision(t.precision, setup.device) == "bf16"
+        self.multilabel = setup.info.multilabel
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Sum over the unit's members of each member's mean loss (grads as if trained alone):
+        cross-entropy, or for multilabel data binary cross-entropy with logits on the K-hot
+        targets (mean over batch and classes)."""
+        t = self.setup.recipe.train
+        if self.multilabel:
+            k = logits.shape[2]
+            return sum(
+                F.binary_cross_entropy_with_logits(logits[:, j].float(), k_hot(y[j], k))
+                for j in range(logits.shape[1])
+            )
+        return sum(
+            F.cross_entropy(logits[:, j].float(), y[j], label_smoothing=t.label_smoothing)
+            for j in range(logits.shape[1])
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Each member on its own batch: x (M_u, B, C, H, W) -> logits (B, M_u, K)."""
@@ -65,17 +82,13 @@ class NeuralUnit(Unit):
     def fit_epoch(
         self, epoch: int, record: bool, on_step: Callable[[int], object]
     ) -> Predictions | None:
-        t = self.setup.recipe.train
         torch.manual_seed(dropout_seed(self.setup.seeds[self.members[0]], epoch))
         self.model.train()
-        forward = Collector(to_cpu=True) if record else None
+        forward = Collector(to_cpu=True, multilabel=self.multilabel) if record else None
         for x, y, i in self.setup.feed.train_batches(self.members, epoch):
             with self._autocast():
                 logits = self.forward(x)  # (B, M_u, K)
-                loss = sum(
-                    F.cross_entropy(logits[:, j].float(), y[j], label_smoothing=t.label_smoothing)
-                    for j in range(logits.shape[1])
-                )  # each member's mean loss: grads as if separate
+                loss = self.loss(logits, y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -92,7 +105,7 @@ class NeuralUnit(Unit):
     @torch.inference_mode()  # no autograd bookkeeping at all: the eval pass only reads
     def predict(self, split: str) -> Predictions:
         self.model.eval()
-        out = Collector()
+        out = Collector(multilabel=self.multilabel)
         for x, y, i in self.setup.feed.eval_batches(split):
             with self._autocast():
                 logits = self.forward_shared(x).float()  # (B, M_u, K)

@@ -19,6 +19,8 @@ class MemberUnit(NeuralUnit):
 
 @register("separate")
 class SeparateLearner(Learner):
+    multilabel = True  # BCE on K-hot targets (NeuralUnit.loss)
+
     def build(self, members: list[int]) -> MemberUnit:
         (m,) = members
         return MemberUnit(f"member-{m}", [m], init_member(self.setup, m), self.setup)
