@@ -84,11 +84,17 @@ def stats_of_images(images: list[np.ndarray]) -> pd.DataFrame:
 
 
 def _chunk_job(job: dict) -> pd.DataFrame:
+    import numba
     from threadpoolctl import threadpool_limits
 
     # one thread per worker: small BLAS calls on many threads contend for the cores the pool uses
-    with threadpool_limits(1):
-        return _chunk_job_1(job)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            return _chunk_job_1(job)
+    finally:
+        numba.set_num_threads(threads)
 
 
 def _chunk_job_1(job: dict) -> pd.DataFrame:

@@ -13,17 +13,23 @@ The pipeline follows the authors' MATLAB code (phillipi/crisp-boundaries, `findB
    `mat2gray`-ed again.
 2. P(A, B): 5,000 pixel positions drawn with replacement (kept once each); for each, a pair of
    pixels at +-r with r = g + g / |g|, g ~ N(0, 0.25 I), each component capped at 2 px, rounded;
-   pairs leaving the image dropped; (A, B) ordered so that A has the larger first feature. The
+   pairs leaving the image dropped. `orderAB` then swaps only the first feature channel between A
+   and B where A's is not larger, so A_0 = max and B_0 = min while the other channels stay with
+   their pixels (the code's behaviour, kept: the paper describes ordering whole vectors). The
    density is a kernel density estimate with those pairs as kernels: product Epanechnikov kernel,
    bandwidth 0.05, normalised (the `kde(F', 0.05, [], 'e')` of the kde toolbox).
 3. Affinity of every pixel pair within 5 px (each unordered pair once):
-   w = (P(A, B) / 2 + 100)^1.25 / (P(A) P(B) + 100), P(.) the marginal of the kernels' A and B
-   halves pooled (`joinTrees(., ., 0.5)`), i.e. exp(PMI_rho) with rho = 1.25 and the code's
-   regulariser 100; the two feature sets' affinities multiply.
+   w = (P(A, B) / 2 + 100)^1.25 / (P(A) P(B) + 100), the query (A, B) ordered as the kernels,
+   P(.) the marginal of the kernels' A and B halves pooled (`joinTrees(., ., 0.5)`) at each
+   pixel's own features, i.e. exp(PMI_rho) with rho = 1.25 and the code's regulariser 100; the two
+   feature sets' affinities multiply.
 4. Spectral clustering as speedy does it (DNCuts, Arbelaez et al. 2014): the affinity matrix
    decimated twice by 2 (every other row and column kept, then "squared"), the smallest 100
    eigenpairs of (D - W + 1e-10 I) v = lambda D v on the decimated graph, upsampled back, ZCA-
    whitened; each eigenvector (except the constant one) scaled to 0..1, divided by sqrt(lambda).
+   The eigenvectors' scale before whitening follows `eigs`: for graphs of at most 2 x 100 nodes it
+   falls back to a dense `eig(A, B)` of the numerically non-symmetric pair (LAPACK dggev: largest
+   component 1); above, ARPACK's generalised mode (D-orthonormal). ZCA depends on that scale.
 5. Boundaries: the absolute response to 8 oriented first-derivative-of-Gaussian filters (sigma 1,
    support 3 sigma, BSR's `oeFilter`, mirrored borders), summed over eigenvectors; the border
    suppression of the code (`borderSuppress`); the maximum over the 8 orientations. No non-maximum
@@ -38,18 +44,23 @@ Departures, all deliberate:
 - The pair sampling uses numpy's generator, seeded per image (`seed`), so a value is reproducible;
   MATLAB's random streams are not reproduced. The statistic therefore carries the method's own
   sampling noise (see tests/data/pmi/README.md for its size against the authors' code).
-- The constant eigenvector is left out of the whitening (the authors' code whitens it too, where
-  its centred values are rounding noise that ZCA amplifies; it is discarded afterwards anyway).
+- The constant eigenvector is left out of the whitening (the authors' code whitens it too; its
+  centred values are rounding noise, which ZCA amplifies into a column that is discarded
+  afterwards; keeping it changes nothing measurable, see tests/data/pmi).
 - DNCuts asks for 100 eigenvectors but a decimated graph of n nodes has at most n: a 32 x 32 image
   (16 x 16 halved, 4 x 4 decimated) gives 16, of which 15 make boundaries, exactly as the code.
 - A constant image (or one whose features are constant) has no boundaries: the map is 0, where
   MATLAB's `mat2gray` would divide by zero. So is the map of an image whose decimated graph has a
-  single node (halved size under 8 x 8 px or under 4 px on a side, e.g. 8 x 8 digits), which has no non-constant
-  eigenvector (MATLAB's code fails on the smallest of these).
+  single node (halved size under 8 x 8 px or under 4 px on a side, e.g. 8 x 8 digits), which has
+  no non-constant eigenvector (MATLAB's code fails on the smallest of these).
 
-Cost: the KDE grows with pixel pairs x kernels; a 32 x 32 image takes milliseconds, a 500 x 375
-one tens of seconds (benchmarks/bench_stats.py). The statistics pass therefore shrinks images over
-`MAX_SIDE` px on a side first (`shrink`), as it does for segmentation.
+Speed: the KDE is the cost (pixel pairs x kernels). Small images (pixels x kernels up to
+`DENSE_KDE`) evaluate it from per-pixel kernel tables, visiting for each pair only the kernels
+within reach on channel 0 (compiled, numba); larger ones bucket the kernels on a grid of cells of
+side h over the A features and test the 3^D cells around each query, in parallel. A 32 x 32 image
+takes about 10 ms, a 500 x 375 one tens of seconds (benchmarks/bench_stats.py --pmi); the
+statistics pass therefore shrinks images over `MAX_SIDE` px on a side first (`shrink`), as it does
+for segmentation.
 """
 
 from __future__ import annotations
@@ -70,6 +81,7 @@ PAIR_RADIUS = 5  # getLocalPairs: affinities between pixels at most 5 px apart
 N_VEC = 100  # opts.spectral_clustering.nvec
 N_ORIENT = 8  # oriented filters
 DENSE_GRAPH = 1024  # pixels (after halving) up to which the affinity matrix is dense
+DENSE_FILTER = 256  # pixels up to which the 8 filters are one cached matrix (2,048 x 256)
 DENSE_KDE = 4_000_000  # pixels x kernels up to which the KDE is evaluated densely
 MAX_SIDE = 256  # the statistics pass shrinks larger images (area interpolation) to this side
 VAR_DISK = 2  # stdfilt neighbourhood: strel('disk', 2^(scale - 1), 0) at scale 2
@@ -267,55 +279,84 @@ def _grid(cent, h, nc):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _kde_sum(qa, qb, ca, cb, h, nc, order, start, joint):  # pragma: no cover - compiled
-    """For each query t: sum_k K(qa_t - ca_k) [K(qb_t - cb_k) if joint], K the product Epanechnikov
-    kernel (unnormalised, half-width h). Only kernels whose A centre lies in the 3^D cells around
-    qa_t can reach it (cells of side h, on a grid indexed by ca)."""
-    n, d = qa.shape
-    out = np.zeros(n)
+def _kde_one(t, qa, qb, ca, cb, h, nc, order, start, joint):  # pragma: no cover - compiled
+    """The sum of _kde_sum for query t: the 3^D cells around qa_t, each kernel in them tested."""
+    d = qa.shape[1]
     base = np.empty(d, np.int64)
     off = np.empty(d, np.int64)
-    for t in range(n):
+    for u in range(d):
+        base[u] = min(max(int(qa[t, u] / h), 0), nc - 1)
+        off[u] = -1
+    s = 0.0
+    while True:
+        c = 0
+        ok = True
         for u in range(d):
-            base[u] = min(max(int(qa[t, u] / h), 0), nc - 1)
-            off[u] = -1
-        s = 0.0
-        while True:
-            c = 0
-            ok = True
-            for u in range(d):
-                v = base[u] + off[u]
-                if v < 0 or v >= nc:
-                    ok = False
-                    break
-                c = c * nc + v
-            if ok:
-                for m in range(start[c], start[c + 1]):
-                    q = order[m]
-                    val = 1.0
+            v = base[u] + off[u]
+            if v < 0 or v >= nc:
+                ok = False
+                break
+            c = c * nc + v
+        if ok:
+            for m in range(start[c], start[c + 1]):
+                q = order[m]
+                val = 1.0
+                for u in range(d):
+                    z = (qa[t, u] - ca[q, u]) / h
+                    if z >= 1.0 or z <= -1.0:
+                        val = 0.0
+                        break
+                    val *= 1.0 - z * z
+                if val > 0.0 and joint:
                     for u in range(d):
-                        z = (qa[t, u] - ca[q, u]) / h
+                        z = (qb[t, u] - cb[q, u]) / h
                         if z >= 1.0 or z <= -1.0:
                             val = 0.0
                             break
                         val *= 1.0 - z * z
-                    if val > 0.0 and joint:
-                        for u in range(d):
-                            z = (qb[t, u] - cb[q, u]) / h
-                            if z >= 1.0 or z <= -1.0:
-                                val = 0.0
-                                break
-                            val *= 1.0 - z * z
-                    s += val
-            u = d - 1  # next of the 3^D neighbour offsets
-            while u >= 0 and off[u] == 1:
-                off[u] = -1
-                u -= 1
-            if u < 0:
-                break
-            off[u] += 1
-        out[t] = s
+                s += val
+        u = d - 1  # next of the 3^D neighbour offsets
+        while u >= 0 and off[u] == 1:
+            off[u] = -1
+            u -= 1
+        if u < 0:
+            break
+        off[u] += 1
+    return s
+
+
+@numba.njit(cache=True, parallel=True)
+def _kde_sum(qa, qb, ca, cb, h, nc, order, start, joint):  # pragma: no cover - compiled
+    """For each query t: sum_k K(qa_t - ca_k) [K(qb_t - cb_k) if joint], K the product Epanechnikov
+    kernel (unnormalised, half-width h). Only kernels whose A centre lies in the 3^D cells around
+    qa_t can reach it (cells of side h, on a grid indexed by ca). Queries run in parallel (the
+    statistics pass sets one thread per worker)."""
+    n = qa.shape[0]
+    out = np.zeros(n)
+    for t in numba.prange(n):
+        out[t] = _kde_one(t, qa, qb, ca, cb, h, nc, order, start, joint)
     return out
+
+
+@numba.njit(cache=True)
+def _nonzero_rows(a):  # pragma: no cover - compiled
+    """CSR-like (row starts, column indices) of the non-zero entries of each row of a."""
+    n, k = a.shape
+    ptr = np.zeros(n + 1, np.int64)
+    for p in range(n):
+        c = 0
+        for q in range(k):
+            if a[p, q] != 0.0:
+                c += 1
+        ptr[p + 1] = ptr[p] + c
+    idx = np.empty(ptr[n], np.int64)
+    for p in range(n):
+        c = ptr[p]
+        for q in range(k):
+            if a[p, q] != 0.0:
+                idx[c] = q
+                c += 1
+    return ptr, idx
 
 
 @numba.njit(cache=True)
@@ -324,40 +365,50 @@ def _kde_dense(flat, ca, cb, i, j, h):  # pragma: no cover - compiled
     halves) by direct evaluation over every kernel, from per-pixel factor tables: for small images."""
     n, d = flat.shape
     k = ca.shape[0]
+    inv = 1.0 / h
+    cat = np.ascontiguousarray(ca.T) * inv  # (D, K), contiguous along kernels: vectorisable
+    cbt = np.ascontiguousarray(cb.T) * inv
     a0 = np.empty((n, k))  # K(f_p0 - cA0_k)
-    ar = np.empty((n, k))  # prod over the other channels of K(f_pc - cA_kc)
+    ar = np.ones((n, k))  # prod over the other channels of K(f_pc - cA_kc)
     b0 = np.empty((n, k))
-    br = np.empty((n, k))
+    br = np.ones((n, k))
     for p in range(n):
+        x = flat[p, 0] * inv
         for q in range(k):
-            z = (flat[p, 0] - ca[q, 0]) / h
-            a0[p, q] = 1.0 - z * z if -1.0 < z < 1.0 else 0.0
-            z = (flat[p, 0] - cb[q, 0]) / h
-            b0[p, q] = 1.0 - z * z if -1.0 < z < 1.0 else 0.0
-            va = 1.0
-            vb = 1.0
-            for c in range(1, d):
-                z = (flat[p, c] - ca[q, c]) / h
-                va *= 1.0 - z * z if -1.0 < z < 1.0 else 0.0
-                z = (flat[p, c] - cb[q, c]) / h
-                vb *= 1.0 - z * z if -1.0 < z < 1.0 else 0.0
-            ar[p, q] = va
-            br[p, q] = vb
+            z = x - cat[0, q]
+            a0[p, q] = max(0.0, 1.0 - z * z)
+            z = x - cbt[0, q]
+            b0[p, q] = max(0.0, 1.0 - z * z)
+        for c in range(1, d):
+            x = flat[p, c] * inv
+            for q in range(k):
+                z = x - cat[c, q]
+                ar[p, q] *= max(0.0, 1.0 - z * z)
+                z = x - cbt[c, q]
+                br[p, q] *= max(0.0, 1.0 - z * z)
     marginal = np.zeros(n)
     for p in range(n):
         s = 0.0
         for q in range(k):
             s += a0[p, q] * ar[p, q] + b0[p, q] * br[p, q]
         marginal[p] = s
+    # per pixel, the kernels within reach on channel 0 (a0 != 0: the first principal component has
+    # the widest spread, the most selective single test) and on all channels (a0 ar != 0)
+    nz0_ptr, nz0 = _nonzero_rows(a0)
+    full = a0 * ar
+    nzf_ptr, nzf = _nonzero_rows(full)
     joint = np.zeros(i.shape[0])
     for t in range(i.shape[0]):
         p, r = i[t], j[t]
-        hi, lo = (p, r) if flat[p, 0] > flat[r, 0] else (r, p)
         s = 0.0
-        for q in range(k):
-            x = ar[p, q]
-            if x != 0.0:
-                s += x * br[r, q] * a0[hi, q] * b0[lo, q]
+        if flat[p, 0] > flat[r, 0]:  # not swapped: A is pixel p's own feature vector
+            for m in range(nzf_ptr[p], nzf_ptr[p + 1]):
+                q = nzf[m]
+                s += full[p, q] * br[r, q] * b0[r, q]
+        else:  # A = (f_r0, f_p1, ...), B = (f_p0, f_r1, ...)
+            for m in range(nz0_ptr[r], nz0_ptr[r + 1]):
+                q = nz0[m]
+                s += ar[p, q] * br[r, q] * a0[r, q] * b0[p, q]
         joint[t] = s
     return joint, marginal
 
@@ -492,6 +543,7 @@ def oe_filter(theta: float, sigma: float = 1.0, support: float = 3.0) -> np.ndar
     return f / np.abs(f).sum()
 
 
+@lru_cache(maxsize=64)
 def border_suppressor(h: int, w: int, n_orient: int = N_ORIENT) -> np.ndarray:
     """(n_orient, H, W) multipliers of borderSuppress for filter orientation o = 1..n_orient."""
     br = int(np.ceil(0.03 * h))
@@ -515,12 +567,30 @@ def _oriented_energy(vecs: np.ndarray, vals: np.ndarray, h: int, w: int) -> np.n
     span = stack.max(axis=(1, 2), keepdims=True) - lo
     use = (vals > 0) & (span[:, 0, 0] > 0)
     stack = (stack[use] - lo[use]) / span[use] / np.sqrt(vals[use])[:, None, None]
+    if h * w <= DENSE_FILTER:  # small images: the 8 filters as one cached linear operator
+        resp = _filter_operator(h, w) @ stack.reshape(len(stack), h * w).T  # (8 H W, vectors)
+        return np.abs(resp).sum(axis=1).reshape(N_ORIENT, h, w)
     out = np.zeros((N_ORIENT, h, w))
     for o in range(N_ORIENT):
         filt = oe_filter(np.pi / N_ORIENT * (o + 1))
         # conv2(padReflect(vec, 3), f, 'same'): a true convolution, mirrored borders
         resp = ndimage.convolve(stack, filt[None], mode="reflect")
         out[o] = np.abs(resp).sum(axis=0)
+    return out
+
+
+@lru_cache(maxsize=16)
+def _filter_operator(h: int, w: int) -> np.ndarray:
+    """(8 H W, H W) matrix applying the 8 oriented filters (mirrored borders) to a flattened image."""
+    eye = np.eye(h * w).reshape(h * w, h, w)
+    ops = [
+        ndimage.convolve(eye, oe_filter(np.pi / N_ORIENT * (o + 1))[None], mode="reflect")
+        .reshape(h * w, h * w)
+        .T
+        for o in range(N_ORIENT)
+    ]
+    out = np.concatenate(ops, axis=0)
+    out.flags.writeable = False
     return out
 
 
