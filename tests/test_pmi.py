@@ -244,3 +244,36 @@ def test_joins_difficulty_and_correlations(small_scored_ws):
         con.close()
     assert n > 0 and n_pmi == n  # 8 x 8 digits: too small for DNCuts, 0 each, but present
     assert "edge_strength_pmi" in stats
+
+
+def test_dncuts_sparse_path_solves_the_generalised_problem():
+    """Graphs over 2 x 100 nodes take ARPACK (eigsh, shift-invert): its 100 eigenpairs are the
+    smallest of (D - W + 1e-10 I) v = lambda D v, as a dense solver finds them (Octave's eigs gets
+    this case wrong, so no Octave reference covers it; tests/data/pmi/README.md)."""
+    from scipy import linalg, sparse
+
+    h, w = 68, 60  # decimated twice: 17 x 15 = 255 nodes > 200
+    rng = np.random.default_rng(0)
+    i, j = pmi.local_pairs(h, w)
+    region = (np.arange(h * w) % w) < w // 2  # two regions: strong inside, weak across
+    aff = np.where(region[i] == region[j], 50.0, 1.0) * rng.uniform(0.5, 1.5, len(i))
+    wm = sparse.coo_matrix((aff, (i, j)), shape=(h * w, h * w)).tocsr()
+    wm = (wm + wm.T).tocsr()
+    vals, vecs = pmi._dncuts(wm, h, w, pmi.N_VEC)
+    assert vecs.shape == (h * w, pmi.N_VEC - 1)
+    # the decimated graph, densely
+    a = wm.tocsc()
+    rows, cols = h, w
+    for _ in range(2):
+        keep = np.flatnonzero(
+            ((np.arange(rows)[:, None] % 2 == 1) & (np.arange(cols)[None, :] % 2 == 1)).ravel()
+        )
+        a_sub = a[:, keep].T.toarray()
+        b = (a_sub / (a_sub.sum(axis=0) + np.finfo(float).eps)).T
+        a = sparse.csc_matrix(a_sub @ b)
+        rows, cols = rows // 2, cols // 2
+    a = a.toarray()
+    deg = a.sum(axis=0)
+    dense = linalg.eigh(np.diag(deg) - a + 1e-10 * np.eye(len(a)), np.diag(deg), eigvals_only=True)
+    assert np.allclose(vals, dense[1 : pmi.N_VEC], rtol=1e-6, atol=1e-9)
+    assert np.allclose(vecs.T @ vecs / len(vecs), np.eye(pmi.N_VEC - 1), atol=1e-6)  # whitened

@@ -82,7 +82,9 @@ N_VEC = 100  # opts.spectral_clustering.nvec
 N_ORIENT = 8  # oriented filters
 DENSE_GRAPH = 1024  # pixels (after halving) up to which the affinity matrix is dense
 DENSE_FILTER = 256  # pixels up to which the 8 filters are one cached matrix (2,048 x 256)
-DENSE_KDE = 4_000_000  # pixels x kernels up to which the KDE is evaluated densely
+DENSE_KDE = (
+    1_000_000  # pixels x kernels up to which the KDE is evaluated densely (5 tables of 8 MB)
+)
 MAX_SIDE = 256  # the statistics pass shrinks larger images (area interpolation) to this side
 VAR_DISK = 2  # stdfilt neighbourhood: strel('disk', 2^(scale - 1), 0) at scale 2
 
@@ -125,6 +127,7 @@ def _halve_matrix(n: int) -> np.ndarray:
     src = aux[np.mod(idx.astype(np.int64) - 1, 2 * n)]
     out = np.zeros((m, n))
     np.add.at(out, (np.repeat(np.arange(m), taps), src.ravel()), w.ravel())
+    out.flags.writeable = False  # cached: shared between calls
     return out
 
 
@@ -193,9 +196,7 @@ def features(rgb: np.ndarray) -> list[np.ndarray] | None:
     (H/2, W/2, 3) on 0..1; None when either is constant (no boundaries)."""
     out = []
     colour = _mat2gray(srgb_to_lab(rgb))
-    var = None
-    spread = _stdfilt(_pca_image(rgb), _disk(VAR_DISK))
-    var = _mat2gray(np.sqrt(spread))
+    var = _mat2gray(np.sqrt(_stdfilt(_pca_image(rgb), _disk(VAR_DISK))))
     for f in (colour, var):
         if f is None:
             return None
@@ -229,7 +230,9 @@ def local_pairs(h: int, w: int, radius: int = PAIR_RADIUS) -> tuple[np.ndarray, 
     i = np.concatenate(ii)
     j = np.concatenate(jj)
     order = np.lexsort((j, i))
-    return i[order].astype(np.int64), j[order].astype(np.int64)
+    i, j = i[order].astype(np.int64), j[order].astype(np.int64)
+    i.flags.writeable = j.flags.writeable = False  # cached: shared between calls
+    return i, j
 
 
 def sample_kernels(f: np.ndarray, rng: np.random.Generator, n: int = N_KERNELS) -> np.ndarray:
@@ -540,7 +543,9 @@ def oe_filter(theta: float, sigma: float = 1.0, support: float = 3.0) -> np.ndar
     f = f.reshape(sz, sz)  # [y, x] in row-major = MATLAB's f(x + 1, y + 1) transposed
     f = f.T  # MATLAB's filter: row index = x bin, column index = y bin
     f = f - f.mean()
-    return f / np.abs(f).sum()
+    f = f / np.abs(f).sum()
+    f.flags.writeable = False  # cached: shared between calls
+    return f
 
 
 @lru_cache(maxsize=64)
