@@ -33,6 +33,7 @@ LOWER_IS_EASIER = {
     "mean_local_entropy",
     "dct_pct",
     "edge_strength_sobel",
+    "edge_strength_pmi",
     "jpeg_bytes",
     "jpeg_bits_per_pixel",
     "rms_contrast",

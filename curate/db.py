@@ -402,6 +402,16 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ),
         ("jpeg_bits_per_pixel", "DOUBLE", "jpeg_bytes * 8 / (height * width)"),
         ("stats_note", "VARCHAR", "why a statistic is missing, when one is"),
+        (
+            "edge_strength_pmi",
+            "DOUBLE",
+            "sum of the crisp-boundary map of Isola et al. 2014, speedy settings (image halved, "
+            "colour + local-variance features, rho 1.25, DNCuts with up to 100 eigenvectors, max "
+            "over 8 orientations; map at half resolution); PMI evaluated exactly instead of the "
+            "speedy random-forest approximation, kernel pairs sampled with seed 0; images over "
+            "256 px on a side shrunk to 256 first; 0 for a constant image or one whose halved size is "
+            "under 8 x 8 px (or under 4 px on a side); higher = more or stronger object boundaries",
+        ),
     ],
     "label_noise_eval": [
         ("run", "VARCHAR", "run"),

@@ -6,10 +6,15 @@ into chunks of instances, computed in a process pool (all cores), each chunk wri
 Parquet part, so an interrupted run resumes and memory stays flat; under torchrun, ranks take
 every world-size-th chunk and rank 0 writes the table.
 
+`edge_strength_pmi` (curate.stats.pmi) samples its kernel pairs with seed 0 for every image, so a
+value does not depend on chunking or workers; each worker runs single-threaded (BLAS and numba), the
+pool supplies the parallelism.
+
 Rules for awkward images: grey images are statistics of their one channel (colourfulness 0);
 RGBA/palette images were converted to RGB at ingest; images smaller than the 10 x 10 window get
 no entropy (NULL, with the reason in `stats_note`); images larger than 128 x 128 are resized for
-entropy and DCT; larger than 1024 on a side are shrunk for segmentation; float data (e.g.
+entropy and DCT; larger than 1024 on a side are shrunk for segmentation, larger than 256 for
+`edge_strength_pmi`; float data (e.g.
 gaussian-2class) is mapped to 0..255 by the split's minimum and maximum.
 """
 
@@ -30,6 +35,7 @@ from curate.data.pixels import read_split_uint8
 from curate.data.sources import decode_image
 from curate.errors import CurateError
 from curate.stats import definitions as sd
+from curate.stats import pmi
 from curate.workspace import Workspace, atomic_path
 
 STATS = sd.STATS
@@ -61,6 +67,7 @@ def stats_of_images(images: list[np.ndarray]) -> pd.DataFrame:
     batched = not np.isnan(out["colourfulness"]).any()
     for i, a in enumerate(images):
         out["segment_count"][i] = sd.segment_count(a)
+        out["edge_strength_pmi"][i] = pmi.edge_strength_pmi(pmi.shrink(a), seed=0)
         if not batched:
             out["colourfulness"][i] = sd.colourfulness(a)
         out["jpeg_bytes"][i] = sd.jpeg_bytes(a)
@@ -77,6 +84,20 @@ def stats_of_images(images: list[np.ndarray]) -> pd.DataFrame:
 
 
 def _chunk_job(job: dict) -> pd.DataFrame:
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    # one thread per worker: small BLAS calls on many threads contend for the cores the pool uses
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            return _chunk_job_1(job)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def _chunk_job_1(job: dict) -> pd.DataFrame:
     if job["files"] is not None:
         images = []
         for f in job["files"]:
@@ -187,7 +208,8 @@ def compute_stats(dataset: str, ws: Workspace, workers: int = 0, quiet: bool = F
     with db.write(ws) as con:
         con.execute("DELETE FROM image_stats WHERE dataset = ?", [dataset])
         con.register("new_image_stats", stats_frame)
-        con.execute("INSERT INTO image_stats SELECT * FROM new_image_stats")
+        # by name: a catalog made before a statistic existed has that column last
+        con.execute("INSERT INTO image_stats BY NAME SELECT * FROM new_image_stats")
     return len(stats_frame)
 
 

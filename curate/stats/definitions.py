@@ -21,7 +21,8 @@ STATS = (
     "colourfulness",
     "jpeg_bytes",
     "jpeg_bits_per_pixel",
-)  # the columns of image_stats, in order
+    "edge_strength_pmi",
+)  # the statistic columns of image_stats (written by name: older catalogs add new ones last)
 WINDOW = 10  # entropy window side
 RESIZE = 128  # entropy and DCT work on at most 128 x 128
 DCT_ENERGY = 0.9998  # share of the spectral norm the kept coefficients must reach
