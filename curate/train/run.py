@@ -22,6 +22,7 @@ from curate.errors import CurateError
 from curate.locks import run_lock
 from curate.train import predlog
 from curate.train.catalog import record_run
+from curate.train.embeddings import PIXELS, source_run
 from curate.train.feed import make_feed
 from curate.train.learner import TrainSetup, learner_class, learner_names
 from curate.train.learners.neural import auto_strategy
@@ -67,9 +68,6 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
     where = place(t.device, t.threads)
     dataset = default_name(recipe.dataset)
     info = dataset_info(dataset, ws)
-    identity = run_identity(recipe, dataset)
-    run_dir = prepare_run_dir(ws, run, identity) if where.rank == 0 else ws.run_dir(run)
-    where.barrier()
     if "train" not in info.splits:
         raise CurateError(
             f"dataset {dataset!r} has no 'train' split (splits: {', '.join(info.splits)})"
@@ -78,12 +76,24 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
         t.strategy if t.strategy != "auto" else auto_strategy(t.arch, info.storage, where.device)
     )
     learner_class(strategy).check(recipe, info)
+    if t.features != PIXELS:
+        if not learner_class(strategy).takes_features:
+            staged = [n for n in learner_names() if learner_class(n).takes_features]
+            raise CurateError(
+                f"train.features = {t.features!r} (--features) is for the staged learners "
+                f"({', '.join(staged)}); strategy {strategy} trains on pixels: drop --features or "
+                "pass --learner adaboost"
+            )
+        source_run(ws, t.features, dataset)  # exists, same dataset, finished, a network
+    identity = run_identity(recipe, dataset)  # written only once the recipe is known to train
+    run_dir = prepare_run_dir(ws, run, identity) if where.rank == 0 else ws.run_dir(run)
+    where.barrier()
 
     seeds = {m: member_seeds(t.seed, m) for m in range(t.members)}
     todo = [m for m in where.members(t.members) if predlog.last_done_epoch(run_dir, m) < t.epochs]
     if todo:
         feed = make_feed(info, ws, recipe, where.device, seeds)
-        learner = learner_class(strategy)(TrainSetup(recipe, info, feed, seeds, where.device))
+        learner = learner_class(strategy)(TrainSetup(recipe, info, feed, seeds, where.device, ws))
         total = steps_to_do(learner, todo, run_dir, t.epochs)
         show = not quiet and where.rank == 0
         with tqdm(
