@@ -117,17 +117,15 @@ def main() -> None:
         "score.stats=false",
         *args.overrides,
     ]
-    report: dict = {"settings": settings, "overrides": args.overrides, "datasets": {}}
+    report: dict = {"datasets": {}}
     old = out / "report.json"
-    if old.exists():  # datasets run earlier with the same settings stay in the report
-        before = json.loads(old.read_text())
-        if before.get("settings") == settings:
-            report["datasets"] = before["datasets"]
+    if old.exists():  # other datasets' results stay in the report
+        report["datasets"] = json.loads(old.read_text())["datasets"]
     for ds in args.datasets:
         recipe, source = SOURCES[ds]
         if ds == "cifar10":  # an explicit name: the recipe's own would collide with the full set
             source = [*source, f"dataset.name=cifar10-first{args.n}"]
-        arms = {}
+        arms: dict = {"settings": settings, "overrides": args.overrides}
         for arm, labels in (("true", []), ("random", [f"dataset.random_labels={args.seed}"])):
             run = f"rl-{ds}-{args.n}-{arm}"
             sets = [x for o in (*source, *common, *labels) for x in ("--set", o)]
@@ -144,6 +142,8 @@ def main() -> None:
             by_split = {s: [r for r in rows if r["split"] == s] for s in ("train", "test")}
             arms[arm] = {
                 "run": run,
+                # CPU time of this process for ingest + train + score (a run resumed or already
+                # finished counts only what this invocation did)
                 "cpu_seconds": round(cpu_seconds() - t0, 1),
                 "summary_train": summarise(by_split["train"]),
                 "summary_test": summarise(by_split["test"]),
@@ -159,15 +159,17 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     """Per dataset and arm: the train split's epochs as a table, and the summary figures."""
-    s = report["settings"]
-    lines = [
-        f"# Random-labels control: {s['members']} x {s['arch']} ({s['strategy']}), first "
-        f"{s['n_per_split']} images per split, {s['epochs']} epochs, batch {s['batch_size']}, "
-        f"lr {s['lr']} {s['schedule']}, no weight decay, no dropout",
-        "",
-    ]
+    lines = ["# Random-labels control", ""]
     for ds, arms in report["datasets"].items():
-        for arm, a in arms.items():
+        s = arms["settings"]
+        lines += [
+            f"{ds}: {s['members']} x {s['arch']} ({s['strategy']}), first {s['n_per_split']} images "
+            f"per split, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']} "
+            f"{s['schedule']}, no weight decay, no dropout, label permutation seed {s['label_seed']}",
+            "",
+        ]
+        for arm in ("true", "random"):
+            a = arms[arm]
             lines += [
                 f"## {ds}, {arm} labels (run {a['run']}, {a['cpu_seconds'] / 60:.1f} CPU-min)",
                 "",
@@ -197,7 +199,7 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(len(names), 3, figsize=(13, 3.6 * len(names)), squeeze=False)
     for row, ds in zip(axes, names, strict=True):
         for arm, style in (("true", "-"), ("random", "--")):
-            ep = report["datasets"][ds][arm]["epochs"]["train"]
+            ep = report["datasets"][ds][arm]["epochs"]["train"]  # noqa: B023
             x = [r["epoch"] for r in ep]
             row[0].plot(x, [r["acc_mean"] for r in ep], style, label=f"{arm} labels")
             row[1].plot(
