@@ -46,23 +46,49 @@ def cpu_seconds() -> float:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """The figures the verdict rests on, from one run's train-split epoch rows (epochs >= 1).
+    """The figures the verdict rests on, from one run's epoch rows of one split.
 
-    min_bimodality : the lowest bimodality over epochs, with its epoch, null and mean accuracy;
-    learning : mean bimodality and mean null over the epochs while members learn (mean train
-        accuracy between 0.2 and 0.9, where neither peak of TP-agreement dominates by accuracy alone);
-    final_acc : mean train accuracy at the last epoch.
+    Only epochs 1..E with mean accuracy at most 0.95 count for bimodality: nearer 100 % the
+    TP-agreement distribution is a spike at 1 whose skew makes the score explode (or vanish, when
+    every member is right), whatever the order of learning.
+
+    min_bimodality : the lowest bimodality over those epochs, with its epoch, null, accuracy
+        (Hacohen et al. quote this: 1.07 on train, 1.35 on test under random labels);
+    at_half_accuracy : the epoch whose mean accuracy is nearest 0.5 (matched accuracy: the null
+        is about the same for every run there), its bimodality, null, strict and random agreement;
+    learning_bimodality, learning_null : means over the epochs with accuracy 0.2..0.9;
+    final_acc : mean accuracy at the last epoch.
     """
-    rows = [r for r in rows if r["epoch"] >= 1]
+    final = rows[-1]["acc_mean"]
+    rows = [
+        r
+        for r in rows
+        if r["epoch"] >= 1
+        and r["acc_mean"] <= 0.95
+        and r["bimodality"] is not None
+        and r["bimodality"] == r["bimodality"]  # not NaN
+    ]
+    out: dict = {"final_acc": final}
+    if not rows:
+        return out
     low = min(rows, key=lambda r: r["bimodality"])
-    mid = [r for r in rows if 0.2 <= r["acc_mean"] <= 0.9]
-    out = {
-        "min_bimodality": {
-            k: low[k] for k in ("epoch", "bimodality", "bimodality_null", "acc_mean")
-        },
-        "final_acc": rows[-1]["acc_mean"],
-        "learning_epochs": [r["epoch"] for r in mid],
+    out["min_bimodality"] = {
+        k: low[k] for k in ("epoch", "bimodality", "bimodality_null", "acc_mean")
     }
+    half = min(rows, key=lambda r: abs(r["acc_mean"] - 0.5))
+    out["at_half_accuracy"] = {
+        k: half[k]
+        for k in (
+            "epoch",
+            "acc_mean",
+            "bimodality",
+            "bimodality_null",
+            "strict_agreement",
+            "random_agreement",
+        )
+    }
+    mid = [r for r in rows if 0.2 <= r["acc_mean"] <= 0.9]
+    out["learning_epochs"] = [r["epoch"] for r in mid]
     if mid:
         out["learning_bimodality"] = sum(r["bimodality"] for r in mid) / len(mid)
         out["learning_null"] = sum(r["bimodality_null"] for r in mid) / len(mid)
@@ -79,15 +105,29 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="only recompute the summaries and redraw report.md / report.png from report.json",
+    )
     ap.add_argument("--workspace", default=str(ROOT / "workspace"))
     ap.add_argument("--out", default=str(ROOT / "reports" / "random-labels"))
     args = ap.parse_args()
+
+    out = Path(args.out)
+    if args.render:
+        report = json.loads((out / "report.json").read_text())
+        for arms in report["datasets"].values():
+            for arm in ("true", "random"):
+                for split in ("train", "test"):
+                    arms[arm][f"summary_{split}"] = summarise(arms[arm]["epochs"][split])
+        write(report, out)
+        return
 
     from curate.cli import main as curate
     from curate.sql import fetch
     from curate.workspace import Workspace
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ws = Workspace.resolve(args.workspace)
     settings = {
@@ -150,11 +190,32 @@ def main() -> None:
                 "epochs": by_split,
             }
         report["datasets"][ds] = arms
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    write(report, out)
+
+
+def _finite(x):
+    """NaN (bimodality of a constant TP-agreement, every member right) as JSON null."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and x != x:
+        return None
+    return x
+
+
+def write(report: dict, out: Path) -> None:
+    """report.json, report.md and report.png into `out`."""
+    (out / "report.json").write_text(json.dumps(_finite(report), indent=1))
     plot(report, out / "report.png")
     (out / "report.md").write_text(markdown(report))
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.json'}, {out / 'report.png'}, {out / 'report.md'}")
+
+
+def _fmt(v, digits: int) -> str:
+    """A number for the Markdown table; undefined (every member right) as n/a."""
+    return "n/a" if v is None or v != v else f"{v:.{digits}f}"
 
 
 def markdown(report: dict) -> str:
@@ -178,48 +239,68 @@ def markdown(report: dict) -> str:
             ]
             for split in ("train", "test"):
                 for r in a["epochs"][split]:
-                    lines.append(
-                        f"{split} | {r['epoch']} | {r['acc_mean']:.3f} | {r['bimodality']:.2f} | "
-                        f"{r['bimodality_null']:.2f} | {r['strict_agreement']:.3f} | "
-                        f"{r['random_agreement']:.3f}"
-                    )
-            lines += ["", f"summary (train): `{json.dumps(a['summary_train'])}`", ""]
+                    cells = [
+                        _fmt(r[k], d)
+                        for k, d in (
+                            ("acc_mean", 3),
+                            ("bimodality", 2),
+                            ("bimodality_null", 2),
+                            ("strict_agreement", 3),
+                            ("random_agreement", 3),
+                        )
+                    ]
+                    lines.append(" | ".join([split, str(r["epoch"]), *cells]))
+            lines += [
+                "",
+                f"summary (train): `{json.dumps(a['summary_train'])}`",
+                "",
+                f"summary (test): `{json.dumps(a['summary_test'])}`",
+                "",
+            ]
     return "\n".join(lines)
 
 
 def plot(report: dict, path: Path) -> None:
-    """One row per dataset: train accuracy, bimodality against its null, strict against random
-    agreement, per epoch, true labels (solid) and random labels (dashed)."""
+    """One row per dataset: train accuracy per epoch; TP-agreement bimodality and its null per
+    epoch and against mean accuracy (epochs at accuracy <= 0.95, see `summarise`); strict against
+    random agreement per epoch. True labels blue, random labels red; nulls and baselines dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    nan = float("nan")
     names = list(report["datasets"])
-    fig, axes = plt.subplots(len(names), 3, figsize=(13, 3.6 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 4, figsize=(17, 3.8 * len(names)), squeeze=False)
     for row, ds in zip(axes, names, strict=True):
-        for arm, style in (("true", "-"), ("random", "--")):
-            ep = report["datasets"][ds][arm]["epochs"]["train"]  # noqa: B023
+        for arm, c in (("true", "C0"), ("random", "C3")):
+            ep = report["datasets"][ds][arm]["epochs"]["train"]
+            ep = [{k: nan if v is None else v for k, v in r.items()} for r in ep]
             x = [r["epoch"] for r in ep]
-            row[0].plot(x, [r["acc_mean"] for r in ep], style, label=f"{arm} labels")
-            row[1].plot(
-                x, [r["bimodality"] for r in ep], style, c="C0", label=f"{arm}: TP-agreement"
-            )
-            row[1].plot(x, [r["bimodality_null"] for r in ep], style, c="C1", label=f"{arm}: null")
-            row[2].plot(
-                x, [r["strict_agreement"] for r in ep], style, c="C0", label=f"{arm}: strict"
-            )
-            row[2].plot(
-                x, [r["random_agreement"] for r in ep], style, c="C1", label=f"{arm}: random"
-            )
+            acc = [r["acc_mean"] for r in ep]
+            ok = [r["epoch"] >= 1 and r["acc_mean"] <= 0.95 for r in ep]
+            b = [r["bimodality"] if k else nan for r, k in zip(ep, ok, strict=True)]
+            b0 = [r["bimodality_null"] if k else nan for r, k in zip(ep, ok, strict=True)]
+            row[0].plot(x, acc, c=c, label=f"{arm} labels")
+            row[1].plot(x, b, c=c, marker=".", label=f"{arm}: TP-agreement")
+            row[1].plot(x, b0, c=c, ls=":", label=f"{arm}: independent null")
+            row[2].plot(acc, b, c=c, marker=".", label=f"{arm}: TP-agreement")
+            row[2].plot(acc, b0, c=c, ls=":", label=f"{arm}: null")
+            row[3].plot(x, [r["strict_agreement"] for r in ep], c=c, label=f"{arm}: strict")
+            row[3].plot(x, [r["random_agreement"] for r in ep], c=c, ls=":", label=f"{arm}: random")
         row[0].set_ylabel(f"{ds}\nmean train accuracy")
-        row[1].set_ylabel("bimodality (lower = more bimodal)")
-        row[2].set_ylabel("agreement (train)")
-        for ax in row:
+        row[1].set_ylabel("bimodality, train (lower = more bimodal)")
+        row[2].set_ylabel("bimodality, train")
+        row[3].set_ylabel("agreement, train")
+        for ax in (row[0], row[1], row[3]):
             ax.set_xlabel("epoch")
+        row[2].set_xlabel("mean train accuracy")
+        row[1].set_ylim(0, 3)
+        row[2].set_ylim(0, 3)
+        for ax in row:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
 
 
 if __name__ == "__main__":
