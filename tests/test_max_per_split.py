@@ -50,3 +50,12 @@ def test_fewer_instances_than_n_keeps_them_all(tmp_path):
     finally:
         con.close()
     assert counts == {"train": 20, "test": 10}
+
+
+def test_datasets_ingested_before_the_key_are_unchanged():
+    """An ingest without the key records no key, so older datasets are not 'changed settings'."""
+    from curate.config import DatasetConfig
+    from curate.data.ingest import content_config
+
+    assert "max_per_split" not in content_config(DatasetConfig())
+    assert content_config(DatasetConfig(max_per_split=5))["max_per_split"] == 5

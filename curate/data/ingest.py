@@ -234,6 +234,8 @@ def content_config(cfg: DatasetConfig) -> dict:
         out["labels"] = label_files.digest(cfg.labels)  # the file's content, not where it lies
     else:
         del out["labels"]  # absent, as in datasets ingested before the key existed
+    if not cfg.max_per_split:
+        del out["max_per_split"]  # likewise: every instance, as before the key existed
     return out
 
 
