@@ -198,3 +198,32 @@ def test_learner_is_the_strategy_flag():
 
     args = build_parser().parse_args(["train", "digits", "--learner", "gboost"])
     assert load_recipe("digits", [], _flags(args, _TRAIN_FLAGS)).train.strategy == "gboost"
+
+
+@pytest.mark.slow
+def test_boosting_on_embeddings_of_a_jpeg_dataset(tmp_path):
+    """Pixels of a JPEG dataset are not in memory, but a network's embeddings are: AdaBoost fits
+    them (the eval pass streams the images through ffcv)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        for c in ("a", "b"):
+            d = tmp_path / "imgs" / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                px = rng.integers(0, 255, (70, 80, 3), dtype=np.uint8)  # > 64 px: stored as JPEG
+                Image.fromarray(px).save(d / f"{i}.png")
+    sets = [f"dataset.source={tmp_path / 'imgs'}", "loader.crop_size=16", "loader.batch_size=4"]
+    sets += ["score.stats=false", "train.members=2"]
+    base = ["run", "imagefolder", "--workspace", str(tmp_path / "ws")]
+    base += [x for s in sets for x in ("--set", s)]
+    net = ["--set", "train.arch=mlp", "--set", "train.strategy=separate", "--set", "train.epochs=1"]
+    assert main([*base, "--run-name", "net", *net]) == 0
+    ada = ["--set", "train.strategy=adaboost", "--set", "train.features=net"]
+    assert main([*base, "--run-name", "ada", *ada, "--set", "train.epochs=2"]) == 0
+    cache = tmp_path / "ws" / "runs" / "net" / "embeddings" / "member=0" / "epoch=1"
+    with np.load(cache / "train.npz") as z:
+        assert z["x"].shape == (12, 256) and sorted(z["idx"]) == list(range(12))
+    shard = shard_path(tmp_path / "ws" / "runs" / "ada", "eval", "test", 1, 2)
+    assert len(pq.read_table(shard)) == 6
