@@ -13,7 +13,12 @@ strongly bimodal on the true labels. Per dataset this script
    (`reports/random-labels/report.json`, `report.png`, `report.md`).
 
     python pipelines/random_labels_control.py [--datasets mnist cifar10] [--n 5000] [--epochs 40]
-        [--members 8] [--seed 0] [--workspace workspace] [--out reports/random-labels]
+        [--members 8] [--seed 0] [--set train.threads=1] [--workspace workspace]
+        [--out reports/random-labels]
+    python pipelines/random_labels_control.py --render     (redraw the report from report.json)
+
+Results of earlier runs of other datasets stay in report.json. `reports/random-labels/README.md`
+gives the commands behind the committed report and what it shows.
 """
 
 from __future__ import annotations
