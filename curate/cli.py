@@ -103,6 +103,7 @@ _TRAIN_FLAGS = {
     "strategy": "train.strategy",
     "seed": "train.seed",
     "curriculum": "train.curriculum",
+    "features": "train.features",
 }
 
 
@@ -140,7 +141,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "resnet18, resnet50, densenet121, vgg16)",
     )
     p.add_argument("--device", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--strategy", help="auto, fused, separate, or another learner: adaboost, gboost")
+    p.add_argument(
+        "--strategy",
+        "--learner",
+        dest="strategy",
+        help="the learner: auto, fused, separate, or one that is not a network: adaboost, gboost",
+    )
     p.add_argument("--seed", type=int, help="recipe seed; every member's seeds derive from it")
     p.add_argument(
         "--run-name",
@@ -150,6 +156,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--curriculum", help="train with an ordering exported by `curate curriculum` (.npy or .csv)"
+    )
+    p.add_argument(
+        "--features",
+        metavar="RUN",
+        help="adaboost/gboost: fit the penultimate-layer embeddings of network run RUN on the same "
+        "dataset instead of the pixels (train.features)",
     )
 
 

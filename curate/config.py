@@ -98,6 +98,9 @@ class DatasetConfig:
     train_per_class: int = opt(0, ge=0)  # 0 = the control's default
     test_per_class: int = opt(0, ge=0)
     image_size: int = opt(32, ge=1)
+    # keep only the first N instances of every split (source order; 0 = all): small experiments,
+    # e.g. random labels a small network can memorise in CPU minutes
+    max_per_split: int = opt(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,10 @@ class TrainConfig:
     dropout: bool = True
     # an ordering from `curate curriculum` (.npy/.csv beside its .json): paced batches
     curriculum: str = ""
+    # what the staged learners (adaboost, gboost) fit: "pixels" (the normalised pixels), or the name
+    # of a finished network run on the same dataset whose member 0's penultimate layer embeds them
+    # (curate.train.embeddings); networks always train on pixels
+    features: str = opt("pixels", name=True)
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,8 @@ def content_config(cfg: DatasetConfig) -> dict:
         out["labels"] = label_files.digest(cfg.labels)  # the file's content, not where it lies
     else:
         del out["labels"]  # absent, as in datasets ingested before the key existed
+    if not cfg.max_per_split:
+        del out["max_per_split"]  # likewise: every instance, as before the key existed
     return out
 
 
@@ -271,6 +273,8 @@ def default_name(cfg: DatasetConfig) -> str:
             name = stem
         else:
             name = cfg.format
+    if cfg.max_per_split and not cfg.name:
+        name = f"{name}-first{cfg.max_per_split}"
     if cfg.random_labels is not None and "random" not in name:
         name = f"{name}-random-labels-{cfg.random_labels}"
     if cfg.labels and not cfg.name:
@@ -316,6 +320,8 @@ def _ingest_locked(
             f"--labels replaces class indices; {cfg.format} labels are class sets (bitmasks), "
             "which a label file cannot give yet. Ingest without --labels"
         )
+    if cfg.max_per_split:
+        src.splits = [first_n(s, cfg.max_per_split) for s in src.splits]
     given = (
         label_files.read_label_file(
             cfg.labels, src.class_names, {s.name: len(s.labels) for s in src.splits}
@@ -374,6 +380,28 @@ def _unchanged(
         f"dataset {name!r} is already in {ws.catalog} but {what}; rerun with --force to "
         f"rebuild it (this replaces {target}), or ingest under another --name"
     )
+
+
+def first_n(s: Split, n: int) -> Split:
+    """The first `n` instances of split `s` (all when it has fewer), every per-image field cut alike.
+
+    Parameters
+    ----------
+    s : a split as a source reads it.
+    n : how many instances to keep, >= 1.
+
+    Returns
+    -------
+    A new Split; `s` is unchanged.
+    """
+    cut = {
+        f.name: getattr(s, f.name)[:n]
+        for f in dataclasses.fields(s)
+        if f.name in ("labels", "idx", "images", "files", "file_ids", "refs", "source_index")
+        and getattr(s, f.name) is not None
+    }
+    attrs = {k: v[:n] for k, v in s.attributes.items()}
+    return dataclasses.replace(s, **cut, attributes=attrs, skipped=list(s.skipped))
 
 
 def _prepare(s: Split, cfg: DatasetConfig, workers: int) -> _Prepared:

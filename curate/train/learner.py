@@ -25,6 +25,7 @@ from curate.data.loader import DatasetInfo
 from curate.errors import CurateError
 from curate.train.feed import Feed
 from curate.train.logits import Predictions
+from curate.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class TrainSetup:
     feed: Feed  # batches of every split
     seeds: dict[int, dict[str, int]]  # member -> its seeds (curate.train.seeds.member_seeds)
     device: torch.device
+    ws: Workspace | None = None  # the workspace, for learners that read more than the feed
 
 
 class Unit(ABC):
@@ -73,6 +75,7 @@ class Learner(ABC):
     name = ""  # set by @register
     # trains on multilabel data (class-set bitmask labels, curate.data.voc): the neural learners
     multilabel = False
+    takes_features = False  # fits train.features (a network run's embeddings), not only pixels
 
     def __init__(self, setup: TrainSetup):
         self.setup = setup

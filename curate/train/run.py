@@ -22,6 +22,7 @@ from curate.errors import CurateError
 from curate.locks import run_lock
 from curate.train import predlog
 from curate.train.catalog import record_run
+from curate.train.embeddings import PIXELS, source_run
 from curate.train.feed import make_feed
 from curate.train.learner import TrainSetup, learner_class, learner_names
 from curate.train.learners.neural import auto_strategy
@@ -77,14 +78,31 @@ def check_multilabel(recipe: Recipe, info: DatasetInfo, strategy: str) -> None:
         )
 
 
+def check_learner(ws: Workspace, recipe: Recipe, info: DatasetInfo, strategy: str) -> None:
+    """Refuse, before any data is loaded or any file written, what `strategy` cannot train: the
+    learner's own check, class-set (multilabel) data, and `train.features` (a network run's
+    embeddings, for the staged learners only)."""
+    learner = learner_class(strategy)
+    learner.check(recipe, info)
+    if info.multilabel:
+        check_multilabel(recipe, info, strategy)
+    features = recipe.train.features
+    if features != PIXELS:
+        if not learner.takes_features:
+            staged = [n for n in learner_names() if learner_class(n).takes_features]
+            raise CurateError(
+                f"train.features = {features!r} (--features) is for the staged learners "
+                f"({', '.join(staged)}); strategy {strategy} trains on pixels: drop --features or "
+                "pass --learner adaboost"
+            )
+        source_run(ws, features, info.name)  # exists, same dataset, finished, a network
+
+
 def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
     t = recipe.train
     where = place(t.device, t.threads)
     dataset = default_name(recipe.dataset)
     info = dataset_info(dataset, ws)
-    identity = run_identity(recipe, dataset)
-    run_dir = prepare_run_dir(ws, run, identity) if where.rank == 0 else ws.run_dir(run)
-    where.barrier()
     if "train" not in info.splits:
         raise CurateError(
             f"dataset {dataset!r} has no 'train' split (splits: {', '.join(info.splits)})"
@@ -92,15 +110,16 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
     strategy = (
         t.strategy if t.strategy != "auto" else auto_strategy(t.arch, info.storage, where.device)
     )
-    learner_class(strategy).check(recipe, info)
-    if info.multilabel:
-        check_multilabel(recipe, info, strategy)
+    check_learner(ws, recipe, info, strategy)
+    identity = run_identity(recipe, dataset)  # written only once the recipe is known to train
+    run_dir = prepare_run_dir(ws, run, identity) if where.rank == 0 else ws.run_dir(run)
+    where.barrier()
 
     seeds = {m: member_seeds(t.seed, m) for m in range(t.members)}
     todo = [m for m in where.members(t.members) if predlog.last_done_epoch(run_dir, m) < t.epochs]
     if todo:
         feed = make_feed(info, ws, recipe, where.device, seeds)
-        learner = learner_class(strategy)(TrainSetup(recipe, info, feed, seeds, where.device))
+        learner = learner_class(strategy)(TrainSetup(recipe, info, feed, seeds, where.device, ws))
         total = steps_to_do(learner, todo, run_dir, t.epochs)
         show = not quiet and where.rank == 0
         with tqdm(

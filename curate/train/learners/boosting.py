@@ -7,9 +7,12 @@ epoch e is the staged decision function after e stages (`staged_decision_functio
 `staged_predict_proba`), so epochs 2..E cost only the predictions. When AdaBoost stops early (a
 perfect or a useless stage), later epochs repeat its last stage.
 
-Features are the normalised pixels, flattened: `(N, C H W)`.
+Features (`train.features`) are the normalised pixels, flattened: `(N, C H W)`, or the
+penultimate-layer embeddings of a finished network run on the same dataset (`--features RUN`,
+`curate.train.embeddings`: member 0's network, computed once and cached under that run).
 
-    curate train digits --strategy adaboost          (or --set train.strategy=gboost)
+    curate train digits --learner adaboost           (or --set train.strategy=gboost)
+    curate train digits --learner adaboost --features digits --run-name ada-emb
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from curate.config import Recipe
 from curate.data.augment import normalize
 from curate.data.loader import DatasetInfo
 from curate.errors import CurateError
+from curate.train import embeddings
 from curate.train.learner import Learner, Unit, register
 from curate.train.logits import Predictions, logit_stats
 
@@ -83,17 +87,20 @@ class StagedUnit(Unit):
 class StagedLearner(Learner):
     """What AdaBoost and gradient boosting share: features, bootstrap samples, staged outputs."""
 
+    takes_features = True
+
     @classmethod
     def check(cls, recipe: Recipe, info: DatasetInfo) -> None:
-        if info.storage == "jpeg":
+        if info.storage == "jpeg" and recipe.train.features == embeddings.PIXELS:
             raise CurateError(
                 f"strategy {cls.name} reads pixels in memory; this dataset is stored as JPEG "
-                "(train it with a network, or ingest it raw)"
+                "(train it with a network, fit embeddings with --features RUN, or ingest it raw)"
             )
 
     def __init__(self, setup):
         super().__init__(setup)
-        if not hasattr(setup.feed, "splits"):
+        self.on_pixels = setup.recipe.train.features == embeddings.PIXELS
+        if self.on_pixels and not hasattr(setup.feed, "splits"):
             raise CurateError(f"strategy {self.name} needs the dataset in memory")
         self.num_classes = setup.info.num_classes
         self._features: dict[str, tuple] = {}
@@ -102,9 +109,18 @@ class StagedLearner(Learner):
     def steps_per_epoch(self) -> int:
         return 1  # one stage
 
-    def features(self, split: str):
+    def features(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x (N, D) float32, y (N,), idx (N,) of a split: pixels or a network run's embeddings."""
         if split not in self._features:
-            self._features[split] = split_features(self.setup.feed, split)
+            if self.on_pixels:
+                self._features[split] = split_features(self.setup.feed, split)
+            else:
+                s = self.setup
+                if s.ws is None:
+                    raise CurateError(f"strategy {self.name} with train.features needs a workspace")
+                dataset = s.info.name
+                src = embeddings.source_run(s.ws, s.recipe.train.features, dataset)
+                self._features.update(embeddings.split_embeddings(s.ws, src, dataset, s.device))
         return self._features[split]
 
     def build(self, members: list[int]) -> StagedUnit:
