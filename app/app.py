@@ -291,7 +291,38 @@ def view_stats(path, run, split):
     curves = cached("agreement_curves", path, run, split)
     if curves.empty:
         st.info("no image statistics for this dataset yet: run `curate stats DATASET`")
+    else:
+        statistic_charts(path, run, split, curves)
+    category_charts(path, run, split)
+
+
+def category_charts(path, run, split):
+    """Pliushch Fig. 6c: per category of a categorical attribute, the all-correct fraction per epoch."""
+    cats = cached("category_curves", path, run, split)
+    if cats.empty:
         return
+    st.subheader("strict agreement per category")
+    attribute = st.selectbox("attribute", sorted(cats["attribute"].unique()))
+    c = cats[cats["attribute"] == attribute]
+    if c["category"].nunique() > 20:  # too many lines to read: the last epoch, ranked
+        last = c[c["epoch"] == c["epoch"].max()].sort_values("frac_strict")
+        st.caption(f"{last['category'].nunique()} categories: the last epoch, hardest first")
+        st.dataframe(last, hide_index=True)
+        return
+    st.altair_chart(
+        alt.Chart(c, title=f"fraction of each {attribute}'s instances every member gets right")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch"),
+            y=alt.Y("frac_strict:Q", title="all members correct (fraction)"),
+            color="category:N",
+            tooltip=list(c.columns),
+        ),
+        width="stretch",
+    )
+
+
+def statistic_charts(path, run, split, curves):
     st.dataframe(cached("correlation_table", path, run, split), hide_index=True)
     stat = st.selectbox("statistic", sorted(curves["statistic"].unique()))
     c = curves[curves["statistic"] == stat]

@@ -211,6 +211,19 @@ def agreement_curves(con, run: str, split: str) -> pd.DataFrame:
     )
 
 
+def category_curves(con, run: str, split: str) -> pd.DataFrame:
+    """Per categorical attribute (class_name, illumination, pose, ...), category and epoch: n and
+    the fraction of the category's instances every member gets right (`category_agreement`)."""
+    if not _has_columns(con, "category_agreement", "attribute"):
+        return pd.DataFrame(columns=["attribute", "category", "epoch", "n", "frac_strict"])
+    return _q(
+        con,
+        "SELECT attribute, category, epoch, n, frac_strict FROM category_agreement "
+        "WHERE run = ? AND split = ? ORDER BY attribute, category, epoch",
+        [run, split],
+    )
+
+
 def correlation_table(con, run: str, split: str) -> pd.DataFrame:
     return _q(
         con,
@@ -384,6 +397,7 @@ QUERIES = {
         instance_detail,
         prediction_timeline,
         agreement_curves,
+        category_curves,
         correlation_table,
         scatter_sample,
         consistency_matrix,

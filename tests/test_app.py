@@ -61,6 +61,17 @@ def test_query_functions(ws, con):
     curves = explore.agreement_curves(con, "digits", "test")
     assert set(curves["statistic"]) >= {"dct_pct", "segment_count"}
     assert len(explore.scatter_sample(con, "digits", "train", "dct_pct", n=100)) == 100
+    cats = explore.category_curves(con, "digits", "test")
+    last = cats[(cats["attribute"] == "class_name") & (cats["epoch"] == cats["epoch"].max())]
+    assert last["n"].sum() == 359 and len(last) == 10
+    e = int(cats["epoch"].max())
+    strict = con.execute(  # every member right at epoch e, per class, straight from the scores
+        "SELECT class_name, avg((correct_by_epoch[?] = members)::INT) AS f FROM difficulty "
+        "WHERE run = 'digits' AND split = 'test' GROUP BY class_name",
+        [e + 1],
+    ).df()
+    got = last.set_index("category")["frac_strict"]
+    assert np.allclose(strict.set_index("class_name")["f"].reindex(got.index), got)
     mat = explore.consistency_matrix(con, "digits", "test")
     assert mat.shape == (4, 4) and np.allclose(np.diag(mat), 1) and np.allclose(mat, mat.T)
     imgs = explore.thumbnails(ws, "digits", "test", [5, 1, 3])
@@ -112,6 +123,9 @@ def test_every_view_renders(ws, monkeypatch, view):
     assert at.header[0].value == view
     if view == "Subset explorer":
         assert any("images; page" in n.label for n in at.number_input)
+    if view == "Agreement vs statistics":  # the per-category curves, class_name at least
+        assert "strict agreement per category" in [h.value for h in at.subheader]
+        assert "class_name" in next(s for s in at.selectbox if s.label == "attribute").options
     if view == "SQL console":
         at.text_area[0].set_value("SELECT count(*) AS n FROM instances").run()
         at.button[0].click().run()
