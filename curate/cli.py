@@ -211,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from curate.stats.compute import compute_stats
 
         print(f"== image statistics of {res.dataset}")
-        compute_stats(res.dataset, ws)
+        compute_stats(res.dataset, ws, pmi=recipe.score.pmi)
     print(
         f"== train {recipe.name}: {recipe.train.members} x {recipe.train.arch}, {recipe.train.epochs} epochs"
     )
@@ -244,7 +244,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     if not args.dataset:
         raise CurateError("name the dataset: curate stats DATASET (or --reference)")
-    n = compute_stats(args.dataset, ws, workers=args.workers)
+    n = compute_stats(args.dataset, ws, workers=args.workers, pmi=not args.no_pmi)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 writes the tables
     rows = compute_correlations(ws, args.dataset)
@@ -486,6 +486,11 @@ def _add_stats(sub) -> None:
     )
     p.add_argument("dataset", nargs="?", help="an ingested dataset")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    p.add_argument(
+        "--no-pmi",
+        action="store_true",
+        help="leave edge_strength_pmi out (seconds per image on large images; score.pmi = false)",
+    )
     p.add_argument(
         "--reference", action="store_true", help="print each statistic's distribution per dataset"
     )

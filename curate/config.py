@@ -164,6 +164,9 @@ class ScoreConfig:
     tol: int = opt(0, ge=0)  # ddd split tolerance: 0 = Meding's strict split, 1 = "all except one"
     compare_runs: tuple[str, ...] = ()
     stats: bool = True  # `curate run` computes image statistics before training
+    # image statistics include edge_strength_pmi, the costliest by far (about 5 CPU-ms for a 32 x 32
+    # image, seconds for a large one): off for ImageNet-sized datasets (`curate stats --no-pmi`)
+    pmi: bool = True
 
 
 @dataclass(frozen=True)

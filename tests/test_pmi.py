@@ -277,3 +277,40 @@ def test_dncuts_sparse_path_solves_the_generalised_problem():
     dense = linalg.eigh(np.diag(deg) - a + 1e-10 * np.eye(len(a)), np.diag(deg), eigvals_only=True)
     assert np.allclose(vals, dense[1 : pmi.N_VEC], rtol=1e-6, atol=1e-9)
     assert np.allclose(vecs.T @ vecs / len(vecs), np.eye(pmi.N_VEC - 1), atol=1e-6)  # whitened
+
+
+def test_no_pmi_leaves_the_column_null_and_the_rest_unchanged(tmp_path):
+    """`curate stats --no-pmi` (score.pmi = false): edge_strength_pmi NULL, every other statistic as
+    with it; turning it back on recomputes (the parts of a pass without it are not reused)."""
+    import duckdb
+    from conftest import ingest_cli
+    from PIL import Image
+
+    from curate.cli import main
+
+    root = tmp_path / "f"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            Image.fromarray(ref("disc32" if c == "a" else "two32")["image"]).save(
+                root / split / c / "x.png"
+            )
+    ws = tmp_path / "ws"
+    assert ingest_cli("imagefolder", "--source", str(root), "--workspace", str(ws)) == 0
+    w = ["--workspace", str(ws), "--workers", "1"]
+
+    def table():
+        con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+        try:
+            return con.execute("SELECT * FROM image_stats ORDER BY split, idx").df()
+        finally:
+            con.close()
+
+    assert main(["stats", "f", "--no-pmi", *w]) == 0
+    without = table()
+    assert without["edge_strength_pmi"].isna().all() and len(without) == 4
+    assert main(["stats", "f", *w]) == 0
+    with_pmi = table()
+    assert (with_pmi["edge_strength_pmi"] > 0).all()
+    rest = [c for c in with_pmi.columns if c != "edge_strength_pmi"]
+    assert with_pmi[rest].equals(without[rest])

@@ -42,8 +42,9 @@ STATS = sd.STATS
 CHUNK = 2048
 
 
-def stats_of_images(images: list[np.ndarray]) -> pd.DataFrame:
-    """Every statistic of a list of uint8 (H, W, C) images; batched where all share one small size."""
+def stats_of_images(images: list[np.ndarray], pmi_boundaries: bool = True) -> pd.DataFrame:
+    """Every statistic of a list of uint8 (H, W, C) images; batched where all share one small size.
+    Without `pmi_boundaries`, `edge_strength_pmi` is left NaN (not computed)."""
     n = len(images)
     out = {k: np.full(n, np.nan) for k in STATS}
     note = np.full(n, None, dtype=object)
@@ -67,7 +68,8 @@ def stats_of_images(images: list[np.ndarray]) -> pd.DataFrame:
     batched = not np.isnan(out["colourfulness"]).any()
     for i, a in enumerate(images):
         out["segment_count"][i] = sd.segment_count(a)
-        out["edge_strength_pmi"][i] = pmi.edge_strength_pmi(pmi.shrink(a), seed=0)
+        if pmi_boundaries:
+            out["edge_strength_pmi"][i] = pmi.edge_strength_pmi(pmi.shrink(a), seed=0)
         if not batched:
             out["colourfulness"][i] = sd.colourfulness(a)
         out["jpeg_bytes"][i] = sd.jpeg_bytes(a)
@@ -110,25 +112,30 @@ def _chunk_job_1(job: dict) -> pd.DataFrame:
                 ) from None
     else:
         images = list(job["pixels"])
-    df = stats_of_images(images)
+    df = stats_of_images(images, job["pmi"])
     df.insert(0, "idx", job["idx"].astype(np.int32))
     return df
 
 
-def _fingerprint(info) -> str:
-    return hashlib.blake2b(
-        json.dumps([__version__, info.name, info.storage, info.splits, list(STATS)]).encode(),
-        digest_size=8,
-    ).hexdigest()
+def _fingerprint(info, pmi_boundaries: bool) -> str:
+    what = [__version__, info.name, info.storage, info.splits, list(STATS)]
+    if not pmi_boundaries:
+        what.append("no edge_strength_pmi")
+    return hashlib.blake2b(json.dumps(what).encode(), digest_size=8).hexdigest()
 
 
-def compute_stats(dataset: str, ws: Workspace, workers: int = 0, quiet: bool = False) -> int:
-    """Compute (or resume) the statistics of every split; returns the number of instances."""
+def compute_stats(
+    dataset: str, ws: Workspace, workers: int = 0, quiet: bool = False, pmi: bool = True
+) -> int:
+    """Compute (or resume) the statistics of every split; returns the number of instances.
+
+    `pmi = False` leaves `edge_strength_pmi` NULL (score.pmi, `curate stats --no-pmi`): it costs
+    more than every other statistic together (seconds per image at ImageNet sizes)."""
     info = dataset_info(dataset, ws)
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     root = ws.root / "stats" / dataset
     stamp = root / "fingerprint"
-    fp = _fingerprint(info)
+    fp = _fingerprint(info, pmi)
     if stamp.exists() and stamp.read_text() != fp and rank == 0:
         import shutil
 
@@ -161,6 +168,7 @@ def compute_stats(dataset: str, ws: Workspace, workers: int = 0, quiet: bool = F
                             "idx": idx[s : s + CHUNK],
                             "files": None if files is None else files[s : s + CHUNK],
                             "pixels": None if pixels is None else pixels[s : s + CHUNK],
+                            "pmi": pmi,
                         },
                         part,
                     )
