@@ -308,3 +308,56 @@ def test_annotation_without_size_uses_the_jpeg(tmp_path):
         "SELECT value FROM image_attributes WHERE idx = 5 AND attribute = 'bbox_area_ratio'",
     )
     assert got == [(pytest.approx(8 / 64),)]
+
+
+def _xml_with(root, image_id, text):
+    (root / "Annotations" / f"{image_id}.xml").write_text(text)
+
+
+def test_xml_entities_refused_not_expanded(tmp_path, capsys):
+    """A DTD is never honoured: no external entity reads a local file, no entity expansion blows
+    up memory (whatever the expat version's own limits), the image is refused by name."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("dog")  # were it read, 000005 would ingest as a dog
+    body = (
+        "<annotation><size><width>8</width><height>8</height></size><object><name>&x;</name>"
+        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    laughs = '<!ENTITY l0 "dogdogdog">' + "".join(
+        f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10)
+    )
+    for dtd in (
+        f'<!DOCTYPE a [<!ENTITY x SYSTEM "file://{secret}">]>',
+        '<!DOCTYPE a [<!ENTITY x "dog">]>',  # even a harmless internal entity: VOC has none
+        f'<!DOCTYPE a [{laughs}<!ENTITY x "&l9;">]>',
+    ):
+        root = _one_root(tmp_path)
+        _xml_with(root, "000005", '<?xml version="1.0"?>' + dtd + body)
+        _refuse(tmp_path, capsys, root, "000005.xml", "DTD")
+
+
+def test_absurd_or_infinite_sizes(tmp_path, capsys):
+    # a 2 x 2 box in a 200,000 x 200,000 annotated image: computed without a 40 GB pixel mask
+    assert union_area_ratio([(1, 1, 2, 2)], 200_000, 200_000) == pytest.approx(4 / 4e10)
+    box = "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>{}</xmax><ymax>2</ymax></bndbox>"
+    for w, xmax in (("inf", "2"), ("8", "1e400"), ("nan", "2")):
+        root = _one_root(tmp_path)
+        _xml_with(
+            root,
+            "000005",
+            f"<annotation><size><width>{w}</width><height>8</height></size>"
+            f"<object><name>dog</name>{box.format(xmax)}</object></annotation>",
+        )
+        _refuse(tmp_path, capsys, root, "000005.xml", "not a number")
+    root = _one_root(tmp_path)
+    _xml_with(
+        root,
+        "000005",
+        "<annotation><size><width>200000</width><height>200000</height></size>"
+        f"<object><name>dog</name>{box.format(2)}</object></annotation>",
+    )
+    ws = tmp_path / "ws"
+    assert ingest_cli("voc", "--source", str(root), "--workspace", str(ws)) == 0
+    got = q(ws, "SELECT value FROM image_attributes WHERE idx = 5 AND attribute='bbox_area_ratio'")
+    assert got == [(pytest.approx(4 / 4e10),)]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,6 +71,8 @@ VOC_CLASSES = [
 _CLASS_BIT = {c: k for k, c in enumerate(VOC_CLASSES)}
 _ID = re.compile(r"^(\d{6})$|^(\d{4})_(\d{6})$")  # 000005 (VOC2007), 2008_000008 (VOC2012)
 ATTRIBUTES = ("object_count", "n_classes", "bbox_area_ratio", "truncated", "difficult")
+# bytes: a VOC annotation is about 1 KB; anything near this is not one, and is not read into memory
+MAX_XML_BYTES = 1 << 20
 
 
 class _Bad(Exception):
@@ -116,19 +119,48 @@ def _int(node: ET.Element | None, tag: str, path: Path, default: int | None = No
         raise _Bad(path, f"no <{tag}> in the annotation")
     try:
         return int(round(float(child.text)))  # some VOC2012 boxes are written as 273.5
-    except ValueError:
+    except (ValueError, OverflowError):  # 'abc', 'nan'; 'inf', '1e400'
         raise _Bad(path, f"<{tag}> is {child.text.strip()!r}, not a number") from None
+
+
+class _DTD(Exception):
+    """The document declares a DTD."""
+
+
+def _no_dtd(*_args) -> None:
+    raise _DTD
+
+
+def _xml_root(path: Path) -> ET.Element:
+    """The root element of an annotation that declares no DTD. VOC annotations have none; with
+    one, entities could read local files or expand without bound, so the file is refused before
+    any entity is parsed, whatever limits the expat library has."""
+    try:
+        if path.stat().st_size > MAX_XML_BYTES:
+            raise _Bad(path, f"the annotation is over {MAX_XML_BYTES} bytes; not a VOC annotation")
+        data = path.read_bytes()
+    except OSError as e:
+        raise _Bad(path, f"cannot read the annotation ({e.strerror})") from None
+    scan = xml.parsers.expat.ParserCreate()
+    scan.StartDoctypeDeclHandler = _no_dtd  # called at <!DOCTYPE, before its entities are read
+    scan.EntityDeclHandler = _no_dtd
+    try:
+        scan.Parse(data, True)
+        return ET.fromstring(data)
+    except _DTD:
+        raise _Bad(
+            path,
+            "the annotation declares a DTD (<!DOCTYPE>); VOC annotations have none, and its "
+            "entities are not expanded",
+        ) from None
+    except (xml.parsers.expat.ExpatError, ET.ParseError) as e:
+        raise _Bad(path, f"not well-formed XML ({e})") from None
 
 
 def parse_annotation(path: Path) -> VocAnnotation:
     """One VOC XML file. Raises `_Bad` naming the problem (unreadable XML, no object, an unknown
     class, a box without coordinates). A missing or zero <size> gives width = height = 0."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise _Bad(path, f"not well-formed XML ({e})") from None
-    except OSError as e:
-        raise _Bad(path, f"cannot read the annotation ({e.strerror})") from None
+    root = _xml_root(path)
     size = root.find("size")
     # 0 = not annotated: `image_size` then reads the JPEG's own header
     width, height = _int(size, "width", path, default=0), _int(size, "height", path, default=0)
@@ -161,13 +193,25 @@ def parse_annotation(path: Path) -> VocAnnotation:
 def union_area_ratio(boxes: list[tuple[int, int, int, int]], width: int, height: int) -> float:
     """Area of the union of boxes (1-based inclusive pixel coordinates, clipped to the image) over
     the image's area, both in pixels; in [0, 1]. Overlaps count once."""
-    covered = np.zeros((height, width), bool)
+    # on the grid of the boxes' own edges (half-open pixel intervals), not a mask of the image:
+    # an annotated size of 200,000 x 200,000 px would need 40 GB
+    clipped = []
     for x0, y0, x1, y1 in boxes:
-        x0, y0 = max(x0, 1), max(y0, 1)
+        x0, y0 = max(x0, 1) - 1, max(y0, 1) - 1
         x1, y1 = min(x1, width), min(y1, height)
-        if x1 >= x0 and y1 >= y0:
-            covered[y0 - 1 : y1, x0 - 1 : x1] = True
-    return float(covered.mean())
+        if x1 > x0 and y1 > y0:
+            clipped.append((x0, y0, x1, y1))
+    if not clipped or width <= 0 or height <= 0:
+        return 0.0
+    xs = np.unique([c for b in clipped for c in (b[0], b[2])])
+    ys = np.unique([c for b in clipped for c in (b[1], b[3])])
+    covered = np.zeros((len(ys) - 1, len(xs) - 1), bool)
+    for x0, y0, x1, y1 in clipped:
+        i0, i1 = np.searchsorted(ys, [y0, y1])
+        j0, j1 = np.searchsorted(xs, [x0, x1])
+        covered[i0:i1, j0:j1] = True
+    cell = np.outer(np.diff(ys).astype(float), np.diff(xs).astype(float))  # px^2
+    return float((cell * covered).sum() / (float(width) * float(height)))
 
 
 def annotation_label(ann: VocAnnotation, ignore_difficult: bool) -> int:
