@@ -361,3 +361,9 @@ def test_absurd_or_infinite_sizes(tmp_path, capsys):
     assert ingest_cli("voc", "--source", str(root), "--workspace", str(ws)) == 0
     got = q(ws, "SELECT value FROM image_attributes WHERE idx = 5 AND attribute='bbox_area_ratio'")
     assert got == [(pytest.approx(4 / 4e10),)]
+
+
+def test_split_list_not_text(tmp_path, capsys):
+    root = _one_root(tmp_path)
+    (root / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"\xff\xfe\x00000005\n")
+    _refuse(tmp_path, capsys, root, "trainval.txt", "not a text file")

@@ -264,7 +264,15 @@ def _year_roots(root: Path) -> list[Path]:
 
 def _read_list(path: Path) -> list[str]:
     ids = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CurateError(
+            f"{path} is not a text file of image ids (not UTF-8); use the devkit's split lists"
+        ) from None
+    except OSError as e:
+        raise CurateError(f"cannot read {path} ({e.strerror}); check its permissions") from None
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
