@@ -177,6 +177,12 @@ def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     splits = []
     for name in ("train", "test"):
         entries = sorted(rows[name])  # material, sample, scale, image number
+        for a, b in zip(entries, entries[1:], strict=False):
+            if a[:4] == b[:4]:  # names differing only in case or extension: one shot twice
+                raise CurateError(
+                    f"{a[4]} and {b[4]} are the same image (sample {a[1]}, scale {a[2]}, im_{a[3]}) "
+                    "of one material; remove one of them"
+                )
         if not entries:
             raise CurateError(f"{root}: no readable KTH-TIPS2-b image in the {name} split")
         splits.append(
