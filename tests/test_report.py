@@ -329,3 +329,56 @@ def test_compare_runs_and_absent_parts(small_scored_ws, tmp_path):
     assert f"against run report-b: r = {r:.3f}" in html
     row = head[(head["quantity"] == "accessibility Pearson r against run report-b")]
     assert len(row) == 2 and row["value"].isna().all()  # no stored value to show
+
+
+def test_out_never_deletes_a_user_folder(small_scored_ws, tmp_path, capsys):
+    """A folder that merely holds a file named report.json (another tool's) is not a report: it is
+    refused, not replaced."""
+    ws = str(small_scored_ws)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / MARKER).write_text('{"passed": 3}')
+    (proj / "main.py").write_text("keep me")
+    assert main(["report", "digits", "--workspace", ws, "--out", str(proj)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not a report" in err and err.count("\n") == 1
+    assert (proj / "main.py").read_text() == "keep me"
+    # a parent that is a file, a parent that cannot be written: one error line, nothing made
+    (tmp_path / "afile").write_text("x")
+    for out, words in (
+        (tmp_path / "afile" / "sub", "not a folder"),
+        (tmp_path / "link", "symbolic link"),
+    ):
+        if out.name == "link":
+            out.symlink_to(proj)
+        assert main(["report", "digits", "--workspace", ws, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and words in err and err.count("\n") == 1, err
+    assert (tmp_path / "afile").read_text() == "x"
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_out_holding_user_files_or_the_workspace(report, small_scored_ws, tmp_path, capsys):
+    """A previous report is replaced, but not once the user has put a file of their own in it, nor
+    when the workspace or the --pairs folder lies inside it."""
+    import shutil
+
+    ws = str(small_scored_ws)
+    prev = tmp_path / "prev"
+    shutil.copytree(report, prev)
+    (prev / "stale.png").unlink(missing_ok=True)  # test_refusals' stand-in for a user's file
+    assert main(["report", "digits", "--workspace", ws, "--out", str(prev)]) == 0
+    capsys.readouterr()
+    (prev / "my notes.txt").write_text("keep me")
+    assert main(["report", "digits", "--workspace", ws, "--out", str(prev)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "my notes.txt" in err and err.count("\n") == 1
+    assert (prev / "my notes.txt").read_text() == "keep me"
+    (prev / "my notes.txt").unlink()
+    inner = prev / "ws"
+    inner.mkdir()
+    (inner / "catalog.duckdb").write_bytes((small_scored_ws / "catalog.duckdb").read_bytes())
+    assert main(["report", "digits", "--workspace", str(inner), "--out", str(prev)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "holds" in err and err.count("\n") == 1
+    assert (inner / "catalog.duckdb").is_file()
