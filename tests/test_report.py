@@ -382,3 +382,17 @@ def test_out_holding_user_files_or_the_workspace(report, small_scored_ws, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("error:") and "holds" in err and err.count("\n") == 1
     assert (inner / "catalog.duckdb").is_file()
+
+
+def test_a_killed_report_leaves_nothing_after_a_rerun(small_scored_ws, tmp_path):
+    """SIGKILL mid-write leaves the temporary folder beside --out (the old report intact); the
+    next report removes it. Another folder of a similar name is left alone."""
+    out = tmp_path / "rep"
+    killed = tmp_path / ".rep.k1ll_3d0.tmp"  # as atomic_path names it
+    killed.mkdir()
+    (killed / "hacohen_tpa_hist_train.png").write_bytes(b"half")
+    other = tmp_path / ".rep.mine.tmp"
+    other.mkdir()
+    assert main(["report", "digits", "--workspace", str(small_scored_ws), "--out", str(out)]) == 0
+    assert (out / HTML).is_file() and not killed.exists() and other.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rep.mine.tmp", "rep"]  # no lock left

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pandas as pd
 
 from curate import __version__
 from curate.errors import CurateError
+from curate.locks import exclusive
 from curate.workspace import Workspace, atomic_path
 
 MARKER = (
@@ -45,6 +48,15 @@ def _report_files(out: Path) -> set[str] | None:
     if not isinstance(marker["figures"], list):
         return None
     return {HTML, HEADLINE_CSV, MARKER, *map(str, marker["figures"])}
+
+
+def _remove_killed(out: Path) -> None:
+    """The temporary folders `atomic_path` left beside `out` when a report was killed (SIGKILL
+    runs no cleanup); called holding the folder's lock, so none is another report's work."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.tmp$")
+    for p in out.parent.iterdir():
+        if pattern.match(p.name) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def check_out(out: Path, keep: list[Path] = ()) -> None:
@@ -126,59 +138,62 @@ def build_report(
     if pairs_dir is not None:
         meding.read_pairs(pairs_dir)  # a bad --pairs fails before anything is drawn
     data = catalog.load(ws, run, compare)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        sections = [
-            pliushch.section(data, tmp),
-            hacohen.section(ws, data, tmp, compare),
-            meding.section(ws, data, tmp, pairs_dir),
-            reliability.section(data, tmp),
-        ]
-        info = data.info
-        E = int(data.epoch_metrics["epoch"].max())
-        facts = [
-            f"run {run}: {info['members']} x {info['arch']} ({info['strategy']}, {info['device']}) "
-            f"on {data.dataset}, {info['epochs']} epochs trained, epochs 1..{E} scored",
-            "splits: "
-            + ", ".join(
-                f"{s} ({int(sum(data.last(s)['correct_count_hist']))} images)" for s in data.splits
-            ),
-            f"split tolerance {int(data.epoch_metrics['tol'].iloc[-1])}; compared with: "
-            + (", ".join(compare) if compare else "the run's own two halves"),
-            f"built by curate {__version__} from {ws.catalog} at "
-            f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC",
-        ]
-        title = f"curate report: {run}"
-        (tmp / HTML).write_text(
-            page.render(tmp, title, facts, data.splits, sections), encoding="utf-8"
-        )
-        rows = [
-            {
-                "section": sec.key,
-                "quantity": h.quantity,
-                "paper": h.paper,
-                "split": split,
-                "value": h.values.get(split),
-                "shown": h.text(split),
-            }
-            for sec in sections
-            for h in sec.headlines
-            for split in data.splits
-        ]
-        pd.DataFrame(rows).to_csv(tmp / HEADLINE_CSV, index=False)
-        figures = [f.name for sec in sections for f in sec.figures]
-        (tmp / MARKER).write_text(
-            json.dumps(
-                {
-                    "run": run,
-                    "compare": compare,
-                    "pairs": str(pairs_dir) if pairs_dir else None,
-                    "workspace": str(ws.root),
-                    "version": __version__,
-                    "figures": figures,
-                    "notes": [n for sec in sections for n in sec.notes],
-                },
-                indent=1,
+    with exclusive(out.parent / f".{out.name}.lock", f"report folder {out}", "wait for it"):
+        _remove_killed(out)
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
+            sections = [
+                pliushch.section(data, tmp),
+                hacohen.section(ws, data, tmp, compare),
+                meding.section(ws, data, tmp, pairs_dir),
+                reliability.section(data, tmp),
+            ]
+            info = data.info
+            E = int(data.epoch_metrics["epoch"].max())
+            facts = [
+                f"run {run}: {info['members']} x {info['arch']} ({info['strategy']}, {info['device']}) "
+                f"on {data.dataset}, {info['epochs']} epochs trained, epochs 1..{E} scored",
+                "splits: "
+                + ", ".join(
+                    f"{s} ({int(sum(data.last(s)['correct_count_hist']))} images)"
+                    for s in data.splits
+                ),
+                f"split tolerance {int(data.epoch_metrics['tol'].iloc[-1])}; compared with: "
+                + (", ".join(compare) if compare else "the run's own two halves"),
+                f"built by curate {__version__} from {ws.catalog} at "
+                f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC",
+            ]
+            title = f"curate report: {run}"
+            (tmp / HTML).write_text(
+                page.render(tmp, title, facts, data.splits, sections), encoding="utf-8"
             )
-        )
+            rows = [
+                {
+                    "section": sec.key,
+                    "quantity": h.quantity,
+                    "paper": h.paper,
+                    "split": split,
+                    "value": h.values.get(split),
+                    "shown": h.text(split),
+                }
+                for sec in sections
+                for h in sec.headlines
+                for split in data.splits
+            ]
+            pd.DataFrame(rows).to_csv(tmp / HEADLINE_CSV, index=False)
+            figures = [f.name for sec in sections for f in sec.figures]
+            (tmp / MARKER).write_text(
+                json.dumps(
+                    {
+                        "run": run,
+                        "compare": compare,
+                        "pairs": str(pairs_dir) if pairs_dir else None,
+                        "workspace": str(ws.root),
+                        "version": __version__,
+                        "figures": figures,
+                        "notes": [n for sec in sections for n in sec.notes],
+                    },
+                    indent=1,
+                )
+            )
     return out
