@@ -396,3 +396,28 @@ def test_a_killed_report_leaves_nothing_after_a_rerun(small_scored_ws, tmp_path)
     assert main(["report", "digits", "--workspace", str(small_scored_ws), "--out", str(out)]) == 0
     assert (out / HTML).is_file() and not killed.exists() and other.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".rep.mine.tmp", "rep"]  # no lock left
+
+
+def test_an_unfinished_run_is_named_as_such(small_scored_ws, tmp_path, capsys):
+    """A run killed mid-training can be scored (its epochs so far) but has no `runs` row until its
+    training finishes: the report says so and how to finish it, not that the run does not exist."""
+    ws = Workspace(small_scored_ws)
+    from curate import db
+
+    with db.write(ws) as con:  # what `curate score` of a killed run leaves: scores, no runs row
+        con.execute(
+            "INSERT INTO epoch_metrics SELECT * REPLACE ('half' AS run) FROM epoch_metrics "
+            "WHERE run = 'digits'"
+        )
+    try:
+        for args in (["half"], ["digits", "--compare", "half"]):
+            out = tmp_path / "r"
+            w = ["--workspace", str(small_scored_ws), "--out", str(out)]
+            assert main(["report", *args, *w]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error:") and err.count("\n") == 1, err
+            assert "'half'" in err and "not finished" in err and "curate train" in err, err
+            assert not out.exists()
+    finally:
+        with db.write(ws) as con:
+            con.execute("DELETE FROM epoch_metrics WHERE run = 'half'")
