@@ -367,3 +367,16 @@ def test_split_list_not_text(tmp_path, capsys):
     root = _one_root(tmp_path)
     (root / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"\xff\xfe\x00000005\n")
     _refuse(tmp_path, capsys, root, "trainval.txt", "not a text file")
+
+
+def test_id_beyond_int32_refused_not_wrapped(tmp_path, capsys):
+    # 9999_999999 -> 9,999,999,999 does not fit the int32 idx: it was stored as 1,410,065,407
+    with pytest.raises(ValueError):
+        image_id_to_idx("9999_999999")
+    assert image_id_to_idx("2147_483647") == 2**31 - 1  # the largest that fits
+    root = make_voc_root(
+        tmp_path / "VOC2007",
+        {"9999_999999": (8, 8, [("dog", 1, 1, 4, 4, 0, 0)])},
+        {"trainval": ["9999_999999"]},
+    )
+    _refuse(tmp_path, capsys, root, "9999_999999", "not a VOC id")

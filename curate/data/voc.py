@@ -104,11 +104,15 @@ def label_names(label: int, class_names: list[str] = VOC_CLASSES) -> str:
 
 
 def image_id_to_idx(image_id: str) -> int:
-    """`000005` -> 5, `2008_000008` -> 2008000008; ValueError for any other form."""
+    """`000005` -> 5, `2008_000008` -> 2008000008; ValueError for any other form, and for a year
+    past 2147 (the idx would not fit an int32)."""
     m = _ID.match(image_id)
     if m is None:
         raise ValueError(image_id)
-    return int(m.group(1)) if m.group(1) else int(m.group(2) + m.group(3))
+    idx = int(m.group(1)) if m.group(1) else int(m.group(2) + m.group(3))
+    if idx >= 2**31:  # idx is int32 in the catalog and the .beton: 9999_999999 would wrap
+        raise ValueError(image_id)
+    return idx
 
 
 def _int(node: ET.Element | None, tag: str, path: Path, default: int | None = None) -> int:
