@@ -380,3 +380,29 @@ def test_id_beyond_int32_refused_not_wrapped(tmp_path, capsys):
         {"trainval": ["9999_999999"]},
     )
     _refuse(tmp_path, capsys, root, "9999_999999", "not a VOC id")
+
+
+def test_two_archives_of_one_name_refused(tmp_path, capsys):
+    """a/VOC.tar and b/VOC.tar would unpack into the same sources/VOC folder, the second over the
+    first: refused naming both, not reported as an image listed twice."""
+    import tarfile
+
+    a = make_voc_root(
+        tmp_path / "a" / "VOCdevkit" / "VOC2007",
+        {"000005": (8, 8, [("dog", 1, 1, 4, 4, 0, 0)])},
+        {"trainval": ["000005"]},
+    )
+    b = make_voc_root(
+        tmp_path / "b" / "VOCdevkit" / "VOC2007",
+        {"000009": (8, 8, [("cow", 1, 1, 4, 4, 0, 0)])},
+        {"test": ["000009"]},
+    )
+    tars = []
+    for d, root in (("ta", a), ("tb", b)):
+        (tmp_path / d).mkdir()
+        with tarfile.open(tmp_path / d / "VOC.tar", "w") as t:
+            t.add(root.parent, arcname="VOCdevkit")
+        tars.append(str(tmp_path / d / "VOC.tar"))
+    ws = tmp_path / "ws"
+    code = ingest_cli("voc", "--source", tars[0], "--source", tars[1], "--workspace", str(ws))
+    assert_refused(capsys, ws, code, tars[0], tars[1], "same name", "rename")

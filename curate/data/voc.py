@@ -357,8 +357,16 @@ def read_voc(cfg: DatasetConfig, ws: Workspace) -> SourceData:
         given = [""]  # resolve_source explains that --source is needed
     what = "a VOC devkit year folder (VOC2007/ with JPEGImages/, Annotations/, ImageSets/Main/)"
     roots = []
+    unpacked: dict[Path, str] = {}  # unpack folder -> the archive unpacked there
     for s in given:
         p = resolve_source(s, "voc", what, ws)
+        if Path(s).is_file():  # an archive, unpacked into sources/<its name>
+            first = unpacked.setdefault(p, s)
+            if Path(first).resolve() != Path(s).resolve():
+                raise CurateError(
+                    f"archives {first} and {s} have the same name, so they unpack into the same "
+                    f"folder {p}; rename one of them (e.g. after its year and contents)"
+                )
         if not p.is_dir():
             raise CurateError(f"{p} is not a folder; voc needs {what}")
         roots += _year_roots(p)
