@@ -355,3 +355,19 @@ def test_odd_case_names_read_and_case_twins_refused(tmp_path, capsys):
         upper.name,
         "same image",
     )
+
+
+def test_sample_folders_in_odd_case(tmp_path):
+    """Folder names are read as case-blind as file names: Sample_A is sample a (the test split)."""
+    base = make_kth_tree(tmp_path / "src")
+    (base / "cork" / "sample_a").rename(base / "cork" / "Sample_A")
+    (base / "wool" / "sample_b").rename(base / "wool" / "SAMPLE_B")
+    ws = tmp_path / "ws"
+    assert ingest_cli("kth-tips2b", "--source", str(tmp_path / "src"), "--workspace", str(ws)) == 0
+    assert query(ws, "SELECT counts FROM datasets") == [([18, 6],)]
+    got = query(
+        ws,
+        "SELECT split, category, count(*) FROM image_attributes WHERE attribute = 'sample' "
+        "GROUP BY ALL ORDER BY 1, 2",
+    )
+    assert got == [("test", "a", 6), ("train", "b", 6), ("train", "c", 6), ("train", "d", 6)]

@@ -147,13 +147,15 @@ def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     rows: dict[str, list[tuple]] = {"train": [], "test": []}
     skipped: dict[str, list] = {"train": [], "test": []}
     for label, material in enumerate(materials):
-        if not (material / f"sample_{TEST_SAMPLE}").is_dir():
+        folders = [e.name.lower() for e in material.iterdir() if e.is_dir()]  # case-blind
+        if f"sample_{TEST_SAMPLE}" not in folders:
             raise CurateError(
                 f"{material} has no sample_{TEST_SAMPLE}/ folder: the test split is sample "
                 f"{TEST_SAMPLE} of every material; restore it or remove the material folder"
             )
         for entry in sorted(filter(_visible, material.iterdir())):
-            sample = entry.name[len("sample_") :] if entry.name.startswith("sample_") else ""
+            low = entry.name.lower()  # Sample_A as sample_a, as file names are read
+            sample = low[len("sample_") :] if low.startswith("sample_") else ""
             if not entry.is_dir() or sample not in SAMPLES:
                 _refuse_or_skip(
                     entry,
