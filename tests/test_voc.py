@@ -406,3 +406,24 @@ def test_two_archives_of_one_name_refused(tmp_path, capsys):
     ws = tmp_path / "ws"
     code = ingest_cli("voc", "--source", tars[0], "--source", tars[1], "--workspace", str(ws))
     assert_refused(capsys, ws, code, tars[0], tars[1], "same name", "rename")
+
+
+def _bomb(jpeg):
+    """Rewrite a small JPEG's frame header to claim 65000 x 65000 px (4.2 gigapixels)."""
+    b = bytearray(jpeg.read_bytes())
+    i = b.find(b"\xff\xc0")  # SOF0: length (2), precision (1), height (2), width (2)
+    b[i + 5 : i + 9] = (65000).to_bytes(2, "big") * 2
+    jpeg.write_bytes(bytes(b))
+
+
+@pytest.mark.parametrize("with_size", [True, False])
+def test_decompression_bomb_refused_then_skipped(tmp_path, capsys, with_size):
+    root = _one_root(tmp_path)
+    victim = root / "JPEGImages" / "000006.jpg"
+    _bomb(victim)
+    if not with_size:  # then the reader itself opens the image for its size
+        xml = root / "Annotations" / "000006.xml"
+        text = xml.read_text()
+        xml.write_text(text[: text.index("\t<size>")] + text[text.index("</size>") + 7 :])
+    _refuse(tmp_path, capsys, root, "000006.jpg", "pixels", "--skip-corrupt")
+    _skip_lists(tmp_path, root, victim, "pixels", [5])

@@ -415,7 +415,7 @@ def _jpeg_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except (OSError, UnidentifiedImageError) as e:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise _Bad(
             path, f"its annotation has no <size> and the image is unreadable ({e})"
         ) from None
