@@ -427,3 +427,12 @@ def test_decompression_bomb_refused_then_skipped(tmp_path, capsys, with_size):
         xml.write_text(text[: text.index("\t<size>")] + text[text.index("</size>") + 7 :])
     _refuse(tmp_path, capsys, root, "000006.jpg", "pixels", "--skip-corrupt")
     _skip_lists(tmp_path, root, victim, "pixels", [5])
+
+
+def test_split_list_with_bom_and_crlf(tmp_path):
+    """A list saved by a Windows editor (UTF-8 byte-order mark, CRLF) reads as the devkit's."""
+    root = _one_root(tmp_path)
+    (root / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"\xef\xbb\xbf000005\r\n000006\r\n")
+    ws = tmp_path / "ws"
+    assert ingest_cli("voc", "--source", str(root), "--workspace", str(ws)) == 0
+    assert q(ws, "SELECT idx FROM instances WHERE split = 'train' ORDER BY idx") == [(5,), (6,)]

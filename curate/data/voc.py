@@ -269,7 +269,7 @@ def _year_roots(root: Path) -> list[Path]:
 def _read_list(path: Path) -> list[str]:
     ids = []
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of an id
     except UnicodeDecodeError:
         raise CurateError(
             f"{path} is not a text file of image ids (not UTF-8); use the devkit's split lists"
