@@ -421,3 +421,15 @@ def test_an_unfinished_run_is_named_as_such(small_scored_ws, tmp_path, capsys):
     finally:
         with db.write(ws) as con:
             con.execute("DELETE FROM epoch_metrics WHERE run = 'half'")
+
+
+def test_names_with_dollars_are_drawn_as_text(tmp_path):
+    """Run and class names are free text: 'm$^{$x' (a legal run name) stopped the report with
+    matplotlib's mathtext ParseSyntaxException; it is drawn as written."""
+    from curate.report import plot
+
+    fig, ax = plot.figure()
+    ax.set_title("run m$^{$x")
+    ax.plot([0, 1], [0, 1], label="class a$b$c$")
+    ax.legend()
+    assert plot.save(fig, tmp_path, "t.png") == "t.png" and (tmp_path / "t.png").stat().st_size
