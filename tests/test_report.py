@@ -433,3 +433,20 @@ def test_names_with_dollars_are_drawn_as_text(tmp_path):
     ax.plot([0, 1], [0, 1], label="class a$b$c$")
     ax.legend()
     assert plot.save(fig, tmp_path, "t.png") == "t.png" and (tmp_path / "t.png").stat().st_size
+
+
+def test_a_damaged_pairs_folder_is_refused(small_scored_ws, tmp_path, capsys):
+    """analysis.csv with text where counts belong, or a folder of that name: one error line."""
+    ws = str(small_scored_ws)
+    bad = tmp_path / "text"
+    bad.mkdir()
+    (bad / "analysis.csv").write_text("observer,n,correct,accuracy,p\nbob,x,y,z,w\n")
+    odd = tmp_path / "folder"
+    (odd / "analysis.csv").mkdir(parents=True)
+    for pairs, words in ((bad, "not a number"), (odd, "analysis.csv")):
+        out = tmp_path / "r"
+        args = ["report", "digits", "--workspace", ws, "--out", str(out), "--pairs", str(pairs)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and words in err and err.count("\n") == 1, err
+        assert not out.exists()
