@@ -436,3 +436,12 @@ def test_split_list_with_bom_and_crlf(tmp_path):
     ws = tmp_path / "ws"
     assert ingest_cli("voc", "--source", str(root), "--workspace", str(ws)) == 0
     assert q(ws, "SELECT idx FROM instances WHERE split = 'train' ORDER BY idx") == [(5,), (6,)]
+
+
+def test_root_whose_path_holds_the_separator(tmp_path):
+    """Roots are joined by the OS path separator (':'), which a folder name may hold itself."""
+    voc07, voc12 = small_devkit(tmp_path / "my:data")
+    ws = tmp_path / "ws"
+    code = ingest_cli("voc", "--source", str(voc07), "--source", str(voc12), "--workspace", str(ws))
+    assert code == 0
+    assert q(ws, "SELECT count(*) FROM instances WHERE split = 'train'") == [(4,)]

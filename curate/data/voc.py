@@ -243,8 +243,22 @@ def annotation_attributes(ann: VocAnnotation, label: int) -> dict[str, float]:
 
 
 def source_paths(source: str) -> list[str]:
-    """The roots named by `dataset.source`: paths joined by the OS path separator."""
-    return [p for p in source.split(os.pathsep) if p.strip()]
+    """The roots named by `dataset.source`: paths joined by the OS path separator. A path that
+    holds the separator itself (`my:data/VOC2007`) is kept whole when it exists."""
+    parts = source.split(os.pathsep)
+    out, i = [], 0
+    while i < len(parts):
+        j = next(
+            (
+                j
+                for j in range(len(parts), i, -1)  # the longest run of pieces that is a path
+                if j - i > 1 and Path(os.pathsep.join(parts[i:j])).exists()
+            ),
+            i + 1,
+        )
+        out.append(os.pathsep.join(parts[i:j]))
+        i = j
+    return [p for p in out if p.strip()]
 
 
 def _year_roots(root: Path) -> list[Path]:
