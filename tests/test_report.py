@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -348,6 +349,7 @@ def test_out_never_deletes_a_user_folder(small_scored_ws, tmp_path, capsys):
     for out, words in (
         (tmp_path / "afile" / "sub", "not a folder"),
         (tmp_path / "link", "symbolic link"),
+        (Path("/proc/curate-report"), "/proc"),  # no files can be made there, even by root
     ):
         if out.name == "link":
             out.symlink_to(proj)

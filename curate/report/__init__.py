@@ -138,7 +138,15 @@ def build_report(
     if pairs_dir is not None:
         meding.read_pairs(pairs_dir)  # a bad --pairs fails before anything is drawn
     data = catalog.load(ws, run, compare)
-    with exclusive(out.parent / f".{out.name}.lock", f"report folder {out}", "wait for it"):
+    lock = out.parent / f".{out.name}.lock"
+    try:  # permissions alone do not tell (root, /proc, a read-only mount): try it
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError as e:
+        raise CurateError(
+            f"--out {out}: cannot write in {out.parent} ({e.strerror}); choose another place"
+        ) from None
+    with exclusive(lock, f"report folder {out}", "wait for it"):
         _remove_killed(out)
         with atomic_path(out) as tmp:
             tmp.mkdir()
