@@ -197,25 +197,28 @@ def parse_annotation(path: Path) -> VocAnnotation:
 def union_area_ratio(boxes: list[tuple[int, int, int, int]], width: int, height: int) -> float:
     """Area of the union of boxes (1-based inclusive pixel coordinates, clipped to the image) over
     the image's area, both in pixels; in [0, 1]. Overlaps count once."""
-    # on the grid of the boxes' own edges (half-open pixel intervals), not a mask of the image:
-    # an annotated size of 200,000 x 200,000 px would need 40 GB
-    clipped = []
-    for x0, y0, x1, y1 in boxes:
-        x0, y0 = max(x0, 1) - 1, max(y0, 1) - 1
-        x1, y1 = min(x1, width), min(y1, height)
-        if x1 > x0 and y1 > y0:
-            clipped.append((x0, y0, x1, y1))
-    if not clipped or width <= 0 or height <= 0:
+    # swept strip by strip between the boxes' own x edges (half-open pixel intervals), not a mask
+    # of the image (200,000 x 200,000 px would need 40 GB) nor a grid of the edges (n boxes give
+    # (2n)^2 cells: 3 GB for the 7,000 objects an annotation under MAX_XML_BYTES can hold)
+    b = np.array(boxes, np.float64).reshape(-1, 4)
+    x0, y0 = np.maximum(b[:, 0], 1) - 1, np.maximum(b[:, 1], 1) - 1
+    x1, y1 = np.minimum(b[:, 2], width), np.minimum(b[:, 3], height)
+    keep = (x1 > x0) & (y1 > y0)
+    if not keep.any() or width <= 0 or height <= 0:
         return 0.0
-    xs = np.unique([c for b in clipped for c in (b[0], b[2])])
-    ys = np.unique([c for b in clipped for c in (b[1], b[3])])
-    covered = np.zeros((len(ys) - 1, len(xs) - 1), bool)
-    for x0, y0, x1, y1 in clipped:
-        i0, i1 = np.searchsorted(ys, [y0, y1])
-        j0, j1 = np.searchsorted(xs, [x0, x1])
-        covered[i0:i1, j0:j1] = True
-    cell = np.outer(np.diff(ys).astype(float), np.diff(xs).astype(float))  # px^2
-    return float((cell * covered).sum() / (float(width) * float(height)))
+    x0, y0, x1, y1 = x0[keep], y0[keep], x1[keep], y1[keep]
+    xs, ys = np.unique(np.r_[x0, x1]), np.unique(np.r_[y0, y1])
+    i0, i1 = np.searchsorted(ys, y0), np.searchsorted(ys, y1)
+    dy = np.diff(ys)
+    area = 0.0  # px^2
+    for left, right in zip(xs[:-1], xs[1:], strict=True):
+        on = (x0 <= left) & (x1 >= right)  # boxes spanning this strip
+        if on.any():
+            depth = np.zeros(len(ys), np.int64)  # boxes covering each y interval, by differences
+            np.add.at(depth, i0[on], 1)
+            np.add.at(depth, i1[on], -1)
+            area += (right - left) * dy[np.cumsum(depth)[:-1] > 0].sum()
+    return float(area / (float(width) * float(height)))
 
 
 def annotation_label(ann: VocAnnotation, ignore_difficult: bool) -> int:
