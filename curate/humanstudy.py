@@ -311,6 +311,7 @@ def _plot(table: pd.DataFrame, cons: pd.DataFrame, names: list[str], path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams["text.parse_math"] = False  # observer names are file names: '$' is not TeX
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     ax = axes[0]
     acc = table["accuracy"].to_numpy()

@@ -141,3 +141,25 @@ def test_adaboost_against_a_network_fig11(boosted):
     assert set(rows.split) == {"train", "test"}
     assert rows[rows.split == "test"].n.sum() == 359  # every test image in one bin
     assert r > 0.3  # the two learners find the same images easy (Hacohen Fig. 11)
+
+
+@pytest.mark.parametrize("strategy", ["adaboost", "gboost"])
+def test_a_bootstrap_sample_of_one_class(tmp_path, strategy):
+    """dataset.max_per_split=1: one training image, so every bootstrap sample holds one class
+    (as a small split can by chance). The member predicts that class at every stage, margin
+    above 0 on it; it used to stop with scikit-learn's ZeroDivisionError or a shape mismatch."""
+    ws = str(tmp_path / "ws")
+    sets = ["--set", "dataset.max_per_split=1", "--set", "loader.batch_size=1"]
+    sets += ["--set", f"train.strategy={strategy}", "--set", "train.members=2"]
+    sets += ["--set", "train.epochs=2", "--run-name", "one"]
+    assert main(["ingest", "digits", *sets[:4], "--workspace", ws]) == 0
+    assert main(["train", "digits", *sets, "--workspace", ws]) == 0
+    con = duckdb.connect(f"{ws}/catalog.duckdb", read_only=True)
+    try:
+        ((label,),) = con.execute("SELECT label FROM instances WHERE split = 'train'").fetchall()
+    finally:
+        con.close()
+    for epoch in (1, 2):
+        shard = shard_path(tmp_path / "ws" / "runs" / "one", "eval", "train", 1, epoch)
+        t = pq.read_table(shard).to_pandas()
+        assert t["pred"].tolist() == [label] and (t["margin"] > 0).all()

@@ -250,3 +250,14 @@ def test_boosting_on_embeddings_of_a_jpeg_dataset(tmp_path):
         assert z["x"].shape == (12, 256) and sorted(z["idx"]) == list(range(12))
     shard = shard_path(tmp_path / "ws" / "runs" / "ada", "eval", "test", 1, 2)
     assert len(pq.read_table(shard)) == 6
+
+
+def test_a_run_without_its_checkpoint_is_refused_before_a_run_folder_is_made(net, capsys):
+    import shutil
+
+    # a copy of the network run whose checkpoints were removed (to save space, say)
+    shutil.copytree(net / "runs" / "net", net / "runs" / "nockpt")
+    shutil.rmtree(net / "runs" / "nockpt" / "checkpoints")
+    shutil.rmtree(net / "runs" / "nockpt" / "embeddings")  # with them cached it still works
+    err = _refused(net, capsys, ["--learner", "adaboost", "--features", "nockpt"])
+    assert "checkpoint" in err and "nockpt" in err

@@ -195,3 +195,17 @@ def test_analyse_refuses_bad_files(scored, tmp_path, capsys):
     assert main(["pairs-analyse", str(out), str(bad)]) == 2
     assert "lacks columns" in capsys.readouterr().err
     assert main(["pairs-analyse", str(tmp_path / "nowhere"), str(bad)]) == 2
+
+
+def test_observer_names_with_dollars_are_drawn_as_text(tmp_path):
+    """Observer names are answer files' names: 'a$^{$b.csv' stopped analysis.png with matplotlib's
+    mathtext ParseSyntaxException; it is drawn as written."""
+    import pandas as pd
+
+    from curate.humanstudy import _plot
+
+    names = ["a$^{$b", "c"]
+    table = pd.DataFrame({"observer": names, "accuracy": [0.5, 1.0], "n": [2, 2]})
+    cons = pd.DataFrame({"observer_a": ["a$^{$b"], "observer_b": ["c"], "kappa": [0.0]})
+    _plot(table, cons, names, tmp_path / "analysis.png")
+    assert (tmp_path / "analysis.png").stat().st_size > 0

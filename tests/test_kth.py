@@ -322,3 +322,52 @@ def test_attribute_agreement_without_image_statistics(tmp_path):
     with db.write(w) as con:
         con.execute("DELETE FROM image_attributes")
     assert compute_correlations(w, "kth-tips2b") == 0
+
+
+def test_odd_case_names_read_and_case_twins_refused(tmp_path, capsys):
+    base = make_kth_tree(tmp_path / "src")
+    shot = base / "cork" / "sample_b" / "40b-scale_5_im_2_col.png"
+    upper = shot.with_name("40B-SCALE_5_IM_2_COL.PNG")  # the same shot in capitals: reads the same
+    shot.rename(upper)
+    ws = tmp_path / "ws"
+    args = ("kth-tips2b", "--source", str(tmp_path / "src"), "--workspace", str(ws))
+    assert ingest_cli(*args) == 0
+    got = query(
+        ws,
+        "SELECT a.attribute, coalesce(a.category, a.value::VARCHAR) FROM image_attributes a "
+        "JOIN instances i USING (dataset, split, idx) WHERE i.source = ? ORDER BY 1",
+        [str(upper)],
+    )
+    assert got == [
+        ("illumination", "45deg_top"),
+        ("pose", "frontal"),
+        ("sample", "b"),
+        ("scale", "5.0"),
+    ]
+    # both spellings present: one shot twice, which would weigh it double; refused by name
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(shot)
+    ws2 = tmp_path / "ws2"
+    refused(
+        capsys,
+        ws2,
+        ingest_cli("kth-tips2b", "--source", str(tmp_path / "src"), "--workspace", str(ws2)),
+        shot.name,
+        upper.name,
+        "same image",
+    )
+
+
+def test_sample_folders_in_odd_case(tmp_path):
+    """Folder names are read as case-blind as file names: Sample_A is sample a (the test split)."""
+    base = make_kth_tree(tmp_path / "src")
+    (base / "cork" / "sample_a").rename(base / "cork" / "Sample_A")
+    (base / "wool" / "sample_b").rename(base / "wool" / "SAMPLE_B")
+    ws = tmp_path / "ws"
+    assert ingest_cli("kth-tips2b", "--source", str(tmp_path / "src"), "--workspace", str(ws)) == 0
+    assert query(ws, "SELECT counts FROM datasets") == [([18, 6],)]
+    got = query(
+        ws,
+        "SELECT split, category, count(*) FROM image_attributes WHERE attribute = 'sample' "
+        "GROUP BY ALL ORDER BY 1, 2",
+    )
+    assert got == [("test", "a", 6), ("train", "b", 6), ("train", "c", 6), ("train", "d", 6)]

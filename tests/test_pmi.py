@@ -69,6 +69,17 @@ def test_grey_and_seed_rules():
         pmi.pmi_boundaries(np.zeros((4, 4, 2), np.uint8))
 
 
+def test_float_or_wide_pixels_refused():
+    """Values are read as 0..255 grey levels: a float image in 0..1 (or uint16) would be read as
+    near black (or beyond white) and scored silently; refused, saying how to convert it."""
+    rng = np.random.default_rng(0)
+    for img in (rng.random((32, 32, 3)), rng.integers(0, 65535, (32, 32, 3), dtype=np.uint16)):
+        with pytest.raises(ValueError, match="uint8"):
+            pmi.pmi_boundaries(img)
+        with pytest.raises(ValueError, match="uint8"):
+            pmi.edge_strength_pmi(img)
+
+
 def test_local_pairs_and_kernel_sampling_by_hand():
     i, j = pmi.local_pairs(3, 4, radius=1)  # 4-neighbours, each once: 3 x 3 across + 2 x 4 down
     assert len(i) == 3 * 3 + 2 * 4 and (i < j).all()

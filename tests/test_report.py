@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -329,3 +330,125 @@ def test_compare_runs_and_absent_parts(small_scored_ws, tmp_path):
     assert f"against run report-b: r = {r:.3f}" in html
     row = head[(head["quantity"] == "accessibility Pearson r against run report-b")]
     assert len(row) == 2 and row["value"].isna().all()  # no stored value to show
+
+
+def test_out_never_deletes_a_user_folder(small_scored_ws, tmp_path, capsys):
+    """A folder that merely holds a file named report.json (another tool's) is not a report: it is
+    refused, not replaced."""
+    ws = str(small_scored_ws)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / MARKER).write_text('{"passed": 3}')
+    (proj / "main.py").write_text("keep me")
+    assert main(["report", "digits", "--workspace", ws, "--out", str(proj)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not a report" in err and err.count("\n") == 1
+    assert (proj / "main.py").read_text() == "keep me"
+    # a parent that is a file, a parent that cannot be written: one error line, nothing made
+    (tmp_path / "afile").write_text("x")
+    for out, words in (
+        (tmp_path / "afile" / "sub", "not a folder"),
+        (tmp_path / "link", "symbolic link"),
+        (Path("/proc/curate-report"), "/proc"),  # no files can be made there, even by root
+    ):
+        if out.name == "link":
+            out.symlink_to(proj)
+        assert main(["report", "digits", "--workspace", ws, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and words in err and err.count("\n") == 1, err
+    assert (tmp_path / "afile").read_text() == "x"
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_out_holding_user_files_or_the_workspace(report, small_scored_ws, tmp_path, capsys):
+    """A previous report is replaced, but not once the user has put a file of their own in it, nor
+    when the workspace or the --pairs folder lies inside it."""
+    import shutil
+
+    ws = str(small_scored_ws)
+    prev = tmp_path / "prev"
+    shutil.copytree(report, prev)
+    (prev / "stale.png").unlink(missing_ok=True)  # test_refusals' stand-in for a user's file
+    assert main(["report", "digits", "--workspace", ws, "--out", str(prev)]) == 0
+    capsys.readouterr()
+    (prev / "my notes.txt").write_text("keep me")
+    assert main(["report", "digits", "--workspace", ws, "--out", str(prev)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "my notes.txt" in err and err.count("\n") == 1
+    assert (prev / "my notes.txt").read_text() == "keep me"
+    (prev / "my notes.txt").unlink()
+    inner = prev / "ws"
+    inner.mkdir()
+    (inner / "catalog.duckdb").write_bytes((small_scored_ws / "catalog.duckdb").read_bytes())
+    assert main(["report", "digits", "--workspace", str(inner), "--out", str(prev)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "holds" in err and err.count("\n") == 1
+    assert (inner / "catalog.duckdb").is_file()
+
+
+def test_a_killed_report_leaves_nothing_after_a_rerun(small_scored_ws, tmp_path):
+    """SIGKILL mid-write leaves the temporary folder beside --out (the old report intact); the
+    next report removes it. Another folder of a similar name is left alone."""
+    out = tmp_path / "rep"
+    killed = tmp_path / ".rep.k1ll_3d0.tmp"  # as atomic_path names it
+    killed.mkdir()
+    (killed / "hacohen_tpa_hist_train.png").write_bytes(b"half")
+    other = tmp_path / ".rep.mine.tmp"
+    other.mkdir()
+    assert main(["report", "digits", "--workspace", str(small_scored_ws), "--out", str(out)]) == 0
+    assert (out / HTML).is_file() and not killed.exists() and other.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rep.mine.tmp", "rep"]  # no lock left
+
+
+def test_an_unfinished_run_is_named_as_such(small_scored_ws, tmp_path, capsys):
+    """A run killed mid-training can be scored (its epochs so far) but has no `runs` row until its
+    training finishes: the report says so and how to finish it, not that the run does not exist."""
+    ws = Workspace(small_scored_ws)
+    from curate import db
+
+    with db.write(ws) as con:  # what `curate score` of a killed run leaves: scores, no runs row
+        con.execute(
+            "INSERT INTO epoch_metrics SELECT * REPLACE ('half' AS run) FROM epoch_metrics "
+            "WHERE run = 'digits'"
+        )
+    try:
+        for args in (["half"], ["digits", "--compare", "half"]):
+            out = tmp_path / "r"
+            w = ["--workspace", str(small_scored_ws), "--out", str(out)]
+            assert main(["report", *args, *w]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error:") and err.count("\n") == 1, err
+            assert "'half'" in err and "not finished" in err and "curate train" in err, err
+            assert not out.exists()
+    finally:
+        with db.write(ws) as con:
+            con.execute("DELETE FROM epoch_metrics WHERE run = 'half'")
+
+
+def test_names_with_dollars_are_drawn_as_text(tmp_path):
+    """Run and class names are free text: 'm$^{$x' (a legal run name) stopped the report with
+    matplotlib's mathtext ParseSyntaxException; it is drawn as written."""
+    from curate.report import plot
+
+    fig, ax = plot.figure()
+    ax.set_title("run m$^{$x")
+    ax.plot([0, 1], [0, 1], label="class a$b$c$")
+    ax.legend()
+    assert plot.save(fig, tmp_path, "t.png") == "t.png" and (tmp_path / "t.png").stat().st_size
+
+
+def test_a_damaged_pairs_folder_is_refused(small_scored_ws, tmp_path, capsys):
+    """analysis.csv with text where counts belong, or a folder of that name: one error line."""
+    ws = str(small_scored_ws)
+    bad = tmp_path / "text"
+    bad.mkdir()
+    (bad / "analysis.csv").write_text("observer,n,correct,accuracy,p\nbob,x,y,z,w\n")
+    odd = tmp_path / "folder"
+    (odd / "analysis.csv").mkdir(parents=True)
+    for pairs, words in ((bad, "not a number"), (odd, "analysis.csv")):
+        out = tmp_path / "r"
+        args = ["report", "digits", "--workspace", ws, "--out", str(out), "--pairs", str(pairs)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and words in err and err.count("\n") == 1, err
+        assert not out.exists()

@@ -303,3 +303,28 @@ def test_query_without_catalog(tmp_path, capsys):
 def test_score_unknown_run(digits_ws, capsys):
     assert main(["score", "nope", "--workspace", str(digits_ws)]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_summary_query_hint_survives_quotes_in_names(tmp_path, capsys):
+    """The printed `curate query` line is a command that runs as printed, whatever the run's name
+    (quotes, semicolons) or the workspace's path (spaces)."""
+    import shlex
+
+    from curate.scores.report import print_summary
+    from curate.workspace import Workspace
+
+    ws = Workspace(tmp_path / "my ws")
+    run = """o'brien "x"; --"""
+    print_summary(ws, run, {})
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    argv = shlex.split(line.split("try: ", 1)[1])
+    assert argv[:2] == ["curate", "query"] and argv[3:] == ["--workspace", str(ws.root)]
+    assert (
+        argv[2]
+        == """SELECT ddd, count(*) FROM difficulty WHERE run = 'o''brien "x"; --' GROUP BY ddd"""
+    )
+    print_summary(ws, "digits", {})  # the usual case reads as before
+    assert (
+        "\"SELECT ddd, count(*) FROM difficulty WHERE run = 'digits' GROUP BY ddd\""
+        in capsys.readouterr().out
+    )

@@ -308,3 +308,169 @@ def test_annotation_without_size_uses_the_jpeg(tmp_path):
         "SELECT value FROM image_attributes WHERE idx = 5 AND attribute = 'bbox_area_ratio'",
     )
     assert got == [(pytest.approx(8 / 64),)]
+
+
+def _xml_with(root, image_id, text):
+    (root / "Annotations" / f"{image_id}.xml").write_text(text)
+
+
+def test_xml_entities_refused_not_expanded(tmp_path, capsys):
+    """A DTD is never honoured: no external entity reads a local file, no entity expansion blows
+    up memory (whatever the expat version's own limits), the image is refused by name."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("dog")  # were it read, 000005 would ingest as a dog
+    body = (
+        "<annotation><size><width>8</width><height>8</height></size><object><name>&x;</name>"
+        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    laughs = '<!ENTITY l0 "dogdogdog">' + "".join(
+        f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10)
+    )
+    for dtd in (
+        f'<!DOCTYPE a [<!ENTITY x SYSTEM "file://{secret}">]>',
+        '<!DOCTYPE a [<!ENTITY x "dog">]>',  # even a harmless internal entity: VOC has none
+        f'<!DOCTYPE a [{laughs}<!ENTITY x "&l9;">]>',
+    ):
+        root = _one_root(tmp_path)
+        _xml_with(root, "000005", '<?xml version="1.0"?>' + dtd + body)
+        _refuse(tmp_path, capsys, root, "000005.xml", "DTD")
+
+
+def test_absurd_or_infinite_sizes(tmp_path, capsys):
+    # a 2 x 2 box in a 200,000 x 200,000 annotated image: computed without a 40 GB pixel mask
+    assert union_area_ratio([(1, 1, 2, 2)], 200_000, 200_000) == pytest.approx(4 / 4e10)
+    box = "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>{}</xmax><ymax>2</ymax></bndbox>"
+    for w, xmax in (("inf", "2"), ("8", "1e400"), ("nan", "2")):
+        root = _one_root(tmp_path)
+        _xml_with(
+            root,
+            "000005",
+            f"<annotation><size><width>{w}</width><height>8</height></size>"
+            f"<object><name>dog</name>{box.format(xmax)}</object></annotation>",
+        )
+        _refuse(tmp_path, capsys, root, "000005.xml", "not a number")
+    root = _one_root(tmp_path)
+    _xml_with(
+        root,
+        "000005",
+        "<annotation><size><width>200000</width><height>200000</height></size>"
+        f"<object><name>dog</name>{box.format(2)}</object></annotation>",
+    )
+    ws = tmp_path / "ws"
+    assert ingest_cli("voc", "--source", str(root), "--workspace", str(ws)) == 0
+    got = q(ws, "SELECT value FROM image_attributes WHERE idx = 5 AND attribute='bbox_area_ratio'")
+    assert got == [(pytest.approx(4 / 4e10),)]
+
+
+def test_split_list_not_text(tmp_path, capsys):
+    root = _one_root(tmp_path)
+    (root / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"\xff\xfe\x00000005\n")
+    _refuse(tmp_path, capsys, root, "trainval.txt", "not a text file")
+
+
+def test_id_beyond_int32_refused_not_wrapped(tmp_path, capsys):
+    # 9999_999999 -> 9,999,999,999 does not fit the int32 idx: it was stored as 1,410,065,407
+    with pytest.raises(ValueError):
+        image_id_to_idx("9999_999999")
+    assert image_id_to_idx("2147_483647") == 2**31 - 1  # the largest that fits
+    root = make_voc_root(
+        tmp_path / "VOC2007",
+        {"9999_999999": (8, 8, [("dog", 1, 1, 4, 4, 0, 0)])},
+        {"trainval": ["9999_999999"]},
+    )
+    _refuse(tmp_path, capsys, root, "9999_999999", "not a VOC id")
+
+
+def test_two_archives_of_one_name_refused(tmp_path, capsys):
+    """a/VOC.tar and b/VOC.tar would unpack into the same sources/VOC folder, the second over the
+    first: refused naming both, not reported as an image listed twice."""
+    import tarfile
+
+    a = make_voc_root(
+        tmp_path / "a" / "VOCdevkit" / "VOC2007",
+        {"000005": (8, 8, [("dog", 1, 1, 4, 4, 0, 0)])},
+        {"trainval": ["000005"]},
+    )
+    b = make_voc_root(
+        tmp_path / "b" / "VOCdevkit" / "VOC2007",
+        {"000009": (8, 8, [("cow", 1, 1, 4, 4, 0, 0)])},
+        {"test": ["000009"]},
+    )
+    tars = []
+    for d, root in (("ta", a), ("tb", b)):
+        (tmp_path / d).mkdir()
+        with tarfile.open(tmp_path / d / "VOC.tar", "w") as t:
+            t.add(root.parent, arcname="VOCdevkit")
+        tars.append(str(tmp_path / d / "VOC.tar"))
+    ws = tmp_path / "ws"
+    code = ingest_cli("voc", "--source", tars[0], "--source", tars[1], "--workspace", str(ws))
+    assert_refused(capsys, ws, code, tars[0], tars[1], "same name", "rename")
+
+
+def _bomb(jpeg):
+    """Rewrite a small JPEG's frame header to claim 65000 x 65000 px (4.2 gigapixels)."""
+    b = bytearray(jpeg.read_bytes())
+    i = b.find(b"\xff\xc0")  # SOF0: length (2), precision (1), height (2), width (2)
+    b[i + 5 : i + 9] = (65000).to_bytes(2, "big") * 2
+    jpeg.write_bytes(bytes(b))
+
+
+@pytest.mark.parametrize("with_size", [True, False])
+def test_decompression_bomb_refused_then_skipped(tmp_path, capsys, with_size):
+    root = _one_root(tmp_path)
+    victim = root / "JPEGImages" / "000006.jpg"
+    _bomb(victim)
+    if not with_size:  # then the reader itself opens the image for its size
+        xml = root / "Annotations" / "000006.xml"
+        text = xml.read_text()
+        xml.write_text(text[: text.index("\t<size>")] + text[text.index("</size>") + 7 :])
+    _refuse(tmp_path, capsys, root, "000006.jpg", "pixels", "--skip-corrupt")
+    _skip_lists(tmp_path, root, victim, "pixels", [5])
+
+
+def test_split_list_with_bom_and_crlf(tmp_path):
+    """A list saved by a Windows editor (UTF-8 byte-order mark, CRLF) reads as the devkit's."""
+    root = _one_root(tmp_path)
+    (root / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"\xef\xbb\xbf000005\r\n000006\r\n")
+    ws = tmp_path / "ws"
+    assert ingest_cli("voc", "--source", str(root), "--workspace", str(ws)) == 0
+    assert q(ws, "SELECT idx FROM instances WHERE split = 'train' ORDER BY idx") == [(5,), (6,)]
+
+
+def test_root_whose_path_holds_the_separator(tmp_path):
+    """Roots are joined by the OS path separator (':'), which a folder name may hold itself."""
+    voc07, voc12 = small_devkit(tmp_path / "my:data")
+    ws = tmp_path / "ws"
+    code = ingest_cli("voc", "--source", str(voc07), "--source", str(voc12), "--workspace", str(ws))
+    assert code == 0
+    assert q(ws, "SELECT count(*) FROM instances WHERE split = 'train'") == [(4,)]
+
+
+def test_union_area_of_many_boxes_against_a_pixel_mask():
+    """Thousands of objects (an annotation under the 1 MiB cap holds about 7,000) neither build an
+    n x n grid in memory nor differ from painting the boxes on a mask."""
+    import tracemalloc
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    w, h = 300, 200
+    x0, y0 = rng.integers(-5, w, 400), rng.integers(-5, h, 400)
+    boxes = [
+        (int(a), int(b), int(a + rng.integers(0, 60)), int(b + rng.integers(0, 60)))
+        for a, b in zip(x0, y0, strict=True)
+    ]
+    mask = np.zeros((h, w), bool)
+    for a, b, c, d in boxes:
+        mask[max(b, 1) - 1 : min(d, h), max(a, 1) - 1 : min(c, w)] = True
+    assert union_area_ratio(boxes, w, h) == pytest.approx(mask.mean(), abs=1e-12)
+    # 7,000 disjoint 3 x 3 boxes on a diagonal: 14,000 distinct edges a side
+    many = [(4 * i + 1, 4 * i + 1, 4 * i + 3, 4 * i + 3) for i in range(7000)]
+    tracemalloc.start()
+    try:
+        assert union_area_ratio(many, 30_000, 30_000) == pytest.approx(7000 * 9 / 9e8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6  # bytes; a grid of the boxes' edges took 600 MB here

@@ -147,13 +147,15 @@ def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     rows: dict[str, list[tuple]] = {"train": [], "test": []}
     skipped: dict[str, list] = {"train": [], "test": []}
     for label, material in enumerate(materials):
-        if not (material / f"sample_{TEST_SAMPLE}").is_dir():
+        folders = [e.name.lower() for e in material.iterdir() if e.is_dir()]  # case-blind
+        if f"sample_{TEST_SAMPLE}" not in folders:
             raise CurateError(
                 f"{material} has no sample_{TEST_SAMPLE}/ folder: the test split is sample "
                 f"{TEST_SAMPLE} of every material; restore it or remove the material folder"
             )
         for entry in sorted(filter(_visible, material.iterdir())):
-            sample = entry.name[len("sample_") :] if entry.name.startswith("sample_") else ""
+            low = entry.name.lower()  # Sample_A as sample_a, as file names are read
+            sample = low[len("sample_") :] if low.startswith("sample_") else ""
             if not entry.is_dir() or sample not in SAMPLES:
                 _refuse_or_skip(
                     entry,
@@ -177,6 +179,12 @@ def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     splits = []
     for name in ("train", "test"):
         entries = sorted(rows[name])  # material, sample, scale, image number
+        for a, b in zip(entries, entries[1:], strict=False):
+            if a[:4] == b[:4]:  # names differing only in case or extension: one shot twice
+                raise CurateError(
+                    f"{a[4]} and {b[4]} are the same image (sample {a[1]}, scale {a[2]}, im_{a[3]}) "
+                    "of one material; remove one of them"
+                )
         if not entries:
             raise CurateError(f"{root}: no readable KTH-TIPS2-b image in the {name} split")
         splits.append(

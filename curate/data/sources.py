@@ -783,6 +783,8 @@ def decode_image(path: str) -> np.ndarray:
                 a = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except UnidentifiedImageError:
         raise ValueError("not a readable image (unknown format)") from None
+    except Image.DecompressionBombError as e:  # its header claims more pixels than memory holds
+        raise ValueError(f"too large to decode ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"corrupt or truncated image ({e})") from None
     if a.shape[0] < 1 or a.shape[1] < 1:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,6 +71,8 @@ VOC_CLASSES = [
 _CLASS_BIT = {c: k for k, c in enumerate(VOC_CLASSES)}
 _ID = re.compile(r"^(\d{6})$|^(\d{4})_(\d{6})$")  # 000005 (VOC2007), 2008_000008 (VOC2012)
 ATTRIBUTES = ("object_count", "n_classes", "bbox_area_ratio", "truncated", "difficult")
+# bytes: a VOC annotation is about 1 KB; anything near this is not one, and is not read into memory
+MAX_XML_BYTES = 1 << 20
 
 
 class _Bad(Exception):
@@ -101,11 +104,15 @@ def label_names(label: int, class_names: list[str] = VOC_CLASSES) -> str:
 
 
 def image_id_to_idx(image_id: str) -> int:
-    """`000005` -> 5, `2008_000008` -> 2008000008; ValueError for any other form."""
+    """`000005` -> 5, `2008_000008` -> 2008000008; ValueError for any other form, and for a year
+    past 2147 (the idx would not fit an int32)."""
     m = _ID.match(image_id)
     if m is None:
         raise ValueError(image_id)
-    return int(m.group(1)) if m.group(1) else int(m.group(2) + m.group(3))
+    idx = int(m.group(1)) if m.group(1) else int(m.group(2) + m.group(3))
+    if idx >= 2**31:  # idx is int32 in the catalog and the .beton: 9999_999999 would wrap
+        raise ValueError(image_id)
+    return idx
 
 
 def _int(node: ET.Element | None, tag: str, path: Path, default: int | None = None) -> int:
@@ -116,19 +123,48 @@ def _int(node: ET.Element | None, tag: str, path: Path, default: int | None = No
         raise _Bad(path, f"no <{tag}> in the annotation")
     try:
         return int(round(float(child.text)))  # some VOC2012 boxes are written as 273.5
-    except ValueError:
+    except (ValueError, OverflowError):  # 'abc', 'nan'; 'inf', '1e400'
         raise _Bad(path, f"<{tag}> is {child.text.strip()!r}, not a number") from None
+
+
+class _DTD(Exception):
+    """The document declares a DTD."""
+
+
+def _no_dtd(*_args) -> None:
+    raise _DTD
+
+
+def _xml_root(path: Path) -> ET.Element:
+    """The root element of an annotation that declares no DTD. VOC annotations have none; with
+    one, entities could read local files or expand without bound, so the file is refused before
+    any entity is parsed, whatever limits the expat library has."""
+    try:
+        if path.stat().st_size > MAX_XML_BYTES:
+            raise _Bad(path, f"the annotation is over {MAX_XML_BYTES} bytes; not a VOC annotation")
+        data = path.read_bytes()
+    except OSError as e:
+        raise _Bad(path, f"cannot read the annotation ({e.strerror})") from None
+    scan = xml.parsers.expat.ParserCreate()
+    scan.StartDoctypeDeclHandler = _no_dtd  # called at <!DOCTYPE, before its entities are read
+    scan.EntityDeclHandler = _no_dtd
+    try:
+        scan.Parse(data, True)
+        return ET.fromstring(data)
+    except _DTD:
+        raise _Bad(
+            path,
+            "the annotation declares a DTD (<!DOCTYPE>); VOC annotations have none, and its "
+            "entities are not expanded",
+        ) from None
+    except (xml.parsers.expat.ExpatError, ET.ParseError) as e:
+        raise _Bad(path, f"not well-formed XML ({e})") from None
 
 
 def parse_annotation(path: Path) -> VocAnnotation:
     """One VOC XML file. Raises `_Bad` naming the problem (unreadable XML, no object, an unknown
     class, a box without coordinates). A missing or zero <size> gives width = height = 0."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise _Bad(path, f"not well-formed XML ({e})") from None
-    except OSError as e:
-        raise _Bad(path, f"cannot read the annotation ({e.strerror})") from None
+    root = _xml_root(path)
     size = root.find("size")
     # 0 = not annotated: `image_size` then reads the JPEG's own header
     width, height = _int(size, "width", path, default=0), _int(size, "height", path, default=0)
@@ -161,13 +197,28 @@ def parse_annotation(path: Path) -> VocAnnotation:
 def union_area_ratio(boxes: list[tuple[int, int, int, int]], width: int, height: int) -> float:
     """Area of the union of boxes (1-based inclusive pixel coordinates, clipped to the image) over
     the image's area, both in pixels; in [0, 1]. Overlaps count once."""
-    covered = np.zeros((height, width), bool)
-    for x0, y0, x1, y1 in boxes:
-        x0, y0 = max(x0, 1), max(y0, 1)
-        x1, y1 = min(x1, width), min(y1, height)
-        if x1 >= x0 and y1 >= y0:
-            covered[y0 - 1 : y1, x0 - 1 : x1] = True
-    return float(covered.mean())
+    # swept strip by strip between the boxes' own x edges (half-open pixel intervals), not a mask
+    # of the image (200,000 x 200,000 px would need 40 GB) nor a grid of the edges (n boxes give
+    # (2n)^2 cells: 3 GB for the 7,000 objects an annotation under MAX_XML_BYTES can hold)
+    b = np.array(boxes, np.float64).reshape(-1, 4)
+    x0, y0 = np.maximum(b[:, 0], 1) - 1, np.maximum(b[:, 1], 1) - 1
+    x1, y1 = np.minimum(b[:, 2], width), np.minimum(b[:, 3], height)
+    keep = (x1 > x0) & (y1 > y0)
+    if not keep.any() or width <= 0 or height <= 0:
+        return 0.0
+    x0, y0, x1, y1 = x0[keep], y0[keep], x1[keep], y1[keep]
+    xs, ys = np.unique(np.r_[x0, x1]), np.unique(np.r_[y0, y1])
+    i0, i1 = np.searchsorted(ys, y0), np.searchsorted(ys, y1)
+    dy = np.diff(ys)
+    area = 0.0  # px^2
+    for left, right in zip(xs[:-1], xs[1:], strict=True):
+        on = (x0 <= left) & (x1 >= right)  # boxes spanning this strip
+        if on.any():
+            depth = np.zeros(len(ys), np.int64)  # boxes covering each y interval, by differences
+            np.add.at(depth, i0[on], 1)
+            np.add.at(depth, i1[on], -1)
+            area += (right - left) * dy[np.cumsum(depth)[:-1] > 0].sum()
+    return float(area / (float(width) * float(height)))
 
 
 def annotation_label(ann: VocAnnotation, ignore_difficult: bool) -> int:
@@ -195,8 +246,22 @@ def annotation_attributes(ann: VocAnnotation, label: int) -> dict[str, float]:
 
 
 def source_paths(source: str) -> list[str]:
-    """The roots named by `dataset.source`: paths joined by the OS path separator."""
-    return [p for p in source.split(os.pathsep) if p.strip()]
+    """The roots named by `dataset.source`: paths joined by the OS path separator. A path that
+    holds the separator itself (`my:data/VOC2007`) is kept whole when it exists."""
+    parts = source.split(os.pathsep)
+    out, i = [], 0
+    while i < len(parts):
+        j = next(
+            (
+                j
+                for j in range(len(parts), i, -1)  # the longest run of pieces that is a path
+                if j - i > 1 and Path(os.pathsep.join(parts[i:j])).exists()
+            ),
+            i + 1,
+        )
+        out.append(os.pathsep.join(parts[i:j]))
+        i = j
+    return [p for p in out if p.strip()]
 
 
 def _year_roots(root: Path) -> list[Path]:
@@ -220,7 +285,15 @@ def _year_roots(root: Path) -> list[Path]:
 
 def _read_list(path: Path) -> list[str]:
     ids = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of an id
+    except UnicodeDecodeError:
+        raise CurateError(
+            f"{path} is not a text file of image ids (not UTF-8); use the devkit's split lists"
+        ) from None
+    except OSError as e:
+        raise CurateError(f"cannot read {path} ({e.strerror}); check its permissions") from None
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -301,8 +374,16 @@ def read_voc(cfg: DatasetConfig, ws: Workspace) -> SourceData:
         given = [""]  # resolve_source explains that --source is needed
     what = "a VOC devkit year folder (VOC2007/ with JPEGImages/, Annotations/, ImageSets/Main/)"
     roots = []
+    unpacked: dict[Path, str] = {}  # unpack folder -> the archive unpacked there
     for s in given:
         p = resolve_source(s, "voc", what, ws)
+        if Path(s).is_file():  # an archive, unpacked into sources/<its name>
+            first = unpacked.setdefault(p, s)
+            if Path(first).resolve() != Path(s).resolve():
+                raise CurateError(
+                    f"archives {first} and {s} have the same name, so they unpack into the same "
+                    f"folder {p}; rename one of them (e.g. after its year and contents)"
+                )
         if not p.is_dir():
             raise CurateError(f"{p} is not a folder; voc needs {what}")
         roots += _year_roots(p)
@@ -351,7 +432,7 @@ def _jpeg_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except (OSError, UnidentifiedImageError) as e:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise _Bad(
             path, f"its annotation has no <size> and the image is unreadable ({e})"
         ) from None

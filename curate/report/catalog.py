@@ -59,6 +59,17 @@ def _rows(ws: Workspace, table: str, sql: str, params: list) -> pd.DataFrame:
     return fetch(ws, sql, params) if _has_table(ws, table) else pd.DataFrame()
 
 
+def _refuse_unfinished(ws: Workspace, run: str, flag: str) -> None:
+    """A run without a `runs` row but with scores: its training was killed and `curate score`
+    scored the epochs it had (the row is written when training finishes)."""
+    if not fetch(ws, "SELECT 1 FROM epoch_metrics WHERE run = ? LIMIT 1", [run]).empty:
+        raise CurateError(
+            f"{flag}run {run!r} is not finished (scored, but its training never completed: no row "
+            "in runs); rerun the `curate train` command that started it (it resumes where it "
+            f"stopped), then `curate score {run}`"
+        )
+
+
 def load(ws: Workspace, run: str, compare: list[str] | None = None) -> RunData:
     """Read everything the report needs of `run` (and of the runs it is compared with).
 
@@ -67,6 +78,7 @@ def load(ws: Workspace, run: str, compare: list[str] | None = None) -> RunData:
     """
     info = fetch(ws, "SELECT * FROM runs WHERE run = ?", [run])
     if info.empty:
+        _refuse_unfinished(ws, run, "")
         known = fetch(ws, "SELECT run FROM runs ORDER BY run")["run"].tolist()
         raise CurateError(
             f"no run {run!r} in the catalog {ws.catalog} (runs: {', '.join(known) or 'none'}); "
@@ -81,6 +93,7 @@ def load(ws: Workspace, run: str, compare: list[str] | None = None) -> RunData:
     for other in compare or []:
         o = fetch(ws, "SELECT dataset FROM runs WHERE run = ?", [other])
         if o.empty:
+            _refuse_unfinished(ws, other, "--compare ")
             raise CurateError(f"--compare {other}: no such run in the catalog")
         if o["dataset"][0] != dataset:
             raise CurateError(

@@ -265,9 +265,10 @@ def read_pairs(pairs: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         table = pd.read_csv(a)
         cons = pd.read_csv(c) if c.exists() else pd.DataFrame(columns=["kappa"])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         raise CurateError(
-            f"--pairs {pairs}: analysis.csv is not readable ({e}); rerun pairs-analyse"
+            f"--pairs {pairs}: analysis.csv or consistency.csv is not readable ({e}); rerun "
+            "pairs-analyse"
         ) from None
     missing = {"observer", "n", "correct", "accuracy", "p"} - set(table.columns)
     if missing or "kappa" not in cons.columns:
@@ -275,6 +276,20 @@ def read_pairs(pairs: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"--pairs {pairs}: analysis.csv lacks {sorted(missing) or ['consistency.csv kappa']}; "
             "it was not written by `curate pairs-analyse`"
         )
+    for frame, name, cols in (
+        (table, "analysis", ("n", "correct", "accuracy", "p")),
+        (cons, "consistency", ("kappa",)),
+    ):
+        for col in cols:
+            values = pd.to_numeric(frame[col], errors="coerce")
+            bad = values.isna() & frame[col].notna()  # empty cells stay NaN, as written
+            if bad.any():
+                row = int(bad.to_numpy().argmax())
+                raise CurateError(
+                    f"--pairs {pairs}: {name}.csv column {col} holds {frame[col].iloc[row]!r} on "
+                    f"line {row + 2}, not a number; rerun pairs-analyse"
+                )
+            frame[col] = values
     return table, cons
 
 

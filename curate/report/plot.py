@@ -23,7 +23,10 @@ COLORS = {
     "impossible": "#c44e52",
 }
 
-plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
+# text.parse_math off: run and class names are free text, and '$' in one is not TeX
+plt.rcParams.update(
+    {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "text.parse_math": False}
+)
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 3.8, **kw):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import numpy as np
 
 from curate.workspace import Workspace
@@ -34,10 +36,11 @@ def print_summary(ws: Workspace, run: str, summary: dict) -> None:
         if "flagged" in s:
             print("  " + label_issue_line(s["flagged"], s["instances"], s.get("label_noise")))
     print(f"\ncatalog: {ws.catalog}")
-    print(
-        f"  try: curate query \"SELECT ddd, count(*) FROM difficulty WHERE run = '{run}' GROUP BY ddd\" "
-        f"--workspace {ws.root}"
-    )
+    literal = "'" + run.replace("'", "''") + "'"  # SQL string literal
+    sql = f"SELECT ddd, count(*) FROM difficulty WHERE run = {literal} GROUP BY ddd"
+    # a shell word as printed: double quotes read best, unless the name holds what they expand
+    shell = f'"{sql}"' if not set(sql) & set('"$`\\!') else shlex.quote(sql)
+    print(f"  try: curate query {shell} --workspace {shlex.quote(str(ws.root))}")
 
 
 def reliability_line(r: dict) -> str:

@@ -607,7 +607,8 @@ def pmi_boundaries(rgb: np.ndarray, seed: int = 0) -> np.ndarray:
 
     Parameters
     ----------
-    rgb : (H, W, 3) or (H, W, 1) or (H, W) uint8 image; grey images are repeated to 3 channels.
+    rgb : (H, W, 3) or (H, W, 1) or (H, W) uint8 image; grey images are repeated to 3 channels;
+        any other dtype raises ValueError.
     seed : seeds the sampling of the kernel pairs of P(A, B).
 
     Returns
@@ -619,6 +620,11 @@ def pmi_boundaries(rgb: np.ndarray, seed: int = 0) -> np.ndarray:
         x = x[..., None]
     if x.ndim != 3 or x.shape[2] not in (1, 3):
         raise ValueError(f"expected an (H, W, 3) or (H, W, 1) image, got shape {x.shape}")
+    if x.dtype != np.uint8:  # the maths reads 0..255 grey levels; floats have no agreed scale
+        raise ValueError(
+            f"expected uint8 pixels (0..255), got {x.dtype}; map a float image to 0..255 and "
+            "round it to uint8 first (the stats pass does so by the split's range)"
+        )
     if x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
     x = x.astype(np.float64) / 255.0

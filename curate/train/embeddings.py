@@ -117,7 +117,19 @@ def source_run(ws: Workspace, run: str, dataset: str) -> SourceRun:
             f"train.features = {run!r}: that run's strategy {net.train.strategy!r} trained no "
             f"network (its unit is {unit!r}); embed with a fused or separate network run"
         )
-    return SourceRun(run, run_dir, net, epochs, unit)
+    src = SourceRun(run, run_dir, net, epochs, unit)
+    ckpt = run_dir / "checkpoints" / unit / f"epoch={epochs}.pt"
+    if not ckpt.is_file():
+        # needed only when the embeddings are not cached: checked here, before the boosting run's
+        # folder is made, not halfway through its first epoch
+        cache = src.cache_dir(ws, dataset)
+        if not all((cache / f"{s}.npz").is_file() for s in dataset_info(dataset, ws).splits):
+            raise CurateError(
+                f"train.features = {run!r}: its final checkpoint {ckpt} is gone and its "
+                "embeddings are not cached; retrain that run (delete its folder and rerun the "
+                "command that made it) or embed with another"
+            )
+    return src
 
 
 def _recipe(identity: dict) -> Recipe:

@@ -18,6 +18,7 @@ penultimate-layer embeddings of a finished network run on the same dataset (`--f
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,6 +43,15 @@ def bootstrap_weights(n: int, seed: int) -> np.ndarray:
     """How often each of n instances is drawn in a bootstrap sample of size n, (n,) float64."""
     draws = np.random.default_rng(seed).integers(0, n, n)
     return np.bincount(draws, minlength=n).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class OneClass:
+    """A member whose bootstrap sample holds one class (a tiny split, or chance): it predicts that
+    class at every stage. scikit-learn cannot fit one class (AdaBoost divides by zero)."""
+
+    label: int
+    stages: int
 
 
 class StagedUnit(Unit):
@@ -133,10 +143,17 @@ class StagedLearner(Learner):
         est = self.estimator(self.setup.recipe.train.epochs, seeds["init"] % 2**31)
         w = bootstrap_weights(len(y), seeds["order"])
         drawn = w > 0  # the instances of the sample, each weighted by how often it was drawn
+        classes = np.unique(y[drawn])
+        if len(classes) < 2:
+            return OneClass(int(classes[0]), self.setup.recipe.train.epochs)
         return est.fit(x[drawn], y[drawn], sample_weight=w[drawn])
 
     def staged_scores(self, model, x: np.ndarray) -> np.ndarray:
         """(stages, N, K) scores whose argmax is staged_predict, columns for every class."""
+        if isinstance(model, OneClass):  # its class scores 0, every other -1, at every stage
+            one = np.full((len(x), self.num_classes), -1.0, np.float32)
+            one[:, model.label] = 0.0
+            return np.stack([one] * model.stages)
         out = []
         for d in model.staged_decision_function(x):
             d = np.asarray(d, np.float32)
