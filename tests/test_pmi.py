@@ -194,14 +194,11 @@ def test_stats_pass_holds_edge_strength_pmi():
     assert df["edge_strength_pmi"][2] == pytest.approx(pmi.edge_strength_pmi(pmi.shrink(big)))
 
 
-def test_older_catalog_gains_the_column(tmp_path):
-    """A catalog whose image_stats predates edge_strength_pmi: `curate stats` adds the column (last)
-    and fills it by name, the other statistics unchanged."""
-    import duckdb
+def two_image_folder(tmp_path):
+    """A workspace holding dataset `f`: an image folder of two classes (the disc and the two-region
+    reference images), one image per class and split."""
     from conftest import ingest_cli
     from PIL import Image
-
-    from curate.cli import main
 
     root = tmp_path / "f"
     for split in ("train", "test"):
@@ -212,6 +209,18 @@ def test_older_catalog_gains_the_column(tmp_path):
             )
     ws = tmp_path / "ws"
     assert ingest_cli("imagefolder", "--source", str(root), "--workspace", str(ws)) == 0
+    return ws
+
+
+def test_older_catalog_gains_the_column(tmp_path):
+    """A catalog whose image_stats predates edge_strength_pmi: `curate stats` adds the column (last)
+    and fills it by name, the other statistics unchanged."""
+    import duckdb
+    from PIL import Image
+
+    from curate.cli import main
+
+    ws = two_image_folder(tmp_path)
     assert main(["stats", "f", "--workspace", str(ws), "--workers", "1"]) == 0
     cat = str(ws / "catalog.duckdb")
     con = duckdb.connect(cat)
@@ -294,20 +303,10 @@ def test_no_pmi_leaves_the_column_null_and_the_rest_unchanged(tmp_path):
     """`curate stats --no-pmi` (score.pmi = false): edge_strength_pmi NULL, every other statistic as
     with it; turning it back on recomputes (the parts of a pass without it are not reused)."""
     import duckdb
-    from conftest import ingest_cli
-    from PIL import Image
 
     from curate.cli import main
 
-    root = tmp_path / "f"
-    for split in ("train", "test"):
-        for c in ("a", "b"):
-            (root / split / c).mkdir(parents=True)
-            Image.fromarray(ref("disc32" if c == "a" else "two32")["image"]).save(
-                root / split / c / "x.png"
-            )
-    ws = tmp_path / "ws"
-    assert ingest_cli("imagefolder", "--source", str(root), "--workspace", str(ws)) == 0
+    ws = two_image_folder(tmp_path)
     w = ["--workspace", str(ws), "--workers", "1"]
 
     def table():
