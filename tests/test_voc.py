@@ -238,6 +238,14 @@ def test_image_listed_twice(tmp_path, capsys):
     assert_refused(capsys, ws, code, "000005", "listed twice", "once")
 
 
+def test_image_in_train_and_test_refused(tmp_path, capsys):
+    voc07, _ = small_devkit(tmp_path)
+    (voc07 / "ImageSets" / "Main" / "test.txt").write_text("000001\n000004\n000007\n")
+    ws = tmp_path / "ws"
+    code = ingest_cli("voc", "--source", str(voc07), "--workspace", str(ws))
+    assert_refused(capsys, ws, code, "000007", "test split", "train split", "must not be trained")
+
+
 def test_bad_id_and_per_class_list(tmp_path, capsys):
     root = _one_root(tmp_path, sets={"trainval": ["000005", "cat_7"]})
     _refuse(tmp_path, capsys, root, "cat_7", "not a VOC id")

@@ -388,6 +388,7 @@ def read_voc(cfg: DatasetConfig, ws: Workspace) -> SourceData:
             raise CurateError(f"{p} is not a folder; voc needs {what}")
         roots += _year_roots(p)
     by_split, lists = _entries(roots)
+    _refuse_leaks(by_split)
     splits, inputs = [], list(lists)
     for name in ("train", "test"):
         if name not in by_split:
@@ -423,6 +424,22 @@ def read_voc(cfg: DatasetConfig, ws: Workspace) -> SourceData:
         checksum,
         multilabel=True,
     )
+
+
+def _refuse_leaks(by_split: dict) -> None:
+    """An image in both train and test would be scored on what it was trained on: refused, named."""
+    if "train" not in by_split or "test" not in by_split:
+        return
+    train = {e.idx: e for e in by_split["train"]}
+    both = [e for e in by_split["test"] if e.idx in train]
+    if both:
+        e = both[0]
+        more = f" (and {len(both) - 1} more)" if len(both) > 1 else ""
+        raise CurateError(
+            f"image {e.image.stem} is listed in the test split ({e.list_file}) and in the train "
+            f"split ({train[e.idx].list_file}){more}; a test image must not be trained on: fix the "
+            "lists or pass other roots (Pliushch et al.: VOC2007+2012 trainval, VOC2007 test)"
+        )
 
 
 def _jpeg_size(path: Path) -> tuple[int, int]:
