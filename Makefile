@@ -23,15 +23,15 @@ $(STAMP): requirements.txt pyproject.toml scripts/install-sysdeps.sh
 	@touch $@
 
 scores: install
-	$(BIN)/curate run $(RECIPE) --workspace $(WORKSPACE) $(ARGS)
+	$(BIN)/curate run $(RECIPE) --workspace "$(WORKSPACE)" $(ARGS)
 
 # the report of a run (default: the default recipe's run), after `make scores` when it is not scored yet
 report: install
-	@$(BIN)/curate query "SELECT count(*) AS n FROM epoch_metrics WHERE run = '$(REPORT_RUN)'" \
-		--format csv --workspace $(WORKSPACE) 2>/dev/null | tail -n 1 | grep -qx '[1-9][0-9]*' \
+	@$(BIN)/curate query "SELECT count(*) AS n FROM epoch_metrics WHERE run = '$(subst ','',$(REPORT_RUN))'" \
+		--format csv --workspace "$(WORKSPACE)" 2>/dev/null | tail -n 1 | grep -qx '[1-9][0-9]*' \
 		|| $(MAKE) scores
-	$(BIN)/curate report $(REPORT_RUN) --workspace $(WORKSPACE) \
-		--out $(WORKSPACE)/reports/$(REPORT_RUN) $(REPORT_ARGS)
+	$(BIN)/curate report "$(REPORT_RUN)" --workspace "$(WORKSPACE)" \
+		--out "$(WORKSPACE)/reports/$(REPORT_RUN)" $(REPORT_ARGS)
 
 test: install
 	@scripts/install-browser.sh
@@ -58,4 +58,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_precision.py
 
 app: install
-	$(BIN)/curate app --workspace $(WORKSPACE)
+	$(BIN)/curate app --workspace "$(WORKSPACE)"
