@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_app.py
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_precision.py
+	$(BIN)/python benchmarks/bench_bf16_step.py
 
 app: install
 	$(BIN)/curate app --workspace "$(WORKSPACE)"
