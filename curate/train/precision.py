@@ -2,7 +2,7 @@
 
 `train.precision = auto` picks bf16 on CUDA, and on a CPU only when it has native bf16 matrix units
 (Intel AMX `amx_bf16`, or `avx512_bf16` on Intel and AMD): there a small conv net trains about 2.7x
-faster under bf16 autocast. On other CPUs bf16 is emulated and slower than fp32, so auto stays fp32.
+(AMX) or 2.2x (AVX512-BF16, `benchmarks/bench_bf16_step.py`) faster under bf16 autocast. On other CPUs bf16 is emulated and slower than fp32, so auto stays fp32.
 The choice is recorded in the `runs` table (`precision`).
 """
 
