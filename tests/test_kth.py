@@ -11,6 +11,7 @@ import pytest
 from conftest import ingest_cli
 from PIL import Image
 from scipy import stats
+from test_ingest_errors import assert_refused
 
 from curate import db, explore
 from curate.data.kth import IMAGE_CONDITIONS, parse_name
@@ -38,13 +39,8 @@ def make_kth_tree(root, materials=MATERIALS, samples="abcd", seed=0):
 
 
 def refused(capsys, ws, code, *needles) -> str:
-    """One `error:` line holding every needle, exit 2, no dataset written."""
-    assert code == 2
-    err = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
-    assert err.startswith("error: "), err
-    for n in needles:
-        assert n in err, err
-    assert not (ws / "datasets").exists() or not any((ws / "datasets").iterdir())
+    """One `error:` line holding every needle, exit 2, no dataset and no instance row written."""
+    err = assert_refused(capsys, ws, code, *needles)
     if (ws / "catalog.duckdb").exists():
         con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
         assert con.execute("SELECT count(*) FROM instances").fetchone()[0] == 0
