@@ -386,9 +386,9 @@ def view_label_issues(path, root, run, split):
         )
         return
     st.caption(
-        f"{int(conf['n'].sum())} flagged labels: the members settle, by majority, on another class "
-        "and rank it above the given one over training (aum < 0). Rows: given class; columns: the "
-        "class they suggest."
+        f"{int(conf['n'].sum())} flagged labels: late in training the members rank another class "
+        "above the given one on average (issue_score = -late_aum > 0) and predict another class most "
+        "often. Rows: given class; columns: the class they suggest."
     )
     st.altair_chart(
         alt.Chart(conf, title="flagged labels: given class vs suggested class")

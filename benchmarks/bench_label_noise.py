@@ -17,7 +17,8 @@ CIFAR-10 label.
 
 CPU seconds (user + sys, this process and its children) are measured per side.
 
-    python benchmarks/bench_label_noise.py [--members 8] [--epochs 6] [--arch lenet5] [--sets worse]
+    python benchmarks/bench_label_noise.py [--recipe cifar10-label-issues] [--members 4] [--epochs 5]
+        [--arch fastconv] [--sets worse aggre]
 
 Figures go to benchmarks/results/label_noise.json.
 """
@@ -65,10 +66,11 @@ def recipe_sets(args, name: str, key: str) -> list[str]:
         f"dataset.name={name}",
         f"dataset.labels={NOISY}:{key}",
         "score.stats=false",
-        f"train.arch={args.arch}",
-        f"train.members={args.members}",
-        f"train.epochs={args.epochs}",
-    ] + args.extra
+    ]
+    sets += [
+        f"train.{k}={getattr(args, k)}" for k in ("arch", "members", "epochs") if getattr(args, k)
+    ]
+    sets += args.extra
     return [a for s in sets for a in ("--set", s)]
 
 
@@ -135,6 +137,7 @@ def cv_probs(args, ws: Path, name: str, folds: int, seed: int = 0) -> tuple[np.n
     flags = recipe_sets(args, name, "x")
     recipe = load_recipe(args.recipe, [v for v in flags[1::2]])
     t = recipe.train
+    epochs = args.cleanlab_epochs or t.epochs  # more than curate's: the same CPU time, not training
     per_fold = max(1, round(t.members / (folds - 1)))
     where = place("cpu", t.threads)
     info = dataset_info(name, Workspace(ws))
@@ -159,14 +162,14 @@ def cv_probs(args, ws: Path, name: str, folds: int, seed: int = 0) -> tuple[np.n
         out = np.zeros((len(held), k), np.float32)
         for group in learner.groups(members):
             unit = learner.build(group)
-            for epoch in range(1, t.epochs + 1):
+            for epoch in range(1, epochs + 1):
                 unit.fit_epoch(epoch, False, lambda _: None)
             out += fold_softmax(
                 unit, x_all, full.mean, full.std, held, recipe.loader.eval_batch_size
             )
         probs[held] = out / len(members)
         print(
-            f"  fold {f + 1}/{folds}: {len(members)} members x {t.epochs} epochs on "
+            f"  fold {f + 1}/{folds}: {len(members)} members x {epochs} epochs on "
             f"{len(train_rows)} images; held-out accuracy (given labels) "
             f"{(probs[held].argmax(1) == y_all[held].numpy()).mean():.3f}",
             flush=True,
@@ -204,6 +207,7 @@ def run_cleanlab(args, ws: Path, name: str, true: np.ndarray) -> dict:
     cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
     row = li.noise_eval(given, true, 1 - quality, flagged, probs.argmax(1))
     return row | {
+        "epochs": args.cleanlab_epochs or args.epochs,
         "cpu_seconds": cpu,
         "wall_seconds": wall,
         "cv_accuracy_given": float((probs.argmax(1) == given).mean()),
@@ -213,13 +217,26 @@ def run_cleanlab(args, ws: Path, name: str, true: np.ndarray) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=["worse"], choices=["worse", "aggre"])
-    ap.add_argument("--recipe", default="imagefolder", help="recipe the settings below override")
-    ap.add_argument("--arch", default="lenet5")
-    ap.add_argument("--members", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument(
+        "--recipe", default="cifar10-label-issues", help="recipe the settings below override"
+    )
+    ap.add_argument("--arch", help="default: the recipe's")
+    ap.add_argument("--members", type=int, help="default: the recipe's")
+    ap.add_argument("--epochs", type=int, help="default: the recipe's")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument(
         "--only", choices=["cleanlab"], help="rerun cleanlab's side, keeping curate's last figures"
+    )
+    ap.add_argument(
+        "--cleanlab-epochs",
+        type=int,
+        help="epochs of cleanlab's fold members (default: curate's, the same training compute); "
+        "more gives cleanlab the CPU time curate spends on its per-epoch evaluation passes",
+    )
+    ap.add_argument(
+        "--previous",
+        type=Path,
+        help="with --only cleanlab: the results file holding curate's figures (default: --out)",
     )
     ap.add_argument("--set", dest="extra", action="append", default=[], help="more overrides")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work" / "label-noise")
@@ -227,6 +244,14 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "label_noise.json"
     )
     args = ap.parse_args()
+    from curate.config import load_recipe
+
+    t = load_recipe(args.recipe, []).train
+    args.arch, args.members, args.epochs = (
+        args.arch or t.arch,
+        args.members or t.members,
+        args.epochs or t.epochs,
+    )
     for p in (SOURCE, NOISY):
         if not p.exists():
             raise SystemExit(f"{p} is absent (shared data)")
@@ -241,7 +266,7 @@ def main() -> None:
     results = []
     for s in args.sets:
         name = f"cifar10n-{s}"
-        previous = {r["set"]: r for r in _previous(args.out)}
+        previous = {r["set"]: r for r in _previous(args.previous or args.out)}
         if args.only == "cleanlab" and s in previous:  # keep the measured curate side
             ours = previous[s]["curate"]
             true = np.load(NOISY)["clean_label"]

@@ -233,6 +233,11 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "(2 y_k - 1) z_k, > 0 exactly on an exact match); lower = more likely mislabelled",
         ),
         (
+            "late_aum",
+            "DOUBLE",
+            "the same mean over the late epochs floor(E/2)+1..E only; lower = more likely mislabelled",
+        ),
+        (
             "suggested_label",
             "INTEGER",
             "the class the members settle on: the most frequent prediction over members and the "
@@ -246,13 +251,13 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         (
             "issue_score",
             "DOUBLE",
-            "how likely the given label is wrong, 0..1: mean of the percentile ranks of -aum and "
-            "of the late consensus on another class; higher = more likely mislabelled",
+            "how likely the given label is wrong, in logits: -late_aum, how far the largest other "
+            "logit lies above the given class's late in training; higher = more likely mislabelled",
         ),
         (
             "flagged",
             "BOOLEAN",
-            "likely mislabelled: suggested_label != label with consensus > 1/2, and aum < 0",
+            "likely mislabelled: issue_score > 0 (late_aum < 0) and suggested_label != label",
         ),
     ],
     "epoch_metrics": [
@@ -564,7 +569,7 @@ VIEWS = {
     "in_between": "rows of difficulty with ddd = 'in-between'",
     "impossible": "rows of difficulty with ddd = 'impossible'",
     "label_issues": "one row per run and instance: given and suggested class, consensus, "
-    "issue_score (higher = more likely mislabelled), flagged, with aum, accessibility, forgetting "
+    "issue_score (higher = more likely mislabelled), flagged, with aum, late_aum, accessibility, forgetting "
     "and the image's source (columns documented in instance_scores)",
     "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin "
     "(pred: the predicted class, or for multilabel runs the predicted class set as a bitmask)",
@@ -636,7 +641,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
         "CASE WHEN d.multilabel THEN array_to_string(list_filter(d.class_names, "
         "(x, k) -> (s.suggested_label >> (k - 1)) & 1 = 1), '+') "
         "ELSE d.class_names[s.suggested_label + 1] END AS suggested_class, "
-        "s.consensus, s.issue_score, s.flagged, s.aum, s.accessibility, s.forgetting_events, "
+        "s.consensus, s.issue_score, s.flagged, s.aum, s.late_aum, s.accessibility, s.forgetting_events, "
         "i.true_label, i.source FROM instance_scores s JOIN instances i USING (dataset, split, idx) "
         "JOIN datasets d USING (dataset)"
     )

@@ -350,7 +350,7 @@ def label_issue_page(
 ) -> pd.DataFrame:
     """A page of flagged labels, highest issue_score first, optionally of one class pair."""
     sql = (
-        "SELECT dataset, idx, class_name, suggested_class, consensus, issue_score, aum, "
+        "SELECT dataset, idx, class_name, suggested_class, consensus, issue_score, late_aum, aum, "
         "accessibility, true_label, source FROM label_issues WHERE run = ? AND split = ? AND flagged"
     )
     params: list = [run, split]

@@ -13,7 +13,7 @@ from curate.workspace import Workspace, atomic_path
 
 COLUMNS = (
     "split, idx, label, class_name, suggested_label, suggested_class, consensus, issue_score, "
-    "flagged, aum, accessibility, forgetting_events, true_label, source"
+    "flagged, aum, late_aum, accessibility, forgetting_events, true_label, source"
 )
 
 

@@ -38,9 +38,11 @@ def _write_log(run_dir, idx, pred, margin):
 def test_signals_on_a_hand_built_log(tmp_path):
     # 2 members, epochs 0..4 (E = 4, late epochs 3 and 4), five instances:
     # n0 label 0: both members say class 2 at every epoch, margin -3          -> flagged as 2
-    # n1 label 1: wrong (3) at epochs 1-2 with margin -1, right at 3-4, +2  -> learned late, not flagged
-    # n2 label 2: scattered wrong answers, margin -1; late votes 0, 3, 1, 1 -> suggests 1 at 0.5
-    # n3 label 3: late votes 3, 0, 0, 3 (a tie: the given label wins), margin -0.5
+    # n1 label 1: wrong (3) at epochs 1-2 with margin -4, right at 3-4, +2  -> learned late: aum < 0
+    #    over the whole run, but late_aum > 0                                  -> not flagged
+    # n2 label 2: scattered wrong answers, margin -1; late votes 0, 3, 1, 1 -> suggests 1 at 0.5,
+    #    late_aum -1                                                           -> flagged as 1
+    # n3 label 3: late votes 3, 0, 0, 3 (a tie: the given label wins), margin -0.5 -> not flagged
     # n4 label 0: right throughout, margin 4
     y = np.array([0, 1, 2, 3, 0])
     pred = np.zeros((2, 5, 5), np.int64)  # (M, T, N); epoch 0 is ignored by every signal
@@ -51,22 +53,22 @@ def test_signals_on_a_hand_built_log(tmp_path):
     pred[:, 1:, 4] = 0
     margin = np.zeros((2, 5, 5), np.float32)
     margin[:, 1:, 0] = -3
-    margin[:, 1:3, 1], margin[:, 3:, 1] = -1, 2
+    margin[:, 1:3, 1], margin[:, 3:, 1] = -4, 2
     margin[:, 1:, 2] = -1
     margin[:, 1:, 3] = -0.5
     margin[:, 1:, 4] = 4
+    margin[:, 0] = -9  # epoch 0 (before training) counts in neither mean
     idx = np.array([10, 11, 12, 13, 14])
     _write_log(tmp_path, idx, pred, margin)
     i = score_split(tmp_path, "train", (idx, y)).instance
 
     assert list(li.late_epochs(4)) == [3, 4] and list(li.late_epochs(1)) == [1]
-    np.testing.assert_allclose(i["aum"], [-3, 0.5, -1, -0.5, 4])
+    np.testing.assert_allclose(i["aum"], [-3, -1, -1, -0.5, 4])  # n1: (-4 - 4 + 2 + 2) / 4
+    np.testing.assert_allclose(i["late_aum"], [-3, 2, -1, -0.5, 4])
     assert i["suggested_label"].tolist() == [2, 1, 1, 3, 0]
     np.testing.assert_allclose(i["consensus"], [1, 1, 0.5, 0.5, 1])
-    # ranks of -aum (3, -0.5, 1, 0.5, -4) / 5: 1, .4, .8, .6, .2; of the consensus on another class
-    # (1, 0, .5, 0, 0) / 5: 1, .4, .8, .4, .4 (the three zeros share rank 2); the score is the mean
-    np.testing.assert_allclose(i["issue_score"], [1.0, 0.4, 0.8, 0.5, 0.3])
-    assert i["flagged"].tolist() == [True, False, False, False, False]
+    np.testing.assert_allclose(i["issue_score"], [3, -2, 1, 0.5, -4])  # -late_aum
+    assert i["flagged"].tolist() == [True, False, True, False, False]
 
 
 def test_auroc_and_noise_eval_by_hand():

@@ -300,18 +300,21 @@ class EpochStats:
 
 class LabelVotes:
     """What the label-issue signals need from the stream (`curate.scores.label_issues`): the sum
-    of margins over members and epochs 1..E, and the predictions of the late epochs
-    (`label_issues.late_epochs`), (M |L|, N) of the log's dtype (int16, or int32 bitmasks)."""
+    of margins over members and epochs 1..E and over the late epochs (`label_issues.late_epochs`),
+    and the predictions of the late epochs, (M |L|, N) of the log's dtype (int16, or int32 bitmasks)."""
 
     def __init__(self, m_count: int, last: int, n: int):
         self.late = li.late_epochs(last)
-        self.msum = np.zeros(n)
+        self.msum, self.msum_late = np.zeros(n), np.zeros(n)
         self.preds = np.empty((m_count * len(self.late), n), np.int16)
         self.m_count, self.last = m_count, last
 
     def add(self, t: int, pred: np.ndarray, margin: np.ndarray | None) -> None:
         if margin is not None:
-            self.msum += margin.sum(axis=0, dtype=np.float64)
+            total = margin.sum(axis=0, dtype=np.float64)
+            self.msum += total
+            if t in self.late:
+                self.msum_late += total
         if self.preds.dtype != pred.dtype:
             self.preds = self.preds.astype(pred.dtype)  # multilabel: bitmasks need int32
         if t in self.late:
@@ -319,15 +322,17 @@ class LabelVotes:
             self.preds[j : j + self.m_count] = pred
 
     def scores(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """aum, suggested_label, consensus, issue_score, flagged, each (N,)."""
+        """aum, late_aum, suggested_label, consensus, issue_score, flagged, each (N,)."""
         suggested, count = vote_mode(self.preds, y.astype(self.preds.dtype))
-        out = {
+        late_aum = self.msum_late / (self.m_count * len(self.late))
+        return {
             "aum": self.msum / (self.m_count * self.last),
+            "late_aum": late_aum,
             "suggested_label": suggested.astype(np.int32),
             "consensus": count / len(self.preds),
+            "issue_score": li.issue_score(late_aum),
+            "flagged": li.flag(late_aum, suggested, y),
         }
-        signals = (out["aum"], out["suggested_label"], out["consensus"], y)
-        return out | {"issue_score": li.issue_score(*signals), "flagged": li.flag(*signals)}
 
 
 def _instance_scores(stats: EpochStats, last: int, tol: int) -> dict[str, np.ndarray]:

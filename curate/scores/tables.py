@@ -48,6 +48,7 @@ def instance_table(run: str, dataset: str, sc: SplitScores, tol: int) -> pa.Tabl
             "agree_by_epoch": _list_column(sc.agree_by_epoch),
             "epochs": pa.array(np.full(n, len(sc.correct_by_epoch) - 1, np.int32)),
             "aum": pa.array(i["aum"]),
+            "late_aum": pa.array(i["late_aum"]),
             "suggested_label": pa.array(i["suggested_label"].astype(np.int32)),
             "consensus": pa.array(i["consensus"]),
             "issue_score": pa.array(i["issue_score"]),
