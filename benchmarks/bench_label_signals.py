@@ -23,19 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
+from bench_label_noise import DATA, ROOT, SOURCE, curate  # the same data and `curate` runner
 from scipy.stats import rankdata
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
-SOURCE = DATA / "cifar10-jpeg.tar.gz"
 HUMANS = DATA / "refs" / "cifar10h-counts-test.npy"
 CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 
@@ -78,15 +73,6 @@ def worst_of(counts: np.ndarray, true: np.ndarray, k: int, seed: int) -> np.ndar
         if len(wrong):
             out[i] = rng.choice(wrong)
     return out
-
-
-def curate(*args: str, log: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "curate", *args]
-    with open(log, "w") as out:
-        res = subprocess.run(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    if res.returncode != 0:
-        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}; see {log}")
 
 
 def read_log(ws: Path, run: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
