@@ -381,7 +381,7 @@ def view_label_issues(path, root, run, split):
     conf = cached("label_confusion", path, run, split)
     if conf.empty:
         st.info(
-            "No flagged labels in this split (or the run was scored before label issues existed: "
+            "No flagged labels in this split (or the run was scored by an older curate: "
             f"`curate score {run}`)."
         )
         return

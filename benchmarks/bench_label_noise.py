@@ -255,6 +255,8 @@ def main() -> None:
     for p in (SOURCE, NOISY):
         if not p.exists():
             raise SystemExit(f"{p} is absent (shared data)")
+    if args.cleanlab_epochs is not None and args.cleanlab_epochs < 1:
+        raise SystemExit(f"--cleanlab-epochs {args.cleanlab_epochs}: give at least 1")
     if args.members % (args.folds - 1):
         raise SystemExit(
             f"--members {args.members} must be a multiple of --folds - 1 = {args.folds - 1} "
@@ -267,7 +269,12 @@ def main() -> None:
     for s in args.sets:
         name = f"cifar10n-{s}"
         previous = {r["set"]: r for r in _previous(args.previous or args.out)}
-        if args.only == "cleanlab" and s in previous:  # keep the measured curate side
+        if args.only == "cleanlab":  # keep the measured curate side
+            if s not in previous:
+                raise SystemExit(
+                    f"--only cleanlab: {args.previous or args.out} holds no curate figures for "
+                    f"--sets {s}; run without --only first (or name the file with --previous)"
+                )
             ours = previous[s]["curate"]
             true = np.load(NOISY)["clean_label"]
         else:

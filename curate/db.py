@@ -614,6 +614,17 @@ def _tables(con) -> set[str]:
     return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
 
 
+def has_columns(con: duckdb.DuckDBPyConnection, table: str, *cols: str) -> bool:
+    """Whether the table or view `table` exists with these columns (catalogs of older versions,
+    opened read-only, may lack them: only a writing stage adds them)."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name IN "
+        f"({', '.join('?' for _ in cols)})",
+        [table, *cols],
+    ).fetchone()[0]
+    return found == len(cols)
+
+
 def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
     """(Re)create the views; `difficulty` joins image_stats only once that table exists."""
     stats = "image_stats" in _tables(

@@ -12,6 +12,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from curate import db
 from curate.errors import CurateError
 from curate.stats.definitions import STATS
 
@@ -214,7 +215,7 @@ def agreement_curves(con, run: str, split: str) -> pd.DataFrame:
 def category_curves(con, run: str, split: str) -> pd.DataFrame:
     """Per categorical attribute (class_name, illumination, pose, ...), category and epoch: n and
     the fraction of the category's instances every member gets right (`category_agreement`)."""
-    if not _has_columns(con, "category_agreement", "attribute"):
+    if not db.has_columns(con, "category_agreement", "attribute"):
         return pd.DataFrame(columns=["attribute", "category", "epoch", "n", "frac_strict"])
     return _q(
         con,
@@ -317,24 +318,16 @@ def thumbnails(
 
 
 # the functions `call` may run: every query above that takes a reader first
-def _has_columns(con, table: str, *cols: str) -> bool:
-    """Whether `table` exists with these columns (catalogs of older versions may lack them)."""
-    found = con.execute(
-        "SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name IN "
-        f"({', '.join('?' for _ in cols)})",
-        [table, *cols],
-    ).fetchone()[0]
-    return found == len(cols)
-
-
 def label_confusion(con, run: str, split: str) -> pd.DataFrame:
     """Flagged labels per (given class, suggested class): given, suggested, n."""
-    if not _has_columns(con, "instance_scores", "flagged"):
+    if not db.has_columns(con, "label_issues", "flagged", "late_aum"):
         return pd.DataFrame(columns=["given", "suggested", "n"])
     return _q(
         con,
         "SELECT class_name AS given, suggested_class AS suggested, count(*) AS n FROM label_issues "
-        "WHERE run = ? AND split = ? AND flagged GROUP BY ALL ORDER BY n DESC",
+        # late_aum is NULL in runs scored before the present issue_score and flagged
+        "WHERE run = ? AND split = ? AND flagged AND late_aum IS NOT NULL GROUP BY ALL "
+        "ORDER BY n DESC",
         [run, split],
     )
 
@@ -349,9 +342,12 @@ def label_issue_page(
     page_size: int = 48,
 ) -> pd.DataFrame:
     """A page of flagged labels, highest issue_score first, optionally of one class pair."""
+    if not db.has_columns(con, "label_issues", "late_aum"):
+        return pd.DataFrame()
     sql = (
         "SELECT dataset, idx, class_name, suggested_class, consensus, issue_score, late_aum, aum, "
-        "accessibility, true_label, source FROM label_issues WHERE run = ? AND split = ? AND flagged"
+        "accessibility, true_label, source FROM label_issues WHERE run = ? AND split = ? AND flagged "
+        "AND late_aum IS NOT NULL"
     )
     params: list = [run, split]
     for col, value in (("class_name", given), ("suggested_class", suggested)):
@@ -364,14 +360,14 @@ def label_issue_page(
 
 def label_noise(con, run: str, split: str) -> pd.DataFrame:
     """The run's `label_noise_eval` row of a split (empty when its labels are the true ones)."""
-    if not _has_columns(con, "label_noise_eval", "auroc"):
+    if not db.has_columns(con, "label_noise_eval", "auroc"):
         return pd.DataFrame()
     return _q(con, "SELECT * FROM label_noise_eval WHERE run = ? AND split = ?", [run, split])
 
 
 def reference_rows(con, run: str) -> pd.DataFrame:
     """The run's comparisons with external references (`curate evaluate`), newest first."""
-    if not _has_columns(con, "reference_agreement", "spearman"):
+    if not db.has_columns(con, "reference_agreement", "spearman"):
         return pd.DataFrame()
     return _q(
         con,

@@ -48,12 +48,17 @@ def label_issue_list(
                 f"run {run!r} has no split {split!r}; choose --split from "
                 f"{', '.join(sorted(s for (s,) in have))}"
             )
-        if con.execute(
-            "SELECT count(*) FROM instance_scores WHERE run = ? AND issue_score IS NULL", [run]
-        ).fetchone()[0]:
+        # late_aum came with the present issue_score and flagged: a run scored before them (or a
+        # catalog no newer curate has written to yet) holds another definition, or none
+        if (
+            not db.has_columns(con, "label_issues", "late_aum")
+            or con.execute(
+                "SELECT count(*) FROM instance_scores WHERE run = ? AND late_aum IS NULL", [run]
+            ).fetchone()[0]
+        ):
             raise CurateError(
-                f"run {run!r} was scored by an older curate without label-issue signals; "
-                f"rescore it: curate score {run}"
+                f"run {run!r} was scored by an older curate, before the present label-issue "
+                f"signals; rescore it: curate score {run}"
             )
         sql = (
             f"SELECT {COLUMNS} FROM label_issues WHERE run = ? AND split = ?"

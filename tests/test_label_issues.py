@@ -300,6 +300,33 @@ def test_label_issues_command(noisy_run, tmp_path, capsys):
     assert main(["label-issues", "noisy", "--workspace", str(ws), "--out", str(target)]) == 2
 
 
+def test_a_catalog_of_an_older_curate(noisy_run, tmp_path, capsys):
+    # a catalog written before late_aum existed: the column and the view's column are absent
+    import shutil
+
+    src, _ = noisy_run
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws, ignore=shutil.ignore_patterns("sources", "datasets"))
+    con = duckdb.connect(str(ws / "catalog.duckdb"))
+    view = con.execute(
+        "SELECT sql FROM duckdb_views() WHERE view_name = 'label_issues' AND NOT temporary"
+    ).fetchone()[0]
+    con.execute("ALTER TABLE instance_scores DROP COLUMN late_aum")
+    con.execute(view.replace("s.late_aum, ", "").replace("CREATE VIEW", "CREATE OR REPLACE VIEW"))
+    con.close()
+    capsys.readouterr()
+    assert main(["label-issues", "noisy", "--workspace", str(ws)]) == 2
+    assert "rescore it: curate score noisy" in capsys.readouterr().err
+    # rescoring adds the column at the end of the table; every column still lands in its own place
+    assert main(["score", "noisy", "--workspace", str(ws)]) == 0
+    out = tmp_path / "l.csv"
+    assert main(["label-issues", "noisy", "--workspace", str(ws), "--out", str(out)]) == 0
+    listed = pd.read_csv(out)
+    assert len(listed) and listed.consensus.between(0, 1).all()
+    np.testing.assert_allclose(listed.issue_score, -listed.late_aum)
+    assert (listed.late_aum < 0).all() and (listed.suggested_label != listed.label).all()
+
+
 def test_evaluate_against_references(noisy_run, tmp_path, capsys):
     ws, d = noisy_run
     df = _q(

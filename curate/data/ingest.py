@@ -529,7 +529,7 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
         for table in ("instances", "skipped", "image_attributes", "datasets"):
             con.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
         con.register("new_instances", instances)
-        con.execute("INSERT INTO instances SELECT * FROM new_instances")
+        con.execute("INSERT INTO instances BY NAME SELECT * FROM new_instances")
         if len(attributes):
             con.register("new_attributes", attributes)
             con.execute(
@@ -538,7 +538,7 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
             )
         if len(skipped_df):
             con.register("new_skipped", skipped_df)
-            con.execute("INSERT INTO skipped SELECT * FROM new_skipped")
+            con.execute("INSERT INTO skipped BY NAME SELECT * FROM new_skipped")
         con.execute(
             "INSERT INTO datasets VALUES "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
