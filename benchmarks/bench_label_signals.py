@@ -103,10 +103,10 @@ def read_log(ws: Path, run: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 def candidates(pred, p_true, margin, given, k: int = 10):
     """The candidate scores (higher = more likely wrong) and rules, from the log's arrays."""
-    from curate.scores.label_issues import late_epochs
+    from curate.scores import label_issues as li
 
     m, e, n = pred.shape
-    late = np.array(list(late_epochs(e))) - 1
+    late = np.array(list(li.late_epochs(e))) - 1
     aum, late_aum, last = margin.mean((0, 1)), margin[:, late].mean((0, 1)), margin[:, -1].mean(0)
     votes = np.stack([(pred[:, late] == c).sum((0, 1)) for c in range(k)], 1)
     plural = np.where(votes[np.arange(n), given] == votes.max(1), given, votes.argmax(1))
@@ -114,7 +114,7 @@ def candidates(pred, p_true, margin, given, k: int = 10):
     other = np.where(plural != given, consensus, 0.0)
     r = lambda a: rankdata(a) / n  # noqa: E731
     scores = {
-        "-late_aum (issue_score)": -late_aum,
+        "-late_aum (issue_score)": li.issue_score(late_aum),
         "-aum (all epochs)": -aum,
         "-margin, last epoch": -last,
         "1 - accessibility": -(pred == given).mean((0, 1)),
@@ -123,7 +123,7 @@ def candidates(pred, p_true, margin, given, k: int = 10):
         "rank mean of -aum and that consensus (earlier issue_score)": (r(-aum) + r(other)) / 2,
     }
     rules = {
-        "suggested != label and late_aum < 0 (flagged)": (plural != given) & (late_aum < 0),
+        "suggested != label and late_aum < 0 (flagged)": li.flag(late_aum, plural, given),
         "late_aum < 0": late_aum < 0,
         "suggested != label": plural != given,
         "suggested != label, consensus > 1/2, aum < 0 (earlier flagged)": (plural != given)

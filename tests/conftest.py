@@ -7,6 +7,7 @@ import pickle
 import struct
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 
@@ -127,6 +128,15 @@ def make_image_folder(
                 k += 1
         out[split] = rows
     return out
+
+
+def catalog_rows(ws: Path, sql: str) -> list[tuple]:
+    """The rows of one query over a workspace's catalog, opened read-only."""
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
 
 
 def ingest_cli(*args: str) -> int:

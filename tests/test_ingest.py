@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
+from conftest import catalog_rows as q
 from conftest import (
     ingest_cli,
     make_cifar10_dir,
@@ -14,14 +14,6 @@ from conftest import (
     shared,
     write_cifar_batch,
 )
-
-
-def q(ws, sql):
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_digits_round_trip_bit_exact(digits_ws):

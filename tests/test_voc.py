@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import os
 
-import duckdb
 import pytest
+from conftest import catalog_rows as q
 from conftest import ingest_cli
 from test_ingest_errors import assert_refused
 from voc_tree import annotation_xml, make_voc_root, small_devkit
 
 from curate.data.voc import VOC_CLASSES, image_id_to_idx, label_names, union_area_ratio
-
-
-def q(ws, sql):
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def bits(*names: str) -> int:
