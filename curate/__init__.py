@@ -5,3 +5,12 @@ into per-image difficulty scores in a DuckDB catalog, and export curricula and h
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`curate.Recorder` (the prediction log of any training loop), imported when first used."""
+    if name in ("Recorder", "RecordedRun"):
+        from curate.record import recorder
+
+        return getattr(recorder, name)
+    raise AttributeError(f"module 'curate' has no attribute {name!r}")
