@@ -70,6 +70,10 @@ def _dataset_recipe(args: argparse.Namespace):
 def cmd_ingest(args: argparse.Namespace) -> int:
     from curate.data.ingest import ingest
 
+    if args.dataset == "labels":  # a dataset from its labels alone, no images
+        from curate.data.labels_only import cmd_ingest_labels
+
+        return cmd_ingest_labels(args)
     recipe = _dataset_recipe(args)
     ws = Workspace.resolve(args.workspace)
     res = ingest(recipe.dataset, ws, force=args.force)
@@ -122,11 +126,13 @@ def _run_name(args: argparse.Namespace) -> str | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from curate.data.registered import ingested_recipe
     from curate.train.run import train
 
-    recipe = _train_recipe(args)
-    run = _run_name(args)
     ws = Workspace.resolve(args.workspace)
+    recipe = ingested_recipe(ws, args.recipe, args.overrides, _flags(args, _TRAIN_FLAGS))
+    recipe = recipe or _train_recipe(args)  # a recipe or format, when not an ingested name
+    run = _run_name(args)
     run_dir = train(recipe, ws, run=run)
     print(f"run {run or recipe.name}: prediction log in {run_dir / 'predictions'}")
     return 0
@@ -402,7 +408,8 @@ def _add_ingest(sub) -> None:
     p.add_argument(
         "dataset",
         help="format (digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder, "
-        "imagenet, voc, gaussian-sigma, gabor, gaussian-2class) or a recipe name",
+        "imagenet, voc, gaussian-sigma, gabor, gaussian-2class) or a recipe name; `labels` "
+        "registers a dataset from --labels alone (no images)",
     )
     p.add_argument(
         "--source",
@@ -430,6 +437,9 @@ def _add_ingest(sub) -> None:
         action="store_true",
         help="fetch the dataset with torchvision (needs a network)",
     )
+    from curate.data.labels_only import add_flags
+
+    add_flags(p)
     _add_common(p)
     p.set_defaults(func=cmd_ingest)
 

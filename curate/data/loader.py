@@ -68,6 +68,11 @@ def dataset_info(dataset: str, workspace: Workspace | str | None = None) -> Data
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
     meta = ws.dataset_dir(dataset) / "dataset.json"
     if not meta.exists():
+        from curate.data.labels_only import no_pixels_error
+
+        labels_only = no_pixels_error(ws, dataset)  # registered from labels alone: no images
+        if labels_only is not None:
+            raise labels_only
         have = sorted(
             p.name for p in (ws.root / "datasets").glob("*") if (p / "dataset.json").exists()
         )

@@ -3,6 +3,6 @@ from the user's own evaluation pass (`Recorder`), from arrays saved by a run tha
 (`importlog`), or from a PyTorch Lightning / Hugging Face callback (`lightning`, `hf`, imported
 only when used)."""
 
-from curate.record.recorder import Recorder, RecordedRun
+from curate.record.recorder import RecordedRun, Recorder
 
 __all__ = ["Recorder", "RecordedRun"]

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from curate import db
 from curate.data.positions import find_positions
 from curate.errors import CurateError
+from curate.record.parts import check_complete
 from curate.scores import definitions as d
 from curate.scores import label_issues as li
 from curate.scores import reliability as rel
@@ -56,7 +57,9 @@ def run_info(ws: Workspace, run: str) -> RunInfo:
         raise CurateError(
             f"run {run!r} trained on {ident['dataset']!r}, which the catalog no longer has; re-ingest it"
         )
-    return RunInfo(run, ident["dataset"], ident["train"]["members"], list(row[0]))
+    # a recorded run (curate.Recorder) lists the splits it records; `curate train` logs them all
+    splits = [s for s in row[0] if s in ident.get("splits", row[0])]
+    return RunInfo(run, ident["dataset"], ident["train"]["members"], splits)
 
 
 def score_run(
@@ -83,6 +86,7 @@ def score_run(
     A short summary per split (`summarize`), for `curate.scores.report.print_summary`.
     """
     info = run_info(ws, run)
+    check_complete(ws.run_dir(run), epochs)  # a recorded run's missing parts, by name
     results, comparisons, reliability, noise = [], [], [], []
     for sc, halves in _score_splits(ws, info, tol, quiet, epochs):
         results.append(sc)
