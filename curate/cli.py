@@ -675,6 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_app(sub)
     _add_run(sub)
+    from curate.record.commands import add_parser as _add_import_log
+
+    _add_import_log(sub)
     return parser
 
 

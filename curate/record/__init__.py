@@ -1,8 +1,12 @@
 """Recording the training dynamics of any training loop: the prediction log `curate train` writes,
-from the user's own evaluation pass (`Recorder`), from arrays saved by a run that already happened
-(`importlog`), or from a PyTorch Lightning / Hugging Face callback (`lightning`, `hf`, imported
-only when used)."""
+from the user's own evaluation pass (`recorder.Recorder`), from arrays saved by a run that already
+happened (`importlog`), or from a PyTorch Lightning / Hugging Face callback (`lightning`, `hf`,
+imported only when used). `commands` registers `curate import-log` without importing the rest."""
 
-from curate.record.recorder import RecordedRun, Recorder
 
-__all__ = ["Recorder", "RecordedRun"]
+def __getattr__(name: str):
+    if name in ("Recorder", "RecordedRun"):
+        from curate.record import recorder
+
+        return getattr(recorder, name)
+    raise AttributeError(f"module 'curate.record' has no attribute {name!r}")
