@@ -93,13 +93,13 @@ def _read_labels(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], 
                 "integer >= 0"
             )
         labels = df["label"].str.strip()
+        numeric = bool(labels.str.fullmatch(r"\d+").all())  # class indices, else class names
         out = {}
         for split, rows in df.groupby("split", sort=False).groups.items():
             i = idx.loc[rows].to_numpy(np.int64)
-            out[str(split)] = (i, labels.loc[rows].to_numpy(object))
-        numeric = labels.str.fullmatch(r"\d+").all()
-        names = None if numeric else sorted(set(labels))
-        return out, names
+            v = labels.loc[rows]
+            out[str(split)] = (i, v.astype(np.int64).to_numpy() if numeric else v.to_numpy(object))
+        return out, None if numeric else sorted(set(labels))
     if suffix in (".npy", ".npz"):
         try:
             loaded = np.load(path, allow_pickle=False)

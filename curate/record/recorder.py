@@ -530,11 +530,16 @@ def _as_ids(idx) -> np.ndarray:
 def _as_logits(logits, n: int, k: int, key):
     import torch
 
-    z = (
-        logits.detach()
-        if isinstance(logits, torch.Tensor)
-        else torch.from_numpy(np.asarray(logits))
-    )
+    if isinstance(logits, torch.Tensor):
+        z = logits.detach()
+    else:
+        a = np.asarray(logits)
+        if a.dtype.kind not in "fiub":
+            raise CurateError(
+                f"{_name(key)}: logits must be a float tensor or array (B, C), got "
+                f"{type(logits).__name__} of {a.dtype}"
+            )
+        z = torch.from_numpy(a)
     if z.ndim != 2 or z.shape[0] != n or not (z.is_floating_point() or z.numel() == 0):
         raise CurateError(
             f"{_name(key)}: logits must be a float array of shape (B, C) = ({n}, {k}) for {n} idx, "
