@@ -189,7 +189,7 @@ def _read_paths(path: Path, splits: dict[str, np.ndarray]) -> dict[str, np.ndarr
 
 
 def ingest_labels(
-    ws: Workspace,
+    ws: Workspace | str | Path,
     name: str,
     labels: str,
     paths: str | None = None,
@@ -200,7 +200,7 @@ def ingest_labels(
 
     Parameters
     ----------
-    ws : the workspace.
+    ws : the workspace (or its folder).
     name : the catalog name of the dataset.
     labels : the label file (see the module docstring).
     paths : optional CSV split,idx,path of the image files.
@@ -211,6 +211,7 @@ def ingest_labels(
     -------
     ("written" or "up to date", {split: instances}).
     """
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     name = check_name(name or "", "--name")
     if not name:
         raise CurateError("curate ingest labels needs --name NAME, the catalog name to register")

@@ -1,0 +1,166 @@
+"""The Recorder's cost inside a user's evaluation pass, on CIFAR-10-size splits.
+
+A user's eval pass after an epoch: a small real conv net (curate's `fastconv`, 0.3 M parameters)
+over 50,000 train and 10,000 test 32x32 RGB images in batches of 500, normalised per batch as a
+loader would. The same pass runs twice per member in this one process, alternating: once bare,
+once calling `rec.log(split, member, epoch, idx, logits)` on every batch (which computes the
+prediction, p_true and margin, checks the batch and writes each part's Parquet shard when its
+split is complete). The ratio is the time spent inside `rec.log` (timed around each call, so it
+counts the shard writes too) over the bare pass; the wall-clock difference of the two passes is
+printed beside it (noisier: other work on the machine moves it).
+
+    python benchmarks/bench_record.py [--threads 2] [--members 2] [--images synthetic|cifar]
+
+--images cifar uses ../shared/data/cifar10-jpeg.tar.gz (decoded once into benchmarks/.work);
+synthetic (default) draws uniform random pixels: the net's arithmetic does not depend on them.
+Figures go to benchmarks/results/record.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+SIZES = {"train": 50_000, "test": 10_000}
+
+
+def cifar_images(work: Path):
+    """(images (N, 32, 32, 3) uint8, labels) per split, from the shared JPEG folder."""
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    cache = work / "cifar10.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return {s: (z[f"{s}_x"], z[f"{s}_y"]) for s in SIZES}
+    out = {}
+    with tarfile.open(CIFAR) as tar:
+        members = [m for m in tar.getmembers() if m.name.endswith(".jpg")]
+        names = sorted({m.name.split("/")[-2] for m in members})
+        for split in SIZES:
+            rows = sorted(
+                (int(Path(m.name).stem), names.index(m.name.split("/")[-2]), m)
+                for m in members
+                if m.name.split("/")[-3] == split
+            )
+            x = np.stack(
+                [np.asarray(Image.open(tar.extractfile(m)).convert("RGB")) for _, _, m in rows]
+            )
+            out[split] = (x, np.array([c for _, c, _ in rows]))
+    np.savez(
+        cache,
+        **{f"{s}_x": v[0] for s, v in out.items()},
+        **{f"{s}_y": v[1] for s, v in out.items()},
+    )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--members", type=int, default=2, help="members timed (each: both passes)")
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--images", choices=["synthetic", "cifar"], default="synthetic")
+    ap.add_argument("--work", default=str(ROOT / "benchmarks" / ".work" / "record"))
+    args = ap.parse_args()
+
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from curate.data.labels_only import ingest_labels
+    from curate.record.recorder import Recorder
+    from curate.train.models import build_model
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work / "ws", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    if args.images == "cifar":
+        if not CIFAR.exists():
+            sys.exit(f"{CIFAR} is absent (shared data); use --images synthetic")
+        data = cifar_images(work)
+    else:
+        data = {
+            s: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n))
+            for s, n in SIZES.items()
+        }
+    rows = [(s, i, int(y)) for s, (_, ys) in data.items() for i, y in enumerate(ys)]
+    pd.DataFrame(rows, columns=["split", "idx", "label"]).to_csv(work / "labels.csv", index=False)
+    ws = work / "ws"
+    ingest_labels(ws, "cifar-size", str(work / "labels.csv"))
+    tensors = {
+        s: torch.from_numpy(x).permute(0, 3, 1, 2).contiguous() for s, (x, _) in data.items()
+    }
+    mean = torch.tensor([125.3, 123.0, 113.9]).view(1, 3, 1, 1)
+    std = torch.tensor([63.0, 62.1, 66.7]).view(1, 3, 1, 1)
+    rec = Recorder(ws, run="bench", dataset="cifar-size", members=args.members, epochs=1)
+
+    def eval_pass(model, member: int | None) -> tuple[float, float]:
+        """(wall seconds of the pass, seconds inside rec.log)."""
+        inside = 0.0
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for split, x in tensors.items():
+                for s in range(0, len(x), args.batch):
+                    xb = (x[s : s + args.batch].float() - mean) / std
+                    logits = model(xb.contiguous(memory_format=torch.channels_last))
+                    if member is not None:
+                        idx = torch.arange(s, s + len(xb))
+                        t1 = time.perf_counter()
+                        rec.log(split, member, 0, idx, logits)
+                        inside += time.perf_counter() - t1
+        return time.perf_counter() - t0, inside
+
+    bare, recorded, inside = [], [], []
+    for m in range(args.members):
+        torch.manual_seed(m)
+        model = build_model("fastconv", (3, 32, 32), 10).eval()
+        model = model.to(memory_format=torch.channels_last)
+        eval_pass(model, None) if m == 0 else None  # warm-up: first-call allocations
+        b, _ = eval_pass(model, None)
+        r, i = eval_pass(model, m)
+        bare.append(b)
+        recorded.append(r)
+        inside.append(i)
+        print(f"member {m}: bare pass {b:.2f} s, with the recorder {r:.2f} s ({i:.3f} s in log)")
+    assert all(rec.done(s, m, 0) for s in SIZES for m in range(args.members))
+    rec.close()
+    ratio = sum(inside) / sum(bare)
+    wall = sum(recorded) / sum(bare) - 1
+    res = {
+        "what": "Recorder cost inside a user's eval pass: fastconv on 50,000 + 10,000 32x32 images",
+        "images": args.images,
+        "threads": args.threads,
+        "batch": args.batch,
+        "members": args.members,
+        "bare_pass_seconds": bare,
+        "recorded_pass_seconds": recorded,
+        "seconds_inside_log": inside,
+        "log_over_bare_pass": ratio,
+        "wall_clock_overhead": wall,
+        "budget": 0.05,
+        "within_budget": ratio <= 0.05,
+    }
+    print(
+        f"recorder cost: {ratio:.2%} of the eval pass (time inside rec.log / bare pass; budget "
+        f"5 %); wall-clock difference {wall:+.2%}"
+    )
+    dest = ROOT / "benchmarks" / "results" / "record.json"
+    dest.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"figures in {dest}")
+
+
+if __name__ == "__main__":
+    main()
