@@ -303,9 +303,10 @@ class Recorder:
                 f"the batch are not; its {len(rows.idx)} idx run from {_range(rows.idx)}); pass "
                 "the catalog's idx of each instance"
             )
-        counts = np.bincount(pos, minlength=0)
-        if np.any(counts > 1):
-            twice = rows.idx[int(np.flatnonzero(counts > 1)[0])]
+        srt = np.sort(pos)  # O(B log B): no array of the split's size per batch
+        dup = np.flatnonzero(srt[1:] == srt[:-1])
+        if len(dup):
+            twice = rows.idx[srt[dup[0]]]
             raise CurateError(
                 f"{_name(key)}: idx {int(twice)} appears twice in this batch; log each instance "
                 "once per part"
