@@ -6,8 +6,9 @@ loader would. The same pass runs twice per member in this one process, alternati
 once calling `rec.log(split, member, epoch, idx, logits)` on every batch (which computes the
 prediction, p_true and margin, checks the batch and writes each part's Parquet shard when its
 split is complete). The ratio is the time spent inside `rec.log` (timed around each call, so it
-counts the shard writes too) over the bare pass; the wall-clock difference of the two passes is
-printed beside it (noisier: other work on the machine moves it).
+counts the shard writes too) over the rest of the same pass (the net's forward and the batches,
+under the same machine load); its ratio to the bare pass and the wall-clock difference of the two
+passes are printed beside it (noisier: other work on the machine moves them).
 
     python benchmarks/bench_record.py [--threads 2] [--members 2] [--images synthetic|cifar]
 
@@ -67,7 +68,7 @@ def cifar_images(work: Path):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--members", type=int, default=2, help="members timed (each: both passes)")
+    ap.add_argument("--members", type=int, default=1, help="members timed (each: both passes)")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--images", choices=["synthetic", "cifar"], default="synthetic")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / ".work" / "record"))
@@ -105,7 +106,8 @@ def main() -> None:
     }
     mean = torch.tensor([125.3, 123.0, 113.9]).view(1, 3, 1, 1)
     std = torch.tensor([63.0, 62.1, 66.7]).view(1, 3, 1, 1)
-    rec = Recorder(ws, run="bench", dataset="cifar-size", members=args.members, epochs=1)
+    # a run has at least 2 members; the ones not timed stay unrecorded
+    rec = Recorder(ws, run="bench", dataset="cifar-size", members=max(2, args.members), epochs=1)
 
     def eval_pass(model, member: int | None) -> tuple[float, float]:
         """(wall seconds of the pass, seconds inside rec.log)."""
@@ -128,7 +130,8 @@ def main() -> None:
         torch.manual_seed(m)
         model = build_model("fastconv", (3, 32, 32), 10).eval()
         model = model.to(memory_format=torch.channels_last)
-        eval_pass(model, None) if m == 0 else None  # warm-up: first-call allocations
+        with torch.inference_mode():  # warm-up: first-call allocations
+            model(torch.zeros(args.batch, 3, 32, 32).contiguous(memory_format=torch.channels_last))
         b, _ = eval_pass(model, None)
         r, i = eval_pass(model, m)
         bare.append(b)
@@ -137,7 +140,9 @@ def main() -> None:
         print(f"member {m}: bare pass {b:.2f} s, with the recorder {r:.2f} s ({i:.3f} s in log)")
     assert all(rec.done(s, m, 0) for s in SIZES for m in range(args.members))
     rec.close()
-    ratio = sum(inside) / sum(bare)
+    # the recorder's time over the rest of the same pass (same machine load), and over the bare one
+    ratio = sum(inside) / (sum(recorded) - sum(inside))
+    vs_bare = sum(inside) / sum(bare)
     wall = sum(recorded) / sum(bare) - 1
     res = {
         "what": "Recorder cost inside a user's eval pass: fastconv on 50,000 + 10,000 32x32 images",
@@ -148,14 +153,16 @@ def main() -> None:
         "bare_pass_seconds": bare,
         "recorded_pass_seconds": recorded,
         "seconds_inside_log": inside,
-        "log_over_bare_pass": ratio,
+        "log_over_rest_of_pass": ratio,
+        "log_over_bare_pass": vs_bare,
         "wall_clock_overhead": wall,
         "budget": 0.05,
         "within_budget": ratio <= 0.05,
     }
     print(
-        f"recorder cost: {ratio:.2%} of the eval pass (time inside rec.log / bare pass; budget "
-        f"5 %); wall-clock difference {wall:+.2%}"
+        f"recorder cost: {ratio:.2%} of the eval pass (time inside rec.log / the rest of the "
+        f"same pass; budget 5 %); {vs_bare:.2%} of the bare pass; wall-clock difference "
+        f"{wall:+.2%} (moved by other load on the machine)"
     )
     dest = ROOT / "benchmarks" / "results" / "record.json"
     dest.write_text(json.dumps(res, indent=1) + "\n")
