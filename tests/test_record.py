@@ -485,3 +485,40 @@ def test_train_by_ingested_name(digits_ws, tmp_path, capsys):
         con.close()
     assert main(["train", "no-such-thing", *ws]) == 2
     assert "no dataset ingested" in capsys.readouterr().err
+
+
+def test_ingest_labels_bad_input(tmp_path, capsys):
+    ws = ["--workspace", str(tmp_path / "ws")]
+    csv = tmp_path / "l.csv"
+    csv.write_text("split,idx,label\ntrain,0,cat\ntrain,1,dog\ntest,0,dog\n")
+
+    def refused(*args: str) -> str:
+        assert main(["ingest", "labels", *args, *ws]) == 2
+        return capsys.readouterr().err
+
+    assert "needs --name" in refused("--labels", str(csv))
+    assert "needs --labels" in refused("--name", "x")
+    (tmp_path / "dup.csv").write_text("split,idx,label\ntrain,0,cat\ntrain,0,dog\n")
+    assert "train idx 0 is listed twice" in refused(
+        "--labels", str(tmp_path / "dup.csv"), "--name", "x"
+    )
+    assert "unknown class 'dog'" in refused(
+        "--labels", str(csv), "--name", "x", "--classes", "cat,cow"
+    )
+    (tmp_path / "p.csv").write_text("split,idx,path\ntrain,7,/a.jpg\n")
+    err = refused("--labels", str(csv), "--paths", str(tmp_path / "p.csv"), "--name", "x")
+    assert "train idx 7 has no label" in err
+    cat = tmp_path / "ws" / "catalog.duckdb"
+    if cat.exists():  # nothing registered by the refusals
+        con = duckdb.connect(str(cat), read_only=True)
+        assert con.execute("SELECT count(*) FROM datasets").fetchone() == (0,)
+        con.close()
+    assert main(["ingest", "labels", "--labels", str(csv), "--name", "x", *ws]) == 0
+    csv.write_text("split,idx,label\ntrain,0,dog\ntrain,1,dog\ntest,0,dog\n")
+    assert "--force to replace it" in refused("--labels", str(csv), "--name", "x")
+    assert main(["ingest", "labels", "--labels", str(csv), "--name", "x", "--force", *ws]) == 0
+    con = duckdb.connect(str(tmp_path / "ws" / "catalog.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT class_names FROM datasets").fetchall() == [(["dog"],)]
+    finally:
+        con.close()

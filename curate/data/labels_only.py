@@ -212,9 +212,9 @@ def ingest_labels(
     ("written" or "up to date", {split: instances}).
     """
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
-    name = check_name(name or "", "--name")
     if not name:
         raise CurateError("curate ingest labels needs --name NAME, the catalog name to register")
+    name = check_name(name, "--name")
     lpath = Path(labels).absolute()
     ppath = Path(paths).absolute() if paths else None
     if ppath is not None and not ppath.is_file():
