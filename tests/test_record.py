@@ -522,3 +522,22 @@ def test_ingest_labels_bad_input(tmp_path, capsys):
         assert con.execute("SELECT class_names FROM datasets").fetchall() == [(["dog"],)]
     finally:
         con.close()
+
+
+def test_ingest_labels_from_npz(tmp_path):
+    np.savez(tmp_path / "l.npz", train=np.array([2, 0, 1, 2]), val=np.array([1, 1]))
+    ws = tmp_path / "ws"
+    args = ["ingest", "labels", "--labels", str(tmp_path / "l.npz"), "--name", "n"]
+    assert main([*args, "--workspace", str(ws)]) == 0
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT splits, counts, class_names FROM datasets").fetchone() == (
+            ["train", "val"],
+            [4, 2],
+            ["0", "1", "2"],
+        )
+        rows = con.execute("SELECT split, idx, label FROM instances ORDER BY split, idx").fetchall()
+    finally:
+        con.close()
+    assert rows == [("train", 0, 2), ("train", 1, 0), ("train", 2, 1), ("train", 3, 2),
+                    ("val", 0, 1), ("val", 1, 1)]  # fmt: skip
