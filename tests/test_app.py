@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import free_port, headless_chromium
 
-from curate import db, explore
+from curate import catalog, explore
 from curate.cli import main
 from curate.workspace import Workspace
 
@@ -33,7 +33,7 @@ def ws(small_scored_ws, tmp_path_factory):
 
 @pytest.fixture()
 def con(ws):
-    with db.read(Workspace(ws)) as c:  # the sandboxed reader the app uses
+    with catalog.read(Workspace(ws)) as c:  # the sandboxed reader the app uses
         yield c
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from curate import db
+from curate import catalog
 from curate.config import DatasetConfig, check_name
 from curate.data import labels as label_files
 from curate.data.loader import IMAGENET_MEAN, IMAGENET_STD
@@ -242,7 +242,7 @@ def content_config(cfg: DatasetConfig) -> dict:
 def _existing(ws: Workspace, name: str) -> dict | None:
     if not ws.catalog.exists():
         return None
-    con = db.read(ws)
+    con = catalog.read(ws)
     try:
         if "datasets" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}:
             return None
@@ -524,8 +524,8 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
     attributes = pd.concat([attribute_rows(name, p.split) for p in preps], ignore_index=True)
     instances["source_index"] = instances["source_index"].astype("Int64")
     skipped_df = pd.DataFrame(skipped, columns=["dataset", "split", "source", "reason"])
-    info = db.version_info()
-    with db.write(ws) as con:
+    info = catalog.version_info()
+    with catalog.write(ws) as con:
         for table in ("instances", "skipped", "image_attributes", "datasets"):
             con.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
         con.register("new_instances", instances)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from curate import db
+from curate import catalog
 from curate.scores.engine import SplitScores
 from curate.workspace import Workspace
 
@@ -105,7 +105,7 @@ def write_scores(
     noise: list[dict] | None = None,
 ) -> None:
     """Replace the run's rows of the score tables, all in one transaction."""
-    with db.write(ws) as con:
+    with catalog.write(ws) as con:
         for table, key in (
             ("instance_scores", "run"),
             ("epoch_metrics", "run"),
@@ -122,12 +122,12 @@ def write_scores(
             con.execute("INSERT INTO epoch_metrics BY NAME SELECT * FROM new_epoch_metrics")
             con.register("new_kappa", kappa_frame(run, sc))
             con.execute("INSERT INTO error_consistency BY NAME SELECT * FROM new_kappa")
-        cols = [c for c, _, _ in db.SCHEMA["ensemble_comparison"]]
+        cols = [c for c, _, _ in catalog.SCHEMA["ensemble_comparison"]]
         con.register("new_comparison", pd.DataFrame(comparisons).reindex(columns=cols))
         con.execute("INSERT INTO ensemble_comparison BY NAME SELECT * FROM new_comparison")
         for table, rows in (("score_reliability", reliability), ("label_noise_eval", noise)):
             if rows:
-                cols = [c for c, _, _ in db.SCHEMA[table]]
+                cols = [c for c, _, _ in catalog.SCHEMA[table]]
                 con.register("new_rows", pd.DataFrame(rows).reindex(columns=cols))
                 con.execute(
                     f"INSERT INTO {table} BY NAME SELECT * FROM new_rows"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curate import db
+from curate import catalog
 from curate.config import Recipe
 from curate.train import predlog
 from curate.train.seeds import member_seeds
@@ -42,8 +42,8 @@ def record_run(
     secs = sum(unit_epochs.values())  # a fused unit's epoch counts once, not once per member
     splits = sorted({k for f in finals for k in f})
     mean_final = {sp: float(np.mean([f[sp] for f in finals if sp in f])) for sp in splits}
-    info = db.version_info()
-    with db.write(ws) as con:
+    info = catalog.version_info()
+    with catalog.write(ws) as con:
         con.execute("DELETE FROM members WHERE run = ?", [run])
         con.execute("DELETE FROM runs WHERE run = ?", [run])
         con.execute(
