@@ -208,10 +208,11 @@ def _store(ws: Workspace, row: dict) -> None:
             + " AND ".join(f"{k} = ?" for k in key),  # constant column names
             [row[k] for k in key],
         )
-        con.execute(
-            f"INSERT INTO reference_agreement ({', '.join(cols)}, created_at) "
-            f"VALUES ({', '.join('?' for _ in cols)}, now()::TIMESTAMP)",
-            [row[c] for c in cols],
+        catalog.insert_frame(
+            con,
+            "reference_agreement",
+            pd.DataFrame([{c: row[c] for c in cols}]),
+            now=("created_at",),
         )
 
 

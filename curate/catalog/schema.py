@@ -675,14 +675,18 @@ def migrate(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def insert_frame(
-    con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, *, replace: bool = False
-) -> None:
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    df: pd.DataFrame,
+    *,
+    now: tuple[str, ...] = (),
+) -> int:
     """Append the rows of `df` to the catalog table `table`, matching columns by name.
 
-    The frame's columns are checked against `SCHEMA` (every column it has must be declared;
-    undeclared ones are a programming error) and put in the schema's order, then inserted with
-    `INSERT INTO ... BY NAME`, so neither the frame's column order nor the table's (a migrated
-    table has its late columns at its end) matters. Columns the frame lacks are NULL.
+    The frame's columns are checked against `SCHEMA` (a column it does not declare is a programming
+    error) and put in the schema's order, then inserted with `INSERT INTO ... BY NAME`, so neither
+    the frame's column order nor the table's (a migrated table has its late columns at its end)
+    matters. Columns the frame lacks are NULL. The one way the package writes rows.
 
     Parameters
     ----------
@@ -692,22 +696,33 @@ def insert_frame(
         A table of `SCHEMA`.
     df : pandas.DataFrame
         The rows; column names as in `SCHEMA`.
-    replace : bool
-        INSERT OR REPLACE (rows with an existing primary key are replaced).
+    now : tuple of str
+        TIMESTAMP columns set to the transaction's `now()` (local time), not taken from `df`.
+
+    Returns
+    -------
+    int
+        The number of rows inserted.
     """
     if table not in SCHEMA:
         raise ValueError(f"{table} is not a catalog table")
     order = [c for c, _, _ in SCHEMA[table]]
-    unknown = [c for c in df.columns if c not in order]
-    if unknown:
-        raise ValueError(f"columns {unknown} are not in the schema of {table}")
-    frame = df[[c for c in order if c in df.columns]]  # noqa: F841 (read by DuckDB by name)
-    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    unknown = [c for c in [*df.columns, *now] if c not in order]
+    clash = [c for c in now if c in df.columns]
+    if unknown or clash:
+        raise ValueError(
+            f"insert into {table}: columns {unknown} are not in its schema"
+            if unknown
+            else f"insert into {table}: {clash} are set to now() and must not be in the frame"
+        )
+    frame = df[[c for c in order if c in df.columns]]
+    stamps = "".join(f", now()::TIMESTAMP AS {c}" for c in now)  # names checked above
     con.register("_insert_frame", frame)
     try:
-        con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM _insert_frame")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT *{stamps} FROM _insert_frame")
     finally:
         con.unregister("_insert_frame")
+    return len(frame)
 
 
 def column_doc(table: str, column: str) -> str | None:

@@ -215,9 +215,8 @@ def compute_stats(
     stats_frame.insert(0, "dataset", dataset)
     with catalog.write(ws) as con:
         con.execute("DELETE FROM image_stats WHERE dataset = ?", [dataset])
-        con.register("new_image_stats", stats_frame)
         # by name: a catalog made before a statistic existed has that column last
-        con.execute("INSERT INTO image_stats BY NAME SELECT * FROM new_image_stats")
+        catalog.insert_frame(con, "image_stats", stats_frame)
     return len(stats_frame)
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from curate import catalog
@@ -14,6 +15,18 @@ from curate.config import Recipe
 from curate.train import predlog
 from curate.train.seeds import member_seeds
 from curate.workspace import Workspace
+
+# the members row built below, by name (insert_frame orders it by the schema)
+MEMBER_COLUMNS = [
+    "run",
+    "member",
+    "init_seed",
+    "order_seed",
+    "aug_seed",
+    "epochs_done",
+    "final_acc",
+    "train_seconds",
+]
 
 
 def record_run(
@@ -46,26 +59,24 @@ def record_run(
     with catalog.write(ws) as con:
         con.execute("DELETE FROM members WHERE run = ?", [run])
         con.execute("DELETE FROM runs WHERE run = ?", [run])
-        con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
-            [
-                run,
-                dataset,
-                t.arch,
-                t.members,
-                t.epochs,
-                t.seed,
-                strategy,
-                device.type,
-                int(os.environ.get("WORLD_SIZE", "1")),
-                json.dumps(identity),
-                str(run_dir),
-                secs,
-                json.dumps(mean_final),
-                info["version"],
-                info["git_rev"],
-                torch.__version__,
-                precision,
-            ],
-        )
-        con.executemany("INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        run_row = {
+            "run": run,
+            "dataset": dataset,
+            "arch": t.arch,
+            "members": t.members,
+            "epochs": t.epochs,
+            "seed": t.seed,
+            "strategy": strategy,
+            "device": device.type,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "recipe": json.dumps(identity),
+            "path": str(run_dir),
+            "train_seconds": secs,
+            "mean_final_acc": json.dumps(mean_final),
+            "version": info["version"],
+            "git_rev": info["git_rev"],
+            "torch_version": torch.__version__,
+            "precision": precision,
+        }
+        catalog.insert_frame(con, "runs", pd.DataFrame([run_row]), now=("finished_at",))
+        catalog.insert_frame(con, "members", pd.DataFrame(rows, columns=MEMBER_COLUMNS))
