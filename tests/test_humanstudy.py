@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from conftest import headless_chromium
 
+from curate import catalog
 from curate.cli import main
 from curate.humanstudy import choose_pairs, observer_accuracy
+from curate.workspace import Workspace
 
 
 def test_choose_pairs_by_hand():
@@ -73,9 +75,8 @@ def test_export_and_refusals(scored, tmp_path, capsys):
 
     for f in pd.concat([man["left_file"], man["right_file"]]):
         assert Image.open(out / f).size == (224, 224)
-    import duckdb
 
-    con = duckdb.connect(str(scored / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(scored))
     ddd = dict(
         con.execute(
             "SELECT idx, ddd FROM difficulty WHERE run='digits' AND split='test'"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tarfile
 
-import duckdb
 import numpy as np
 import pytest
 from conftest import ingest_cli
@@ -42,14 +41,14 @@ def refused(capsys, ws, code, *needles) -> str:
     """One `error:` line holding every needle, exit 2, no dataset and no instance row written."""
     err = assert_refused(capsys, ws, code, *needles)
     if (ws / "catalog.duckdb").exists():
-        con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+        con = catalog.read(Workspace(ws))
         assert con.execute("SELECT count(*) FROM instances").fetchone()[0] == 0
         con.close()
     return err
 
 
 def query(ws, sql, params=()):
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         return con.execute(sql, list(params)).fetchall()
     finally:

@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from curate import catalog
 from curate.cli import main
 from curate.scores import label_issues as li
 from curate.scores.engine import score_split
 from curate.train import predlog
+from curate.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +93,7 @@ def test_auroc_and_noise_eval_by_hand():
 
 
 def _q(ws, sql, params=()):
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         return con.execute(sql, list(params)).df()
     finally:
@@ -312,6 +314,7 @@ def test_a_catalog_of_an_older_curate(noisy_run, tmp_path, capsys):
         "SELECT sql FROM duckdb_views() WHERE view_name = 'label_issues' AND NOT temporary"
     ).fetchone()[0]
     con.execute("ALTER TABLE instance_scores DROP COLUMN late_aum")
+    con.execute("DROP TABLE catalog_meta")  # an older curate kept no schema version
     con.execute(view.replace("s.late_aum, ", "").replace("CREATE VIEW", "CREATE OR REPLACE VIEW"))
     con.close()
     capsys.readouterr()

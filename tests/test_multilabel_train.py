@@ -3,15 +3,16 @@ synthetic VOC tree trained end to end on the CPU through `curate run` (BCE, sigm
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 from voc_tree import make_voc_root
 
+from curate import catalog
 from curate.cli import main
 from curate.train.logits import Collector, k_hot, multilabel_stats
+from curate.workspace import Workspace
 
 
 def sig(x: float) -> float:
@@ -93,7 +94,7 @@ def test_voc_run_end_to_end_on_cpu(tmp_path):
     for k, v in sets.items():
         args += ["--set", f"{k}={v}"]
     assert main(args) == 0
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         n_scored = con.execute(
             "SELECT split, count(*) FROM instance_scores WHERE run = 'tiny' GROUP BY split ORDER BY 1"

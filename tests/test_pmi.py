@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curate import catalog
 from curate.stats import pmi
+from curate.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent / "data" / "pmi"
 # given Octave's kernels, compared map to map; step64 (noise-free) is left out: its local-variance
@@ -231,6 +233,7 @@ def test_older_catalog_gains_the_column(tmp_path):
     con.execute(
         "ALTER TABLE image_stats ADD COLUMN older_extra VARCHAR"
     )  # and column order differs
+    con.execute("DROP TABLE catalog_meta")  # an older version kept no schema version
     con.close()
     assert main(["stats", "f", "--workspace", str(ws), "--workers", "1"]) == 0
     con = duckdb.connect(cat, read_only=True)
@@ -250,9 +253,8 @@ def test_older_catalog_gains_the_column(tmp_path):
 
 
 def test_joins_difficulty_and_correlations(small_scored_ws):
-    import duckdb
 
-    con = duckdb.connect(str(small_scored_ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(small_scored_ws))
     try:
         n, n_pmi = con.execute(
             "SELECT count(*), count(edge_strength_pmi) FROM difficulty WHERE run = 'digits'"
@@ -302,7 +304,6 @@ def test_dncuts_sparse_path_solves_the_generalised_problem():
 def test_no_pmi_leaves_the_column_null_and_the_rest_unchanged(tmp_path):
     """`curate stats --no-pmi` (score.pmi = false): edge_strength_pmi NULL, every other statistic as
     with it; turning it back on recomputes (the parts of a pass without it are not reused)."""
-    import duckdb
 
     from curate.cli import main
 
@@ -310,7 +311,7 @@ def test_no_pmi_leaves_the_column_null_and_the_rest_unchanged(tmp_path):
     w = ["--workspace", str(ws), "--workers", "1"]
 
     def table():
-        con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+        con = catalog.read(Workspace(ws))
         try:
             return con.execute("SELECT * FROM image_stats ORDER BY split, idx").df()
         finally:

@@ -7,12 +7,13 @@ import json
 import math
 import shutil
 
-import duckdb
 import numpy as np
 import pytest
 
+from curate import catalog
 from curate.cli import main
 from curate.scores import reliability as rel
+from curate.workspace import Workspace
 
 
 def test_spearman_brown_by_hand():
@@ -78,7 +79,7 @@ def test_first_epoch_that_stays_in_agreement():
 
 
 def _scores(ws, run="digits"):
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         inst = con.execute(
             "SELECT * EXCLUDE (run, epochs) FROM instance_scores WHERE run = ? ORDER BY split, idx",

@@ -511,7 +511,7 @@ def test_the_precision_is_recorded_with_the_run(small_scored_ws):
 
     from curate.train.precision import choose_precision
 
-    con = duckdb.connect(str(small_scored_ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(small_scored_ws))
     try:
         (got,) = con.execute("SELECT precision FROM runs WHERE run = 'digits'").fetchone()
     finally:

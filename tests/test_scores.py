@@ -6,15 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
+from curate import catalog
 from curate.cli import main
 from curate.scores import definitions as d
 from curate.scores.engine import score_split
 from curate.train import predlog
+from curate.workspace import Workspace
 
 
 def fake_log(run_dir, m=5, t=7, n=300, k=4, seed=0):
@@ -105,7 +106,7 @@ def scored_ws(tmp_path_factory):
 
 
 def q(ws, sql):
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         return con.execute(sql).df()
     finally:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
 from conftest import ingest_cli
 
+from curate import catalog
 from curate.cli import main
 from curate.stats import correlate as cr
 from curate.stats import definitions as sd
 from curate.stats.compute import stats_of_images
+from curate.workspace import Workspace
 
 
 def test_grey_level_is_the_weighted_sum_not_rounded():
@@ -168,7 +169,7 @@ def test_spearman_and_category_fractions():
 def test_stats_stage_resumes_and_joins_difficulty(digits_ws, capsys):
     ws = digits_ws
     assert main(["stats", "digits", "--workspace", str(ws), "--workers", "1"]) == 0
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     assert con.execute(
         "SELECT count(*), count(segment_count) FROM image_stats WHERE dataset='digits'"
     ).fetchone() == (1797, 1797)
@@ -203,7 +204,7 @@ def test_stats_from_jpeg_sources_rgba_and_grey(tmp_path):
     ws = tmp_path / "ws"
     assert ingest_cli("imagefolder", "--source", str(root), "--workspace", str(ws)) == 0
     assert main(["stats", "f", "--workspace", str(ws), "--workers", "1"]) == 0
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     rows = con.execute(
         "SELECT i.source, s.mean_local_entropy, s.colourfulness, s.stats_note FROM image_stats s "
         "JOIN instances i USING (dataset, split, idx) ORDER BY i.source"
@@ -252,7 +253,7 @@ def test_stats_sharded_over_two_torchrun_ranks(tmp_path):
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     sharded = con.execute(
         "SELECT split, idx, dct_pct, segment_count FROM image_stats ORDER BY split, idx"
     ).fetchall()
@@ -262,7 +263,7 @@ def test_stats_sharded_over_two_torchrun_ranks(tmp_path):
 
     shutil.rmtree(ws / "stats")
     assert main(["stats", "digits", "--workspace", str(ws), "--workers", "1"]) == 0
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     single = con.execute(
         "SELECT split, idx, dct_pct, segment_count FROM image_stats ORDER BY split, idx"
     ).fetchall()

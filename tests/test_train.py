@@ -16,8 +16,10 @@ import pytest
 import torch
 from conftest import ROOT, free_port
 
+from curate import catalog
 from curate.cli import main
 from curate.config import TrainConfig, load_recipe
+from curate.workspace import Workspace
 
 FAST = ["--set", "train.epochs=3", "--set", "train.members=4"]
 
@@ -207,9 +209,8 @@ def test_same_recipe_same_log_bit_for_bit(digits_ws):
     assert not ep[0]["p_true"].equals(ep[1]["p_true"])
     # epoch 0 is the untrained model: near chance
     assert (a[("test", "0", "0")]["pred"] == 0).mean() < 0.9
-    import duckdb
 
-    con = duckdb.connect(str(digits_ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(digits_ws))
     rows = con.execute(
         "SELECT member, epochs_done FROM members WHERE run='rep-a' ORDER BY member"
     ).fetchall()
@@ -328,9 +329,8 @@ def test_torchrun_two_processes_gloo(digits_ws):
     assert a.keys() == b.keys()  # every member's shards, written by the rank that trained it
     for k in a:
         assert np.allclose(a[k]["p_true"], b[k]["p_true"], atol=2e-3), k
-    import duckdb
 
-    con = duckdb.connect(str(digits_ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(digits_ws))
     assert con.execute("SELECT world_size, members FROM runs WHERE run='ddp'").fetchall() == [
         (2, 4)
     ]
@@ -431,9 +431,8 @@ def test_jpeg_dataset_streams_from_ffcv_member_by_member(tmp_path):
     log = read_log(ws / "runs" / "jpeg")
     assert len(log) == 2 * 3 * 2  # members x epochs 0..2 x splits (train, val)
     assert sorted(log[("val", "1", "2")]["idx"]) == [0, 1, 2, 3]
-    import duckdb
 
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     assert con.execute("SELECT strategy FROM runs WHERE run = 'jpeg'").fetchall() == [("separate",)]
 
 

@@ -29,6 +29,7 @@ import duckdb
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 # table -> [(column, SQL type, meaning)]. The primary key is listed in PRIMARY_KEYS.
 SCHEMA: dict[str, list[tuple[str, str, str]]] = {
@@ -677,7 +678,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> bool:
 def insert_frame(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    df: pd.DataFrame,
+    df: pd.DataFrame | pa.Table,
     *,
     now: tuple[str, ...] = (),
 ) -> int:
@@ -694,7 +695,7 @@ def insert_frame(
         A writable connection (inside the stage's transaction).
     table : str
         A table of `SCHEMA`.
-    df : pandas.DataFrame
+    df : pandas.DataFrame or pyarrow.Table
         The rows; column names as in `SCHEMA`.
     now : tuple of str
         TIMESTAMP columns set to the transaction's `now()` (local time), not taken from `df`.
@@ -707,15 +708,18 @@ def insert_frame(
     if table not in SCHEMA:
         raise ValueError(f"{table} is not a catalog table")
     order = [c for c, _, _ in SCHEMA[table]]
-    unknown = [c for c in [*df.columns, *now] if c not in order]
-    clash = [c for c in now if c in df.columns]
+    arrow = hasattr(df, "column_names")  # a pyarrow.Table (the score tables are built as Arrow)
+    names = list(df.column_names) if arrow else [str(c) for c in df.columns]
+    unknown = [c for c in [*names, *now] if c not in order]
+    clash = [c for c in now if c in names]
     if unknown or clash:
         raise ValueError(
             f"insert into {table}: columns {unknown} are not in its schema"
             if unknown
             else f"insert into {table}: {clash} are set to now() and must not be in the frame"
         )
-    frame = df[[c for c in order if c in df.columns]]
+    ordered = [c for c in order if c in names]
+    frame = df.select(ordered) if arrow else df[ordered]
     stamps = "".join(f", now()::TIMESTAMP AS {c}" for c in now)  # names checked above
     con.register("_insert_frame", frame)
     try:
