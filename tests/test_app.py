@@ -239,4 +239,5 @@ def test_reliability_curves_are_queried(con):
     mem = rel[rel["curve"] == "members"]
     assert mem["x"].min() == 2 and mem["extrapolated"].any()
     ep = rel[rel["curve"] == "epochs"]
-    assert ep["spearman"].iloc[-1] == 1.0  # the full run against itself
+    # the full run against itself: identical orders, so 1 up to float rounding only
+    assert abs(ep["spearman"].iloc[-1] - 1.0) < 1e-12

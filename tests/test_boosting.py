@@ -118,12 +118,15 @@ def test_binned_comparison_by_hand():
     assert [r["n"] for r in rows] == [2, 3]
     assert rows[0]["mean_b"] == pytest.approx(0.3)
     assert rows[0]["se_b"] == pytest.approx(np.std([0.2, 0.4], ddof=1) / np.sqrt(2))
-    assert rows[1]["mean_b"] == pytest.approx(2.2 / 3) and rows[1]["bin_hi"] == 1.0
+    assert rows[1]["mean_b"] == pytest.approx(2.2 / 3) and rows[1]["bin_hi"] == pytest.approx(
+        1.0, abs=1e-12
+    )  # top edge
 
 
 def test_adaboost_against_a_network_fig11(boosted):
     ws = str(boosted)
     sets = ["--set", "train.members=2", "--set", "train.epochs=2", "--set", "score.stats=false"]
+    sets += ["--set", "train.precision=fp32"]  # r > 0.3 tested: the same network on any CPU
     assert main(["run", "digits", "--run-name", "net", "--workspace", ws, *sets]) == 0
     assert main(["score", "ada", "--compare", "net", "--workspace", ws]) == 0
     con = catalog.read(Workspace(boosted))

@@ -30,13 +30,13 @@ def test_constant_image_has_no_boundaries():
     for img in (np.full((32, 32, 3), 90, np.uint8), np.zeros((40, 24, 1), np.uint8)):
         e = pmi.pmi_boundaries(img)
         assert e.shape == ((img.shape[0] + 1) // 2, (img.shape[1] + 1) // 2)
-        assert (e == 0).all() and pmi.edge_strength_pmi(img) == 0.0
+        assert (e == 0).all() and pmi.edge_strength_pmi(img) == 0.0  # returned as 0, not computed
 
 
 def test_too_small_for_dncuts_is_zero():
     # 8 x 8 halves to 4 x 4, which DNCuts decimates to one node: no non-constant eigenvector
     img = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    assert pmi.edge_strength_pmi(img) == 0.0
+    assert pmi.edge_strength_pmi(img) == 0.0  # the early return: a literal 0, not computed
     assert (
         pmi.edge_strength_pmi(np.random.default_rng(1).integers(0, 256, (40, 6, 3), np.uint8))
         == 0.0
@@ -191,7 +191,7 @@ def test_stats_pass_holds_edge_strength_pmi():
     big = np.random.default_rng(2).integers(0, 256, (260, 20, 3), dtype=np.uint8)
     df = stats_of_images([r["image"], np.full((32, 32, 3), 7, np.uint8), big])
     assert df["edge_strength_pmi"][0] == pytest.approx(pmi.edge_strength_pmi(r["image"], seed=0))
-    assert df["edge_strength_pmi"][1] == 0.0
+    assert df["edge_strength_pmi"][1] == 0.0  # a constant image: the early return, a literal 0
     assert pmi.shrink(big).shape == (256, 20, 3)  # over 256 px: shrunk first
     assert df["edge_strength_pmi"][2] == pytest.approx(pmi.edge_strength_pmi(pmi.shrink(big)))
 

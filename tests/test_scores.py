@@ -101,7 +101,9 @@ def test_incomplete_log_is_refused(tmp_path):
 def scored_ws(tmp_path_factory):
     """`curate run digits` end to end: what `make scores` does, in a fresh workspace."""
     ws = tmp_path_factory.mktemp("scored")
-    assert main(["run", "digits", "--workspace", str(ws)]) == 0
+    # fp32 pinned: the science checks below test accuracy levels, and `auto` picks bf16 on a CPU with
+    # AVX512-BF16 or AMX
+    assert main(["run", "digits", "--workspace", str(ws), "--set", "train.precision=fp32"]) == 0
     return ws
 
 
@@ -203,6 +205,10 @@ def test_science_digits_agreement_beyond_chance(scored_ws):
 
 
 def _run_control(ws, recipe, *over):
+    over = (
+        *over,
+        "train.precision=fp32",
+    )  # accuracy levels compared: the same precision on any CPU
     assert (
         main(["run", recipe, "--workspace", str(ws), *[x for o in over for x in ("--set", o)]]) == 0
     )
