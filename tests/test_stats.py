@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import ingest_cli
+from scipy import stats
 
 from curate import catalog
 from curate.cli import main
@@ -141,7 +142,8 @@ def test_awkward_images_follow_the_rules():
 def test_strict_mean_and_pearson_by_hand():
     strict = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]], bool)  # epochs 0..2, instances a, b, c
     f = np.array([1.0, 3.0, np.nan])
-    assert cr.strict_mean_of_stat(strict, f).tolist() == [1.0, 2.0, 2.0]  # NaN statistics left out
+    # means of 1 and 3: rounding only; NaN statistics left out
+    assert cr.strict_mean_of_stat(strict, f).tolist() == pytest.approx([1.0, 2.0, 2.0], abs=1e-12)
     epochs = np.arange(10)
     sa = np.array([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.3, 0.4, 0.5, 0.6])
     assert (
@@ -154,12 +156,14 @@ def test_strict_mean_and_pearson_by_hand():
     f = np.array([1.0, 2.0, 3.0, 4.0])
     res = cr.agreement_correlation(epochs, sa, strict, f)
     # epochs 6..9: sa .3 .4 .5 .6, mu 1, 1.5, 2, 2.5: a perfect line
-    assert (
-        res["epochs"] == [6, 7, 8, 9]
-        and res["r"] == pytest.approx(1.0)
-        and res["not_significant"] is not None
-    )
-    assert res["p"] < 0.001 or res["not_significant"]
+    assert res["epochs"] == [6, 7, 8, 9] and res["n"] == 4
+    assert res["r"] == pytest.approx(1.0, abs=1e-12)  # an exact line: rounding only
+    assert res["p"] < cr.ALPHA and res["not_significant"] is False  # a line is significant
+    # swap b and c: mu 1, 2, 2, 2.5 over sa .3 .4 .5 .6, r = 0.923 on 4 points, p = 0.077: not
+    res = cr.agreement_correlation(epochs, sa, strict, np.array([1.0, 3.0, 2.0, 4.0]))
+    want = stats.pearsonr([0.3, 0.4, 0.5, 0.6], [1.0, 2.0, 2.0, 2.5])
+    assert res["r"] == pytest.approx(want[0], abs=1e-12) and res["p"] == pytest.approx(want[1])
+    assert res["p"] >= cr.ALPHA and res["not_significant"] is True
 
 
 def test_spearman_and_category_fractions():
