@@ -53,9 +53,10 @@ def test_independent_coin_flip_members_are_not_reliable():
     rng = np.random.default_rng(1)
     hits = rng.binomial(5, 0.5, (8, 20_000))  # 8 members, 5 epochs, each a fair coin
     rows = rel.member_curve(hits, epochs=5, draws=5)
-    for r in rows:
-        if not r["extrapolated"]:
-            assert abs(r["pearson"]) < 0.05 and abs(r["spearman"]) < 0.05
+    measured = [r for r in rows if not r["extrapolated"]]
+    assert [r["m"] for r in measured] == list(range(2, 9))  # measured for 2..8 of the 8 members
+    for r in measured:
+        assert abs(r["pearson"]) < 0.05 and abs(r["spearman"]) < 0.05
     p, s = rel.split_half(hits, 5, 8, draws=3)
     assert p.shape == s.shape == (3,)
 

@@ -224,7 +224,7 @@ def test_separate_strategy_matches_fused_closely(digits_ws):
     assert train_cli(digits_ws, "--run", "rep-a", *FAST) == 0
     assert train_cli(digits_ws, "--run", "sep", "--strategy", "separate", *FAST) == 0
     a, b = read_log(digits_ws / "runs" / "rep-a"), read_log(digits_ws / "runs" / "sep")
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and len(a) == 4 * 4 * 2  # members x epochs 0..3 x splits
     for k in a:  # fp32, different summation order: equal to rounding
         assert np.allclose(a[k]["p_true"], b[k]["p_true"], atol=2e-3), k
         assert (a[k]["pred"] == b[k]["pred"]).mean() > 0.98
@@ -335,7 +335,8 @@ def test_torchrun_two_processes_gloo(digits_ws):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = read_log(digits_ws / "runs" / "rep-a"), read_log(digits_ws / "runs" / "ddp")
-    assert a.keys() == b.keys()  # every member's shards, written by the rank that trained it
+    # every member's shards, written by the rank that trained it
+    assert a.keys() == b.keys() and len(a) == 4 * 4 * 2  # members x epochs 0..3 x splits
     for k in a:
         assert np.allclose(a[k]["p_true"], b[k]["p_true"], atol=2e-3), k
 
