@@ -145,7 +145,7 @@ def test_a_catalog_of_the_previous_curate_opens_and_migrates(tmp_path):
     """What main made before the version row: every table, no catalog_meta; and an older one still,
     with a `runs` table of two columns."""
     ws = Workspace(tmp_path)
-    con = duckdb.connect(str(ws.catalog))
+    con = duckdb.connect(str(ws.catalog))  # raw: the catalog as the previous curate made it
     for stmt in catalog.create_statements():
         con.execute(stmt)
     con.execute("ALTER TABLE runs DROP COLUMN precision")  # a column added later

@@ -314,7 +314,7 @@ def test_a_catalog_of_an_older_curate(noisy_run, tmp_path, capsys):
     src, _ = noisy_run
     ws = tmp_path / "ws"
     shutil.copytree(src, ws, ignore=shutil.ignore_patterns("sources", "datasets"))
-    con = duckdb.connect(str(ws / "catalog.duckdb"))
+    con = duckdb.connect(str(ws / "catalog.duckdb"))  # raw: to take the catalog back in time
     view = con.execute(
         "SELECT sql FROM duckdb_views() WHERE view_name = 'label_issues' AND NOT temporary"
     ).fetchone()[0]

@@ -225,7 +225,7 @@ def test_older_catalog_gains_the_column(tmp_path):
     ws = two_image_folder(tmp_path)
     assert main(["stats", "f", "--workspace", str(ws), "--workers", "1"]) == 0
     cat = str(ws / "catalog.duckdb")
-    con = duckdb.connect(cat)
+    con = duckdb.connect(cat)  # raw, to make the catalog an older version would have left
     before = con.execute("SELECT * EXCLUDE (edge_strength_pmi) FROM image_stats ORDER BY ALL").df()
     con.execute(
         "ALTER TABLE image_stats DROP COLUMN edge_strength_pmi"
@@ -236,7 +236,7 @@ def test_older_catalog_gains_the_column(tmp_path):
     con.execute("DROP TABLE catalog_meta")  # an older version kept no schema version
     con.close()
     assert main(["stats", "f", "--workspace", str(ws), "--workers", "1"]) == 0
-    con = duckdb.connect(cat, read_only=True)
+    con = catalog.read(Workspace(ws))
     cols = [r[0] for r in con.execute("DESCRIBE image_stats").fetchall()]
     assert cols[-1] == "edge_strength_pmi"
     after = con.execute(

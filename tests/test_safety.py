@@ -521,7 +521,7 @@ def test_the_precision_is_recorded_with_the_run(small_scored_ws):
 
 def test_an_older_catalog_gains_new_columns(tmp_path):
     ws = Workspace(tmp_path)
-    con = duckdb.connect(str(ws.catalog))
+    con = duckdb.connect(str(ws.catalog))  # raw: a catalog as an older curate made it
     con.execute("CREATE TABLE runs (run VARCHAR PRIMARY KEY, dataset VARCHAR)")
     con.execute("INSERT INTO runs VALUES ('old', 'digits')")
     con.close()
