@@ -194,3 +194,9 @@ def test_a_migration_block_runs_once(tmp_path, monkeypatch):
         assert con.execute(
             "SELECT value FROM catalog_meta WHERE key = 'schema_version'"
         ).fetchone() == (str(bumped),)
+
+
+def test_every_migration_block_is_within_the_schema_version():
+    """A block numbered above SCHEMA_VERSION would run again at the next bump."""
+    assert all(1 <= v <= catalog.SCHEMA_VERSION for v in catalog.MIGRATIONS)
+    assert catalog.SCHEMA_VERSION >= 1 and isinstance(catalog.SCHEMA_VERSION, int)
