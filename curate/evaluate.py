@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy import stats
 
 from curate import catalog
@@ -211,7 +212,8 @@ def _store(ws: Workspace, row: dict) -> None:
         catalog.insert_frame(
             con,
             "reference_agreement",
-            pd.DataFrame([{c: row[c] for c in cols}]),
+            # Arrow, not pandas: an undefined AUROC stays NaN (pandas would make it NULL)
+            pa.Table.from_pylist([{c: row[c] for c in cols}]),
             now=("created_at",),
         )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from curate import catalog
@@ -551,4 +552,5 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
             "labels_file": str(Path(cfg.labels).absolute()) if cfg.labels else None,
             "multilabel": src.multilabel,
         }
-        catalog.insert_frame(con, "datasets", pd.DataFrame([row]), now=("created_at",))
+        # Arrow, not pandas: None stays NULL, as when the values were bound
+        catalog.insert_frame(con, "datasets", pa.Table.from_pylist([row]), now=("created_at",))

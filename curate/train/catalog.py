@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import torch
 
 from curate import catalog
@@ -78,5 +78,7 @@ def record_run(
             "torch_version": torch.__version__,
             "precision": precision,
         }
-        catalog.insert_frame(con, "runs", pd.DataFrame([run_row]), now=("finished_at",))
-        catalog.insert_frame(con, "members", pd.DataFrame(rows, columns=MEMBER_COLUMNS))
+        # Arrow, not pandas: None stays NULL and NaN stays NaN, as when the values were bound
+        catalog.insert_frame(con, "runs", pa.Table.from_pylist([run_row]), now=("finished_at",))
+        members = [dict(zip(MEMBER_COLUMNS, r, strict=True)) for r in rows]
+        catalog.insert_frame(con, "members", pa.Table.from_pylist(members))
