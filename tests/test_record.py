@@ -466,9 +466,9 @@ def test_import_log_stacked_probs_and_errors(lws, tmp_path, capsys):
 
 def test_train_by_ingested_name(digits_ws, tmp_path, capsys):
     """`curate ingest digits --labels FILE --name N` then `curate train N`: no --set needed."""
-    from curate import db
+    from curate import catalog
 
-    idx, lab = db.split_labels(Workspace(digits_ws), "digits", "train")
+    idx, lab = catalog.split_labels(Workspace(digits_ws), "digits", "train")
     noisy = lab.copy()
     noisy[:50] = (noisy[:50] + 1) % 10
     np.save(tmp_path / "noisy.npy", noisy)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curate import db
+from curate import catalog
 from curate.config import check_name
 from curate.errors import CurateError
 from curate.locks import dataset_lock
@@ -45,7 +45,7 @@ def no_pixels_error(ws: Workspace, dataset: str) -> CurateError | None:
     if not ws.catalog.exists():
         return None
     try:
-        with db.read(ws) as con:
+        with catalog.read(ws) as con:
             row = con.execute("SELECT format FROM datasets WHERE dataset = ?", [dataset]).fetchone()
     except CurateError:
         return None
@@ -259,7 +259,7 @@ def ingest_labels(
 def _existing(ws: Workspace, name: str) -> tuple[str, str] | None:
     if not ws.catalog.exists():
         return None
-    with db.read(ws) as con:
+    with catalog.read(ws) as con:
         tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
         if "datasets" not in tables:
             return None
@@ -287,38 +287,30 @@ def _record(ws, name, lpath, names, splits, sources, checksum, recipe) -> None:
             )
         )
     instances = pd.concat(frames, ignore_index=True)
-    info = db.version_info()
-    row = pd.DataFrame(
-        [
-            {
-                "dataset": name,
-                "format": FORMAT,
-                "source": str(lpath),
-                "num_classes": len(names),
-                "class_names": names,
-                "splits": list(splits),
-                "counts": [len(i) for i, _ in splits.values()],
-                "storage": STORAGE,
-                "checksum": checksum,
-                "recipe": json.dumps(recipe),
-                "version": info["version"],
-                "git_rev": info["git_rev"],
-                "labels_file": str(lpath),
-                "multilabel": False,
-            }
-        ]
-    )
-    with db.write(ws) as con:
+    info = catalog.version_info()
+    row = {
+        "dataset": name,
+        "format": FORMAT,
+        "source": str(lpath),
+        "num_classes": len(names),
+        "class_names": names,
+        "splits": list(splits),
+        "counts": [len(i) for i, _ in splits.values()],
+        "storage": STORAGE,
+        "checksum": checksum,
+        "recipe": json.dumps(recipe),
+        "version": info["version"],
+        "git_rev": info["git_rev"],
+        "labels_file": str(lpath),
+        "multilabel": False,
+    }
+    import pyarrow as pa
+
+    with catalog.write(ws) as con:
         for table in ("instances", "skipped", "image_attributes", "datasets"):
             con.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
-        con.register("new_instances", instances)
-        con.execute("INSERT INTO instances BY NAME SELECT * FROM new_instances")
-        con.register("new_dataset", row)
-        con.execute(
-            "INSERT INTO datasets BY NAME SELECT *, now()::TIMESTAMP AS created_at FROM new_dataset"
-        )
-        con.unregister("new_instances")
-        con.unregister("new_dataset")
+        catalog.insert_frame(con, "instances", instances)
+        catalog.insert_frame(con, "datasets", pa.Table.from_pylist([row]), now=("created_at",))
 
 
 def cmd_ingest_labels(args) -> int:

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from curate import db
+from curate import catalog
 from curate.config import Recipe, find_recipe, load_recipe, parse_override
 from curate.errors import CurateError
 from curate.workspace import Workspace
@@ -24,7 +24,7 @@ def ingested_format(ws: Workspace, name: str) -> str | None:
     """The ingest format of dataset `name` in the workspace's catalog; None when it has none."""
     if not ws.catalog.exists():
         return None
-    with db.read(ws) as con:
+    with catalog.read(ws) as con:
         tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
         if "datasets" not in tables:
             return None
@@ -76,7 +76,7 @@ def ingested_recipe(
 def _datasets(ws: Workspace) -> list[str]:
     if not ws.catalog.exists():
         return []
-    with db.read(ws) as con:
+    with catalog.read(ws) as con:
         tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
         if "datasets" not in tables:
             return []

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from curate import db
+from curate import catalog
 from curate.config import check_name
 from curate.data.positions import find_positions
 from curate.errors import CurateError
@@ -80,7 +80,7 @@ def load_dataset_rows(ws: Workspace, dataset: str) -> DatasetRows:
             f"no catalog in {ws.root}; ingest the dataset first: `curate ingest FORMAT --name "
             f"{dataset}` or, from labels alone, `curate ingest labels --labels FILE --name {dataset}`"
         )
-    with db.read(ws) as con:
+    with catalog.read(ws) as con:
         row = con.execute(
             "SELECT class_names, splits, multilabel FROM datasets WHERE dataset = ?", [dataset]
         ).fetchone()
@@ -450,8 +450,6 @@ def record_recorded_run(rec: Recorder) -> None:
     """Replace the run's rows in `runs` and `members` with what its folder records, in the
     columns `curate train` fills (`curate.train.catalog.record_run`); seeds unknown to curate are
     NULL."""
-    import pandas as pd
-
     members, finals, total = [], [], 0.0
     for m in range(rec.members):
         prog = predlog.read_progress(rec.run_dir, m)["epochs"]
@@ -474,7 +472,7 @@ def record_recorded_run(rec: Recorder) -> None:
         )
     splits = sorted({k for f in finals for k in f})
     mean_final = {s: float(np.mean([f[s] for f in finals if s in f])) for s in splits}
-    info = db.version_info()
+    info = catalog.version_info()
     try:
         import torch
 
@@ -500,21 +498,14 @@ def record_recorded_run(rec: Recorder) -> None:
         "torch_version": torch_version,
         "precision": rec.precision,
     }
-    runs = pd.DataFrame([run_row]).astype({"seed": "Int64"})
-    mem = pd.DataFrame(members).astype(
-        {"init_seed": "Int64", "order_seed": "Int64", "aug_seed": "Int64"}
-    )
-    with db.write(rec.ws) as con:
+    import pyarrow as pa
+
+    with catalog.write(rec.ws) as con:
         con.execute("DELETE FROM members WHERE run = ?", [rec.run])
         con.execute("DELETE FROM runs WHERE run = ?", [rec.run])
-        con.register("new_run", runs)
-        con.execute(
-            "INSERT INTO runs BY NAME SELECT *, now()::TIMESTAMP AS finished_at FROM new_run"
-        )
-        con.register("new_members", mem)
-        con.execute("INSERT INTO members BY NAME SELECT * FROM new_members")
-        con.unregister("new_run")
-        con.unregister("new_members")
+        # Arrow rows, as `curate train` writes them: None stays NULL
+        catalog.insert_frame(con, "runs", pa.Table.from_pylist([run_row]), now=("finished_at",))
+        catalog.insert_frame(con, "members", pa.Table.from_pylist(members))
 
 
 def _as_ids(idx) -> np.ndarray:
