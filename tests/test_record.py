@@ -139,6 +139,7 @@ def to_import_scheme(save: Path, out: Path) -> None:
                 np.save(out / f"{split}_m{m}_e{e}.npy", logits)
 
 
+@pytest.mark.slow  # trains 3 members twice and scores three runs: about a minute
 def test_plain_loop_with_recorder_equals_curate_train_and_import_log(digits_ws, tmp_path):
     ws = str(digits_ws)
     assert main(["train", "digits", "--run-name", "byo-ref", "--workspace", ws, *TRAIN]) == 0

@@ -63,6 +63,7 @@ def check_scored(ws: Path, run: str) -> None:
     assert b["p_true"].mean() > a["p_true"].mean()  # it learned between epoch 0 and E
 
 
+@pytest.mark.slow  # importing Lightning alone takes seconds
 def test_lightning_callback(blobs):
     L = pytest.importorskip("lightning.pytorch")
     from curate.record.lightning import RecorderCallback
