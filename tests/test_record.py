@@ -542,3 +542,21 @@ def test_ingest_labels_from_npz(tmp_path):
         con.close()
     assert rows == [("train", 0, 2), ("train", 1, 0), ("train", 2, 1), ("train", 3, 2),
                     ("val", 0, 1), ("val", 1, 1)]  # fmt: skip
+
+
+def test_a_run_of_some_splits_scores_those(lws):
+    rec = Recorder(lws, run="tr", dataset="toy", members=2, epochs=1, splits=["train"])
+    rng = np.random.default_rng(4)
+    for m in range(2):
+        for e in range(2):
+            rec.log("train", m, e, rng.permutation(10), rng.normal(size=(10, 3)))
+    assert rec.close().complete
+    assert main(["score", "tr", "--workspace", str(lws)]) == 0
+    con = duckdb.connect(str(lws / "catalog.duckdb"), read_only=True)
+    try:
+        got = con.execute(
+            "SELECT split, count(*) FROM instance_scores WHERE run = 'tr' GROUP BY split"
+        ).fetchall()
+    finally:
+        con.close()
+    assert got == [("train", 10)]
