@@ -49,7 +49,7 @@ _DATASET_FLAGS = {
 
 def _dataset_recipe(args: argparse.Namespace):
     from curate.config import find_recipe
-    from curate.data.sources import FORMATS
+    from curate.data.formats import FORMATS
 
     target = args.dataset
     if isinstance(getattr(args, "source", None), list):  # several roots (voc): one path list

@@ -311,7 +311,7 @@ def thumbnails(
     ws = ws if isinstance(ws, Workspace) else Workspace.resolve(ws)
     info = dataset_info(dataset, ws)
     if info.storage == "jpeg":
-        from curate.data.sources import decode_image
+        from curate.data.formats.base import decode_image
 
         return [decode_image(s) for s in sources]
     return list(read_split_uint8(info, split, idx).images)

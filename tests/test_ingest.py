@@ -295,7 +295,7 @@ def test_synthetic_controls(tmp_path, fmt, classes, shape, dtype):
 
 def test_gaussian_sigma_is_seeded():
     from curate.config import DatasetConfig
-    from curate.data.sources import read_gaussian_sigma
+    from curate.data.formats.synthetic import read_gaussian_sigma
 
     cfg = DatasetConfig(format="gaussian-sigma", num_classes=3, train_per_class=2, test_per_class=1)
     a, b = read_gaussian_sigma(cfg, None), read_gaussian_sigma(cfg, None)
