@@ -80,7 +80,7 @@ def score_run(
 
     Returns
     -------
-    A short summary per split (`summarize`), for `curate.scores.report.print_summary`.
+    A short summary per split (`summarize`), for `curate.scores.summary.print_summary`.
     """
     info = run_info(ws, run)
     results, comparisons, reliability, noise = [], [], [], []
