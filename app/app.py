@@ -214,15 +214,14 @@ def view_subset(path, root, run, split):
         "SQL WHERE clause on the difficulty view (optional)", placeholder="learned_epoch > 5"
     )
     try:
-        clause, params = explore.subset_where(
-            run,
-            split,
-            ddd,
-            None if cls == "(all)" else cls,
-            "accessibility",
-            (lo, hi),
+        subset = explore.Subset(
+            ddd=ddd,
+            class_name=None if cls == "(all)" else cls,
+            score="accessibility",
+            score_range=(lo, hi),
             where=where or None,
         )
+        clause, params = explore.subset_where(run, split, subset)
         count = explore.call(path, "subset_count", clause, params)
     except CurateError as e:
         st.error(str(e))

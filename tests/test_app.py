@@ -48,9 +48,8 @@ def test_query_functions(ws, con):
         and np.allclose(obs.sum(axis=0), 359)
         and np.allclose(null.sum(axis=0), 359)
     )
-    clause, params = explore.subset_where(
-        "digits", "test", ["impossible"], score="accessibility", score_range=(0.0, 0.5)
-    )
+    subset = explore.Subset(["impossible"], score="accessibility", score_range=(0.0, 0.5))
+    clause, params = explore.subset_where("digits", "test", subset)
     n = explore.subset_count(con, clause, params)
     page = explore.subset_page(con, clause, params, page=0, page_size=5)
     assert len(page) == min(5, n) and (page["ddd"] == "impossible").all()
@@ -87,7 +86,9 @@ def test_query_functions(ws, con):
     from curate.errors import CurateError
 
     with pytest.raises(CurateError):
-        explore.subset_count(con, *explore.subset_where("digits", "test", where="nope ="))
+        explore.subset_count(
+            con, *explore.subset_where("digits", "test", explore.Subset(where="nope ="))
+        )
     with pytest.raises(CurateError):
         explore.sql_console(con, "DELETE FROM instances")
 

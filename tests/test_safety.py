@@ -134,7 +134,7 @@ def test_app_console_has_the_same_walls(scored, tmp_path):
             explore.call(str(scored), "sql_console", sql)
     assert digest(catalog) == before and not (tmp_path / "x.duckdb").exists()
     # the subset explorer's free WHERE clause goes through the same reader
-    clause, params = explore.subset_where("digits", "test", where="1=1; SELECT 1")
+    clause, params = explore.subset_where("digits", "test", explore.Subset(where="1=1; SELECT 1"))
     with pytest.raises(CurateError):
         explore.call(str(scored), "subset_count", clause, params)
     df = explore.call(str(scored), "sql_console", "SELECT count(*) AS n FROM instances")

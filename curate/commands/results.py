@@ -40,7 +40,7 @@ def add_query(sub: Subparsers) -> None:
 
 
 def cmd_curriculum(args: argparse.Namespace) -> int:
-    from curate.curriculum import export_curriculum
+    from curate.curriculum import CurriculumSpec, export_curriculum
 
     ws = Workspace.resolve(args.workspace)
     mode = "anti" if args.anti else "random" if args.random else "curriculum"
@@ -49,19 +49,17 @@ def cmd_curriculum(args: argparse.Namespace) -> int:
         value = getattr(args, f"pacing_{key}")
         if value is not None:
             params[key] = value
-    side = export_curriculum(
-        ws,
-        args.run,
-        args.out,
-        args.score,
-        args.pacing,
-        mode,
-        args.balanced,
-        args.where,
-        args.seed,
-        args.direction,
-        params,
+    spec = CurriculumSpec(
+        score=args.score,
+        pacing=args.pacing,
+        mode=mode,
+        balanced=args.balanced,
+        where=args.where,
+        seed=args.seed,
+        direction=args.direction,
+        params=params,
     )
+    side = export_curriculum(ws, args.run, args.out, spec)
     print(
         f"{mode} ordering of {side['n']} instances by {side['score']} "
         f"({'higher' if side['higher_is_easier'] else 'lower'} = easier), pacing {side['pacing']}: "
