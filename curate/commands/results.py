@@ -115,12 +115,11 @@ def add_curriculum(sub: Subparsers) -> None:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
-    from curate.humanstudy import export_pairs
+    from curate.humanstudy import PairsSpec, export_pairs
 
     ws = Workspace.resolve(args.workspace)
-    out = export_pairs(
-        ws, args.run, args.out, args.n, args.train_trials, args.same_class, args.seed, args.split
-    )
+    spec = PairsSpec(args.n, args.train_trials, args.same_class, args.seed, args.split)
+    out = export_pairs(ws, args.run, args.out, spec)
     print(
         f"{args.n} test and {args.train_trials} practice trials in {out}: open {out / 'index.html'} in a browser"
     )
