@@ -142,7 +142,7 @@ def _chart_frames(at) -> list:
     import pyarrow as pa
 
     frames = []
-    for el in at.get("arrow_vega_lite_chart"):
+    for el in at.get("vega_lite_chart"):
         for ds in el.proto.datasets:
             frames.append(pa.ipc.open_stream(ds.data.data).read_all().to_pandas())
     return frames

@@ -95,6 +95,7 @@ def checksum_files(paths: list[Path], root: Path | None = None) -> str:
 
 
 def checksum_arrays(*arrays: np.ndarray) -> str:
+    """BLAKE2b over the dtype, shape and bytes of each array, in the given order."""
     h = hashlib.blake2b(digest_size=16)
     for a in arrays:
         a = np.ascontiguousarray(a)
@@ -107,6 +108,7 @@ def checksum_arrays(*arrays: np.ndarray) -> str:
 
 
 def require_path(source: str, fmt: str, what: str) -> Path:
+    """`source` as an existing path; a CurateError saying what `fmt` needs when absent or missing."""
     if not source:
         raise CurateError(
             f"{fmt} needs --source PATH (in a recipe or `curate run`: --set dataset.source=PATH) "
@@ -149,6 +151,7 @@ def unpack_archive(path: Path, ws: Workspace) -> Path:
 
 
 def resolve_source(source: str, fmt: str, what: str, ws: Workspace) -> Path:
+    """`require_path`, with an archive unpacked (once) into the workspace's sources/."""
     p = require_path(source, fmt, what)
     if p.is_file() and p.name.endswith(ARCHIVE_SUFFIXES):
         return unpack_archive(p, ws)
@@ -169,6 +172,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> np.
 def array_split(
     name: str, images: np.ndarray, labels: np.ndarray, ref: str, rows: np.ndarray | None = None
 ) -> Split:
+    """A split of in-memory images: idx 0..N-1, refs `<ref>#<row>` (row = `rows`, the source's)."""
     n = len(labels)
     rows = np.arange(n) if rows is None else rows
     if len(images) != n:
@@ -189,12 +193,15 @@ def array_split(
 
 
 def visible(p: Path) -> bool:
+    """False for hidden files and folders (their names start with a dot), which readers ignore."""
     return not p.name.startswith(".")
 
 
 def list_class_folder(
     folder: Path, label: int, skip_corrupt: bool, skipped: list
 ) -> list[tuple[str, int]]:
+    """(file, label) of every image in one class folder, sorted; other entries stop the read, or
+    with `skip_corrupt` are appended to `skipped` as (path, reason)."""
     out = []
     for f in sorted(filter(visible, folder.iterdir())):
         if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
@@ -224,6 +231,8 @@ def list_class_folder(
 def file_split(
     name: str, entries: list[tuple[str, int]], skipped: list, integer_ids: bool
 ) -> Split:
+    """A split of encoded files; with `integer_ids` and all-integer, distinct file names, those
+    integers become the ids (`file_ids`) and the files are ordered by them."""
     files = [e[0] for e in entries]
     labels = np.array([e[1] for e in entries], np.int64)
     ids = None
