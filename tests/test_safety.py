@@ -4,6 +4,7 @@ writers, a full disk, killed processes, bad values. Each case reproduces what on
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -181,13 +182,17 @@ def test_app_serves_on_loopback_only_by_default(scored):
 
 def test_app_address_is_explicit(scored, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     assert main(["app", "--workspace", str(scored)]) == 0
-    cmd = calls[-1]
+    cmd, env = calls[-1]
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("run") + 1] == str(ROOT / "app" / "app.py")
+    # the app imports this checkout's curate first, then what PYTHONPATH held
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/elsewhere"]
     assert "warning" not in capsys.readouterr().err
     assert main(["app", "--workspace", str(scored), "--address", "0.0.0.0"]) == 0
-    cmd = calls[-1]
+    cmd, _ = calls[-1]
     assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
     assert "exposes the explorer" in capsys.readouterr().err
 
