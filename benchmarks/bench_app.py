@@ -31,10 +31,10 @@ def main() -> None:
     cat = Path(args.work) / "catalog.duckdb"
     if not cat.exists():
         sys.exit(f"{cat} is absent: run benchmarks/bench_scores.py first")
-    from curate import db
+    from curate import catalog
     from curate.workspace import Workspace
 
-    with db.write(Workspace(Path(args.work))):  # bring an older catalog's schema up to date
+    with catalog.write(Workspace(Path(args.work))):  # bring an older catalog's schema up to date
         pass
     con = duckdb.connect(str(cat), read_only=True)
     run, split = args.run, "train"

@@ -1,6 +1,6 @@
 """Read-only queries behind the explorer app: each returns a small DataFrame (or array) a view plots.
 
-Every function takes an open `curate.db.Reader` (sandboxed, one SELECT per call) and touches at
+Every function takes an open `curate.catalog.Reader` (sandboxed, one SELECT per call) and touches at
 most a page of instances, so views stay fast on an ImageNet-size catalog. The app calls them
 through `call`, which holds the catalog only while the query runs, so stages can write between
 two page views.
@@ -14,7 +14,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from curate import db
+from curate import catalog
 from curate.errors import CurateError
 from curate.stats.definitions import STATS
 
@@ -23,11 +23,11 @@ DDD = ("trivial", "in-between", "impossible")
 
 def call(root: str, name: str, *args):
     """`name(reader, *args)` with a reader opened on the workspace `root` for this call only."""
-    from curate import db
+    from curate import catalog
     from curate.workspace import Workspace
 
     fn = QUERIES[name]
-    with db.read(Workspace(root)) as con:
+    with catalog.read(Workspace(root)) as con:
         return fn(con, *args)
 
 
@@ -243,7 +243,7 @@ def agreement_curves(con, run: str, split: str) -> pd.DataFrame:
 def category_curves(con, run: str, split: str) -> pd.DataFrame:
     """Per categorical attribute (class_name, illumination, pose, ...), category and epoch: n and
     the fraction of the category's instances every member gets right (`category_agreement`)."""
-    if not db.has_columns(con, "category_agreement", "attribute"):
+    if not catalog.has_columns(con, "category_agreement", "attribute"):
         return pd.DataFrame(columns=["attribute", "category", "epoch", "n", "frac_strict"])
     return _q(
         con,
@@ -348,7 +348,7 @@ def thumbnails(
 # the functions `call` may run: every query above that takes a reader first
 def label_confusion(con, run: str, split: str) -> pd.DataFrame:
     """Flagged labels per (given class, suggested class): given, suggested, n."""
-    if not db.has_columns(con, "label_issues", "flagged", "late_aum"):
+    if not catalog.has_columns(con, "label_issues", "flagged", "late_aum"):
         return pd.DataFrame(columns=["given", "suggested", "n"])
     return _q(
         con,
@@ -370,7 +370,7 @@ def label_issue_page(
     page_size: int = 48,
 ) -> pd.DataFrame:
     """A page of flagged labels, highest issue_score first, optionally of one class pair."""
-    if not db.has_columns(con, "label_issues", "late_aum"):
+    if not catalog.has_columns(con, "label_issues", "late_aum"):
         return pd.DataFrame()
     sql = (
         "SELECT dataset, idx, class_name, suggested_class, consensus, issue_score, late_aum, aum, "
@@ -388,14 +388,14 @@ def label_issue_page(
 
 def label_noise(con, run: str, split: str) -> pd.DataFrame:
     """The run's `label_noise_eval` row of a split (empty when its labels are the true ones)."""
-    if not db.has_columns(con, "label_noise_eval", "auroc"):
+    if not catalog.has_columns(con, "label_noise_eval", "auroc"):
         return pd.DataFrame()
     return _q(con, "SELECT * FROM label_noise_eval WHERE run = ? AND split = ?", [run, split])
 
 
 def reference_rows(con, run: str) -> pd.DataFrame:
     """The run's comparisons with external references (`curate evaluate`), newest first."""
-    if not db.has_columns(con, "reference_agreement", "spearman"):
+    if not catalog.has_columns(con, "reference_agreement", "spearman"):
         return pd.DataFrame()
     return _q(
         con,

@@ -7,9 +7,11 @@ import pickle
 import struct
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
+
+from curate import catalog
+from curate.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -132,7 +134,7 @@ def make_image_folder(
 
 def catalog_rows(ws: Path, sql: str) -> list[tuple]:
     """The rows of one query over a workspace's catalog, opened read-only."""
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         return con.execute(sql).fetchall()
     finally:

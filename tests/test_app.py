@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import catalog_rows, free_port, headless_chromium
 
-from curate import db, explore
+from curate import catalog, explore
 from curate.cli import main
 from curate.workspace import Workspace
 
@@ -33,7 +33,7 @@ def ws(small_scored_ws, tmp_path_factory):
 
 @pytest.fixture()
 def con(ws):
-    with db.read(Workspace(ws)) as c:  # the sandboxed reader the app uses
+    with catalog.read(Workspace(ws)) as c:  # the sandboxed reader the app uses
         yield c
 
 
@@ -316,4 +316,5 @@ def test_reliability_curves_are_queried(con):
     mem = rel[rel["curve"] == "members"]
     assert mem["x"].min() == 2 and mem["extrapolated"].any()
     ep = rel[rel["curve"] == "epochs"]
-    assert ep["spearman"].iloc[-1] == 1.0  # the full run against itself
+    # the full run against itself: identical orders, so 1 up to float rounding only
+    assert abs(ep["spearman"].iloc[-1] - 1.0) < 1e-12

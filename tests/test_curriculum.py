@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from curate import catalog
 from curate import curriculum as cu
 from curate.cli import main
+from curate.workspace import Workspace
 
 
 @pytest.mark.parametrize("t, expected", [(0, 40), (99, 40), (100, 76), (250, 144), (10_000, 1000)])
@@ -138,9 +140,8 @@ def test_export_writes_every_format(scored_digits, tmp_path, capsys):
         and side["balanced"]
         and side["seed"] == 0
     )
-    import duckdb
 
-    con = duckdb.connect(str(scored_digits / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(scored_digits))
     pool = con.execute(
         "SELECT count(*) FROM difficulty WHERE run='digits' AND split='train' "
         "AND ddd <> 'impossible'"

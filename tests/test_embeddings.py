@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from curate import catalog
 from curate.cli import main
 from curate.config import load_recipe
 from curate.train.embeddings import data_fingerprint
@@ -28,7 +28,7 @@ def cached(run_dir, epoch: int):
 
 
 def _query(ws, sql: str):
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         return con.execute(sql).fetchall()
     finally:

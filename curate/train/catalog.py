@@ -8,13 +8,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
-from curate import db
+from curate import catalog
 from curate.config import Recipe
 from curate.train import predlog
 from curate.train.seeds import member_seeds
 from curate.workspace import Workspace
+
+# the members row built below, by name (insert_frame orders it by the schema)
+MEMBER_COLUMNS = [
+    "run",
+    "member",
+    "init_seed",
+    "order_seed",
+    "aug_seed",
+    "epochs_done",
+    "final_acc",
+    "train_seconds",
+]
 
 
 @dataclass(frozen=True)
@@ -67,30 +80,30 @@ def record_run(ws: Workspace, rec: RunRecord) -> None:
     secs = sum(unit_epochs.values())  # a fused unit's epoch counts once, not once per member
     splits = sorted({k for f in finals for k in f})
     mean_final = {sp: float(np.mean([f[sp] for f in finals if sp in f])) for sp in splits}
-    info = db.version_info()
-    with db.write(ws) as con:
+    info = catalog.version_info()
+    with catalog.write(ws) as con:
         con.execute("DELETE FROM members WHERE run = ?", [run])
         con.execute("DELETE FROM runs WHERE run = ?", [run])
-        con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
-            [
-                run,
-                dataset,
-                t.arch,
-                t.members,
-                t.epochs,
-                t.seed,
-                strategy,
-                device.type,
-                int(os.environ.get("WORLD_SIZE", "1")),
-                json.dumps(identity),
-                str(run_dir),
-                secs,
-                json.dumps(mean_final),
-                info["version"],
-                info["git_rev"],
-                torch.__version__,
-                precision,
-            ],
-        )
-        con.executemany("INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        run_row = {
+            "run": run,
+            "dataset": dataset,
+            "arch": t.arch,
+            "members": t.members,
+            "epochs": t.epochs,
+            "seed": t.seed,
+            "strategy": strategy,
+            "device": device.type,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "recipe": json.dumps(identity),
+            "path": str(run_dir),
+            "train_seconds": secs,
+            "mean_final_acc": json.dumps(mean_final),
+            "version": info["version"],
+            "git_rev": info["git_rev"],
+            "torch_version": torch.__version__,
+            "precision": precision,
+        }
+        # Arrow, not pandas: None stays NULL and NaN stays NaN, as when the values were bound
+        catalog.insert_frame(con, "runs", pa.Table.from_pylist([run_row]), now=("finished_at",))
+        members = [dict(zip(MEMBER_COLUMNS, r, strict=True)) for r in rows]
+        catalog.insert_frame(con, "members", pa.Table.from_pylist(members))

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import torch
 
-from curate import db
+from curate import catalog
 from curate.config import Recipe
 from curate.curriculum import curriculum_batch
 from curate.data.augment import augment, normalize
@@ -53,7 +53,7 @@ def make_feed(
     """
     if info.storage == "jpeg":
         feed: Feed = StreamFeed(info, ws, recipe, device, seeds)
-        split_idx = lambda: db.split_labels(ws, info.name, "train")[0]  # noqa: E731
+        split_idx = lambda: catalog.split_labels(ws, info.name, "train")[0]  # noqa: E731
     else:
         feed = InMemoryFeed(info, recipe, device, seeds)
         split_idx = lambda: feed.splits["train"].idx.cpu().numpy()  # noqa: E731

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import curate.train.learners  # noqa: F401  (registers the built-in learners)
-from curate import db
+from curate import catalog
 from curate.config import Recipe
 from curate.data.ingest import default_name
 from curate.data.loader import DatasetInfo, dataset_info
@@ -59,7 +59,7 @@ def train(recipe: Recipe, ws: Workspace, run: str | None = None, quiet: bool = F
     run = run or recipe.name
     with run_lock(ws.run_dir(run), rank()):
         if rank() == 0:
-            db.check_writable(ws)
+            catalog.check_writable(ws)
         return _train(recipe, ws, run, quiet)
 
 
