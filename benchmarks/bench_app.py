@@ -39,10 +39,10 @@ def main() -> None:
     con = duckdb.connect(str(cat), read_only=True)
     run, split = args.run, "train"
     n = con.execute("SELECT count(*) FROM instance_scores WHERE run = ?", [run]).fetchone()[0]
-    clause, params = explore.subset_where(
-        run, split, ["impossible"], score="accessibility", score_range=(0, 0.2)
-    )
-    clause2, params2 = explore.subset_where(run, split, ["in-between"], where="learned_epoch > 40")
+    impossible = explore.Subset(["impossible"], score="accessibility", score_range=(0, 0.2))
+    clause, params = explore.subset_where(run, split, impossible)
+    late = explore.Subset(["in-between"], where="learned_epoch > 40")
+    clause2, params2 = explore.subset_where(run, split, late)
     views = {
         "Run overview": lambda: explore.run_overview(con, run),
         "TP-agreement": lambda: explore.tpa_heatmap(con, run, split),

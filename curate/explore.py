@@ -8,6 +8,8 @@ two page views.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -107,18 +109,44 @@ def classes(con, run: str, split: str) -> list[str]:
     )["class_name"].tolist()
 
 
-def subset_where(
-    run: str,
-    split: str,
-    ddd: list[str] | None = None,
-    class_name: str | None = None,
-    score: str | None = None,
-    score_range: tuple[float, float] | None = None,
-    stat: str | None = None,
-    stat_range: tuple[float, float] | None = None,
-    where: str | None = None,
-) -> tuple[str, list]:
-    """The WHERE clause (with parameters) of a subset of `difficulty`."""
+@dataclass(frozen=True)
+class Subset:
+    """A subset of one run's split in the difficulty view, as the subset explorer's filters set it.
+
+    Attributes
+    ----------
+    ddd : keep these difficulty groups (trivial, in-between, impossible); None or [] = all
+    class_name : keep this class only
+    score, score_range : keep rows whose column `score` lies in [lo, hi]
+    stat, stat_range : the same for a second column (an image statistic)
+    where : a free SQL condition on the difficulty view, and-ed to the rest
+    """
+
+    ddd: tuple[str, ...] | list[str] | None = None
+    class_name: str | None = None
+    score: str | None = None
+    score_range: tuple[float, float] | None = None
+    stat: str | None = None
+    stat_range: tuple[float, float] | None = None
+    where: str | None = None
+
+
+def subset_where(run: str, split: str, subset: Subset = Subset()) -> tuple[str, list]:
+    """The WHERE clause (with parameters) of a subset of `difficulty`.
+
+    Parameters
+    ----------
+    run, split : the run and split the subset is drawn from
+    subset : the filters (`Subset`); the default keeps the whole split
+
+    Returns
+    -------
+    tuple[str, list]
+        the clause, with ? placeholders, and its parameters in order
+    """
+    ddd, class_name, where = subset.ddd, subset.class_name, subset.where
+    score, score_range = subset.score, subset.score_range
+    stat, stat_range = subset.stat, subset.stat_range
     clauses, params = ["run = ?", "split = ?"], [run, split]
     if ddd:
         clauses.append("ddd IN (" + ", ".join("?" for _ in ddd) + ")")
@@ -311,7 +339,7 @@ def thumbnails(
     ws = ws if isinstance(ws, Workspace) else Workspace.resolve(ws)
     info = dataset_info(dataset, ws)
     if info.storage == "jpeg":
-        from curate.data.sources import decode_image
+        from curate.data.formats.base import decode_image
 
         return [decode_image(s) for s in sources]
     return list(read_split_uint8(info, split, idx).images)

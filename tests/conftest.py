@@ -152,16 +152,10 @@ def read_all(dataset: str, split: str, ws: Path, batch_size: int = 7):
     import torch
 
     from curate.config import LoaderConfig
-    from curate.data.loader import make_loader
+    from curate.data.loader import LoaderSpec, make_loader
 
-    ld = make_loader(
-        dataset,
-        split,
-        "eval",
-        workspace=str(ws),
-        cfg=LoaderConfig(normalize=False),
-        batch_size=batch_size,
-    )
+    spec = LoaderSpec(cfg=LoaderConfig(normalize=False), batch_size=batch_size)
+    ld = make_loader(dataset, split, "eval", workspace=str(ws), spec=spec)
     xs, ys, ids = [], [], []
     for x, y, i in ld:
         xs.append(x)

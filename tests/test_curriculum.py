@@ -89,11 +89,10 @@ def test_sampler_draws_from_the_easiest_and_resumes():
 
 def test_ffcv_traversal_order(digits_ws):
     from curate.config import LoaderConfig
-    from curate.data.loader import make_loader
+    from curate.data.loader import LoaderSpec, make_loader
 
-    ld = make_loader(
-        "digits", "train", "train", workspace=str(digits_ws), cfg=LoaderConfig(batch_size=16)
-    )
+    spec = LoaderSpec(cfg=LoaderConfig(batch_size=16))
+    ld = make_loader("digits", "train", "train", workspace=str(digits_ws), spec=spec)
     easiest = np.arange(100, 120)
     order = np.concatenate([easiest, np.setdiff1d(np.arange(1438), easiest)])
     pace = cu.pacing_function(

@@ -217,10 +217,12 @@ def test_an_unfinished_run_is_refused(net, capsys, tmp_path):
 
 
 def test_learner_is_the_strategy_flag():
-    from curate.cli import _TRAIN_FLAGS, _flags, build_parser
+    from curate.cli import build_parser
+    from curate.commands.common import flags
+    from curate.commands.training import TRAIN_FLAGS
 
     args = build_parser().parse_args(["train", "digits", "--learner", "gboost"])
-    assert load_recipe("digits", [], _flags(args, _TRAIN_FLAGS)).train.strategy == "gboost"
+    assert load_recipe("digits", [], flags(args, TRAIN_FLAGS)).train.strategy == "gboost"
 
 
 @pytest.mark.slow

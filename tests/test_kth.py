@@ -13,7 +13,7 @@ from scipy import stats
 from test_ingest_errors import assert_refused
 
 from curate import catalog, explore
-from curate.data.kth import IMAGE_CONDITIONS, parse_name
+from curate.data.formats.kth import IMAGE_CONDITIONS, parse_name
 from curate.errors import CurateError
 from curate.stats.correlate import compute_correlations
 from curate.workspace import Workspace
@@ -59,7 +59,7 @@ def query(ws, sql, params=()):
 
 
 def test_image_numbers_map_to_pose_and_illumination():
-    # the table of curate/data/kth.py, written out: im -> (pose, illumination)
+    # the table of curate/data/formats/kth.py, written out: im -> (pose, illumination)
     want = {
         1: ("frontal", "frontal"),
         2: ("frontal", "45deg_top"),

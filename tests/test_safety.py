@@ -4,6 +4,7 @@ writers, a full disk, killed processes, bad values. Each case reproduces what on
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -134,7 +135,7 @@ def test_app_console_has_the_same_walls(scored, tmp_path):
             explore.call(str(scored), "sql_console", sql)
     assert digest(catalog_file) == before and not (tmp_path / "x.duckdb").exists()
     # the subset explorer's free WHERE clause goes through the same reader
-    clause, params = explore.subset_where("digits", "test", where="1=1; SELECT 1")
+    clause, params = explore.subset_where("digits", "test", explore.Subset(where="1=1; SELECT 1"))
     with pytest.raises(CurateError):
         explore.call(str(scored), "subset_count", clause, params)
     df = explore.call(str(scored), "sql_console", "SELECT count(*) AS n FROM instances")
@@ -181,13 +182,17 @@ def test_app_serves_on_loopback_only_by_default(scored):
 
 def test_app_address_is_explicit(scored, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     assert main(["app", "--workspace", str(scored)]) == 0
-    cmd = calls[-1]
+    cmd, env = calls[-1]
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("run") + 1] == str(ROOT / "app" / "app.py")
+    # the app imports this checkout's curate first, then what PYTHONPATH held
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/elsewhere"]
     assert "warning" not in capsys.readouterr().err
     assert main(["app", "--workspace", str(scored), "--address", "0.0.0.0"]) == 0
-    cmd = calls[-1]
+    cmd, _ = calls[-1]
     assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
     assert "exposes the explorer" in capsys.readouterr().err
 

@@ -317,7 +317,7 @@ def test_summary_query_hint_survives_quotes_in_names(tmp_path, capsys):
     (quotes, semicolons) or the workspace's path (spaces)."""
     import shlex
 
-    from curate.scores.report import print_summary
+    from curate.scores.summary import print_summary
     from curate.workspace import Workspace
 
     ws = Workspace(tmp_path / "my ws")

@@ -1,4 +1,4 @@
-"""Ingest: a source (curate.data.sources) becomes one .beton per split plus rows in the catalog's
+"""Ingest: a source (curate.data.formats) becomes one .beton per split plus rows in the catalog's
 `datasets`, `instances` and `skipped` tables.
 
 Every .beton has three fields: `image` (raw uint8 HxWxC, float32 HxWxC, or JPEG), `label` and
@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from curate import catalog
 from curate.config import DatasetConfig, check_name
 from curate.data import labels as label_files
+from curate.data.formats import read_source
+from curate.data.formats.base import SourceData, Split, decode_image
 from curate.data.loader import IMAGENET_MEAN, IMAGENET_STD
-from curate.data.sources import SourceData, Split, decode_image, read_source
 from curate.data.writer import page_size, write_beton
 from curate.errors import CurateError
 from curate.locks import dataset_lock
@@ -454,7 +455,7 @@ def _write_dataset_json(tmp: Path, name, cfg, src, preps, storage, shape, stats)
         "storage": storage,
         "shape": shape,
         "class_names": src.class_names,
-        "multilabel": src.multilabel,  # labels are class-set bitmasks (curate.data.voc)
+        "multilabel": src.multilabel,  # labels are class-set bitmasks (curate.data.formats.voc)
         "splits": {p.split.name: len(p.split.labels) for p in preps},
         "mean": list(stats[0]),
         "std": list(stats[1]),
@@ -467,7 +468,7 @@ def class_name_of(labels: np.ndarray, class_names: list[str], multilabel: bool) 
     classes in class order ('' for the empty set)."""
     if not multilabel:
         return np.array(class_names, dtype=object)[labels]
-    from curate.data.voc import label_names
+    from curate.data.formats.voc import label_names
 
     return np.array([label_names(v, class_names) for v in labels], dtype=object)
 

@@ -15,7 +15,7 @@ from curate.workspace import Workspace
 
 
 def _formats() -> tuple[str, ...]:
-    from curate.data.sources import FORMATS
+    from curate.data.formats import FORMATS
 
     return tuple(FORMATS)
 

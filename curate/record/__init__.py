@@ -1,7 +1,7 @@
 """Recording the training dynamics of any training loop: the prediction log `curate train` writes,
 from the user's own evaluation pass (`recorder.Recorder`), from arrays saved by a run that already
 happened (`importlog`), or from a PyTorch Lightning / Hugging Face callback (`lightning`, `hf`,
-imported only when used). `commands` registers `curate import-log` without importing the rest."""
+imported only when used). `curate import-log` is registered by `curate.commands.record`."""
 
 
 def __getattr__(name: str):

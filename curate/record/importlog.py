@@ -28,7 +28,7 @@ from curate.workspace import Workspace
 
 SUFFIXES = (".npy", ".npz", ".pt")
 PART = re.compile(r"^(?P<split>.+)_m(?P<member>\d+)_e(?P<epoch>\d+)$")
-from curate.record.commands import SCHEME  # noqa: E402
+from curate.commands.record import SCHEME  # noqa: E402
 
 
 def _load(path: Path, want: str = "outputs") -> tuple[np.ndarray, np.ndarray | None]:

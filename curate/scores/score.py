@@ -83,7 +83,7 @@ def score_run(
 
     Returns
     -------
-    A short summary per split (`summarize`), for `curate.scores.report.print_summary`.
+    A short summary per split (`summarize`), for `curate.scores.summary.print_summary`.
     """
     info = run_info(ws, run)
     check_complete(ws.run_dir(run), epochs)  # a recorded run's missing parts, by name

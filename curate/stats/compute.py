@@ -30,9 +30,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from curate import __version__, catalog
+from curate.data.formats.base import decode_image
 from curate.data.loader import dataset_info
 from curate.data.pixels import read_split_uint8
-from curate.data.sources import decode_image
 from curate.errors import CurateError
 from curate.stats import definitions as sd
 from curate.stats import pmi

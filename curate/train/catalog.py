@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,18 +30,42 @@ MEMBER_COLUMNS = [
 ]
 
 
-def record_run(
-    ws: Workspace,
-    run: str,
-    run_dir: Path,
-    recipe: Recipe,
-    dataset: str,
-    strategy: str,
-    device: torch.device,
-    identity: dict,
-    precision: str = "fp32",
-) -> None:
-    """Replace the run's rows in `runs` and `members` with what its folder records."""
+@dataclass(frozen=True)
+class RunRecord:
+    """What `record_run` stores of a run besides its folder's progress records.
+
+    Attributes
+    ----------
+    run : the run's name
+    run_dir : its folder (prediction log, progress records)
+    recipe : the recipe it was trained with
+    dataset : the ingested dataset it trained on
+    strategy : the learner that trained it (fused, separate, adaboost, ...)
+    device : where it trained
+    identity : the settings that define the run (`runs.identity`, JSON)
+    precision : the training precision (fp32, bf16)
+    """
+
+    run: str
+    run_dir: Path
+    recipe: Recipe
+    dataset: str
+    strategy: str
+    device: torch.device
+    identity: dict
+    precision: str = "fp32"
+
+
+def record_run(ws: Workspace, rec: RunRecord) -> None:
+    """Replace the run's rows in `runs` and `members` with what its folder records.
+
+    Parameters
+    ----------
+    ws : the workspace whose catalog is written
+    rec : the run and what its folder does not record
+    """
+    run, run_dir, recipe, dataset = rec.run, rec.run_dir, rec.recipe, rec.dataset
+    strategy, device, identity, precision = rec.strategy, rec.device, rec.identity, rec.precision
     t = recipe.train
     rows, unit_epochs, finals = [], {}, []
     for m in range(t.members):

@@ -21,7 +21,7 @@ from curate.data.loader import DatasetInfo, dataset_info
 from curate.errors import CurateError
 from curate.locks import run_lock
 from curate.train import predlog
-from curate.train.catalog import record_run
+from curate.train.catalog import RunRecord, record_run
 from curate.train.embeddings import PIXELS, source_run
 from curate.train.feed import make_feed
 from curate.train.learner import TrainSetup, learner_class, learner_names
@@ -130,5 +130,6 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
     where.barrier()
     if where.rank == 0:
         precision = choose_precision(t.precision, where.device)
-        record_run(ws, run, run_dir, recipe, dataset, strategy, where.device, identity, precision)
+        rec = RunRecord(run, run_dir, recipe, dataset, strategy, where.device, identity, precision)
+        record_run(ws, rec)
     return run_dir

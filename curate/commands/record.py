@@ -1,10 +1,12 @@
-"""`curate import-log` on the command line: the parser and the command, importing the recorder
-only when the command runs (so `curate --help` stays quick)."""
+"""The recording commands: `curate import-log` (a finished run's saved per-epoch outputs as a
+prediction log), importing the recorder only when the command runs. `curate ingest labels` is in
+`data`; the recorder itself is `curate.record`."""
 
 from __future__ import annotations
 
 import argparse
 
+from curate.commands.common import Subparsers
 from curate.errors import CurateError
 from curate.workspace import Workspace
 
@@ -47,8 +49,8 @@ def cmd_import_log(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    """Register `curate import-log`."""
+def add_import_log(sub: Subparsers) -> None:
+    """Add `curate import-log`: its parser, answered by `cmd_import_log`."""
     p = sub.add_parser(
         "import-log",
         help="a finished run's saved per-epoch logits or probabilities as a curate prediction log",
