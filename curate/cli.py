@@ -104,6 +104,7 @@ _TRAIN_FLAGS = {
     "seed": "train.seed",
     "curriculum": "train.curriculum",
     "features": "train.features",
+    "subset": "train.subset",
 }
 
 
@@ -112,6 +113,10 @@ def _train_recipe(args: argparse.Namespace):
         from pathlib import Path
 
         args.curriculum = str(Path(args.curriculum).absolute())
+    if getattr(args, "subset", None):
+        from pathlib import Path
+
+        args.subset = str(Path(args.subset).absolute())
     return load_recipe(args.recipe, args.overrides, _flags(args, _TRAIN_FLAGS))
 
 
@@ -158,6 +163,11 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--curriculum", help="train with an ordering exported by `curate curriculum` (.npy or .csv)"
     )
     p.add_argument(
+        "--subset",
+        metavar="FILE",
+        help="train on the train-split idx listed by `curate prune` (train.subset)",
+    )
+    p.add_argument(
         "--features",
         metavar="RUN",
         help="adaboost/gboost: fit the penultimate-layer embeddings of network run RUN on the same "
@@ -186,7 +196,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     ws = Workspace.resolve(args.workspace)
     summary = score_run(
-        ws, args.run, tol=args.tol, compare=args.compare or [], epochs=_epoch_prefix(args.epochs)
+        ws,
+        args.run,
+        tol=args.tol,
+        compare=args.compare or [],
+        epochs=_epoch_prefix(args.epochs),
+        el2n_epoch=args.el2n_epoch,
     )
     compute_correlations(ws, run_info(ws, args.run).dataset)  # when image statistics exist
     print_summary(ws, args.run, summary)
@@ -476,6 +491,13 @@ def _add_score(sub) -> None:
         metavar="1..K",
         help="score only epochs 1..K of the log (stop early, score what you have)",
     )
+    p.add_argument(
+        "--el2n-epoch",
+        type=int,
+        default=1,
+        metavar="E",
+        help="the early epoch EL2N is taken at (default 1)",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_score)
 
@@ -658,6 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score(sub)
     _add_stats(sub)
     _add_curriculum(sub)
+    from curate.prune_cli import add_prune
+
+    add_prune(sub, _add_common)
     _add_pairs(sub)
     _add_pairs_analyse(sub)
     _add_label_issues(sub)

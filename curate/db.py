@@ -128,6 +128,12 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "arithmetic of training: fp32, or bf16 autocast (train.precision; auto = bf16 on CUDA "
             "and on CPUs with native bf16 units)",
         ),
+        (
+            "subset",
+            "VARCHAR",
+            "checksum (blake2b) of the train-split subset it trained on (`curate prune`, "
+            "train.subset); NULL = the whole split",
+        ),
     ],
     "members": [
         ("run", "VARCHAR", "run name"),
@@ -259,6 +265,14 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "BOOLEAN",
             "likely mislabelled: issue_score > 0 (late_aum < 0) and suggested_label != label",
         ),
+        (
+            "el2n",
+            "DOUBLE",
+            "EL2N (Paul et al. 2021): mean over members of the L2 norm of softmax minus one-hot at "
+            "epoch el2n_epoch (multilabel: sigmoids minus K-hot); higher = harder; NULL for logs "
+            "written before the log recorded it",
+        ),
+        ("el2n_epoch", "INTEGER", "the early epoch el2n is taken at (`curate score --el2n-epoch`)"),
     ],
     "epoch_metrics": [
         ("run", "VARCHAR", "run"),

@@ -47,7 +47,7 @@ def record_run(
         con.execute("DELETE FROM members WHERE run = ?", [run])
         con.execute("DELETE FROM runs WHERE run = ?", [run])
         con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
             [
                 run,
                 dataset,
@@ -66,6 +66,7 @@ def record_run(
                 info["git_rev"],
                 torch.__version__,
                 precision,
+                identity["train"].get("subset") or None,  # the subset's checksum
             ],
         )
         con.executemany("INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
