@@ -8,12 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import catalog_rows
 
 from curate import prune as pr
 from curate.cli import main
 from curate.errors import CurateError
-
-from .conftest import catalog_rows
 
 # ----------------------------------------------------------------------------- selection by hand
 
