@@ -134,6 +134,12 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "checksum (blake2b) of the train-split subset it trained on (`curate prune`, "
             "train.subset); NULL = the whole split",
         ),
+        (
+            "subset_info",
+            "JSON",
+            "where the subset came from: the sidecar `curate prune` wrote (run pruned, strategy, "
+            "score, keep, n, pool, seed), plus its path; NULL = the whole split",
+        ),
     ],
     "members": [
         ("run", "VARCHAR", "run name"),

@@ -272,6 +272,12 @@ def _is_ours(side: Path) -> bool:
         return False
 
 
+def read_sidecar(path: str | Path) -> dict:
+    """The sidecar `curate prune` wrote beside a subset file; {} when there is none."""
+    side = sidecar_path(path)
+    return json.loads(side.read_text()) if side.is_file() and _is_ours(side) else {}
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """The idx of a subset file (.npy, or .csv / .parquet with an idx column)."""
     p = Path(path)

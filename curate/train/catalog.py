@@ -16,6 +16,15 @@ from curate.train.seeds import member_seeds
 from curate.workspace import Workspace
 
 
+def _subset_info(path: str, checksum: str | None) -> str | None:
+    """runs.subset_info: the subset's sidecar (from `curate prune`) and path, as JSON."""
+    if not path:
+        return None
+    from curate.prune import read_sidecar
+
+    return json.dumps(read_sidecar(path) | {"path": path, "checksum": checksum})
+
+
 def record_run(
     ws: Workspace,
     run: str,
@@ -47,7 +56,7 @@ def record_run(
         con.execute("DELETE FROM members WHERE run = ?", [run])
         con.execute("DELETE FROM runs WHERE run = ?", [run])
         con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?)",
             [
                 run,
                 dataset,
@@ -67,6 +76,7 @@ def record_run(
                 torch.__version__,
                 precision,
                 identity["train"].get("subset") or None,  # the subset's checksum
+                _subset_info(t.subset, identity["train"].get("subset")),
             ],
         )
         con.executemany("INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
