@@ -285,3 +285,35 @@ def test_train_refuses_idx_outside_the_split(small_scored_ws, tmp_path, capsys):
 
 def test_train_refuses_a_missing_subset(small_scored_ws, tmp_path, capsys):
     _train_refused(small_scored_ws, tmp_path / "gone.npy", capsys, "does not exist")
+
+
+def test_report_draws_accuracy_against_the_fraction_kept(small_scored_ws, tmp_path):
+    from curate.report import pruning
+    from curate.workspace import Workspace
+
+    ws = Workspace.resolve(str(small_scored_ws))
+    args = ["--workspace", str(small_scored_ws), "--set", "train.members=2"]
+    args += ["--set", "train.epochs=1", "--set", "train.log_splits=test"]
+    args += ["--set", "train.precision=fp32", "--set", "train.seed=5"]
+    for keep in ("0.5", "0.8"):
+        out = tmp_path / f"r{keep}.npy"
+        assert (
+            _prune(small_scored_ws, "--keep", keep, "--strategy", "random", "--out", str(out)) == 0
+        )
+        assert main(["train", "digits", "--run", f"rep-{keep}", "--subset", str(out), *args]) == 0
+    assert main(["train", "digits", "--run", "rep-full", *args]) == 0
+    sec = pruning.section(ws, "digits", tmp_path)
+    assert sec is not None and (tmp_path / "pruning_accuracy.png").stat().st_size > 1000
+    pruned, full = pruning.retrainings(ws, "digits")
+    assert set(full["run"]) == {"rep-full"}  # only the run of the same recipe counts as full data
+    accs = catalog_rows(
+        small_scored_ws,
+        "SELECT final_acc->>'test' FROM members WHERE run = 'rep-full' ORDER BY member",
+    )
+    full_acc = float(np.mean([float(a) for (a,) in accs]))
+    by_name = {h.quantity: h.values["test"] for h in sec.headlines}
+    assert abs(by_name["accuracy on full data, same recipe"] - full_acc) < 1e-9
+    mine = pruned[pruned["run"].str.startswith("rep-")]
+    assert sorted(mine["keep"].unique().tolist()) == [0.5, 0.8]
+    # no retraining drew from another run's scores
+    assert pruning.section(ws, "no-such-run", tmp_path) is None
