@@ -84,7 +84,9 @@ def sets(args, *extra: str) -> list[str]:
         f"dataset.max_per_split={args.train_n}",
         "score.stats=false",
         f"train.epochs={args.epochs}",
-        "train.precision=fp32",
+        f"train.precision={args.precision}",
+        f"train.threads={args.threads}",
+        *([f"train.width={args.width}"] if args.width else []),
         *extra,
     ]
     return [a for v in values for a in ("--set", v)]
@@ -232,6 +234,13 @@ def main() -> None:
     )
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work" / "prune")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prune.json")
+    ap.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="train.precision"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads per run (1 on a busy machine)"
+    )
+    ap.add_argument("--width", type=int, default=0, help="fastconv width (0 = the recipe's 32)")
     ap.add_argument("--stop-at", help="UTC HH:MM after which no new retraining starts")
     args = ap.parse_args()
     if not args.source.exists():
@@ -303,7 +312,9 @@ def main() -> None:
             "retrain_seed": args.retrain_seed,
             "fractions": args.fractions,
             "class_balanced": True,
-            "precision": "fp32",
+            "precision": args.precision,
+            "threads": args.threads,
+            "width": args.width or 32,
             "machine": f"{os.cpu_count()} cores, shared with other jobs",
         },
         "scoring_run": {
