@@ -317,3 +317,25 @@ def test_report_draws_accuracy_against_the_fraction_kept(small_scored_ws, tmp_pa
     assert sorted(mine["keep"].unique().tolist()) == [0.5, 0.8]
     # no retraining drew from another run's scores
     assert pruning.section(ws, "no-such-run", tmp_path) is None
+
+
+@pytest.mark.slow
+def test_a_streamed_jpeg_dataset_trains_on_its_subset(tmp_path):
+    """JPEG storage streams from ffcv: the subset becomes the loader's indices."""
+    import pyarrow.parquet as pq
+    from test_ingest import _imagenet_tree
+
+    _imagenet_tree(tmp_path / "ILSVRC", flat_val=True)
+    ws = tmp_path / "ws"
+    over = ["--set", "dataset.source=" + repr(str(tmp_path / "ILSVRC")).replace("'", '"')]
+    over += ["--set", "loader.crop_size=16", "--set", "loader.batch_size=2"]
+    assert main(["ingest", "imagenet", "--workspace", str(ws), *over]) == 0
+    idx = sorted(i for (i,) in catalog_rows(ws, "SELECT idx FROM instances WHERE split = 'train'"))
+    keep = np.array(idx[::2], np.int64)
+    np.save(tmp_path / "half.npy", keep)
+    args = ["train", "imagenet-mini", "--workspace", str(ws), "--run", "jpeg-sub", "--arch", "mlp"]
+    args += ["--members", "2", "--epochs", "1", "--subset", str(tmp_path / "half.npy"), *over]
+    assert main(args + ["--set", "train.log_train_pass=true"]) == 0
+    fwd = list((ws / "runs" / "jpeg-sub" / "predictions" / "pass=train-forward").rglob("*.parquet"))
+    seen = set(np.concatenate([pq.read_table(p)["idx"].to_numpy() for p in fwd]).tolist())
+    assert len(fwd) == 2 and seen <= set(keep.tolist()) and len(seen) >= len(keep) - 1
