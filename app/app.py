@@ -2,7 +2,10 @@
 
     streamlit run app/app.py -- --workspace DIR        (or: curate app --workspace DIR, make app)
 
-The queries live in curate.explore; this file only lays out plots, galleries and tables.
+The queries live in curate.explore; this file only lays out plots, galleries and tables. `VIEWS`
+maps each view's title to the function drawing it, all called as view(path, run, split). The page is
+drawn only when Streamlit runs the file (as __main__); importing it draws nothing. `curate` must be
+importable (installed, or on PYTHONPATH as `curate app` sets it).
 """
 
 from __future__ import annotations
@@ -10,30 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from curate import explore  # noqa: E402
-from curate.errors import CurateError  # noqa: E402
-from curate.workspace import Workspace  # noqa: E402
-
-VIEWS = (
-    "Run overview",
-    "TP-agreement",
-    "Subset explorer",
-    "Image detail",
-    "Agreement vs statistics",
-    "Members",
-    "Label issues",
-    "References",
-    "SQL console",
-)
+from curate import explore
+from curate.errors import CurateError
+from curate.workspace import Workspace
 
 
 def workspace() -> Workspace:
@@ -205,7 +193,8 @@ def view_tpa(path, run, split):
     )
 
 
-def view_subset(path, root, run, split):
+def view_subset(path, run, split):
+    root = path  # the workspace root: thumbnails decode its images
     c1, c2, c3 = st.columns(3)
     ddd = c1.multiselect("split by difficulty", explore.DDD, default=["impossible"])
     cls = c2.selectbox("class", ["(all)"] + cached("classes", path, run, split))
@@ -214,15 +203,14 @@ def view_subset(path, root, run, split):
         "SQL WHERE clause on the difficulty view (optional)", placeholder="learned_epoch > 5"
     )
     try:
-        clause, params = explore.subset_where(
-            run,
-            split,
-            ddd,
-            None if cls == "(all)" else cls,
-            "accessibility",
-            (lo, hi),
+        subset = explore.Subset(
+            ddd=ddd,
+            class_name=None if cls == "(all)" else cls,
+            score="accessibility",
+            score_range=(lo, hi),
             where=where or None,
         )
+        clause, params = explore.subset_where(run, split, subset)
         count = explore.call(path, "subset_count", clause, params)
     except CurateError as e:
         st.error(str(e))
@@ -245,7 +233,8 @@ def view_subset(path, root, run, split):
     st.dataframe(rows.drop(columns=["dataset", "source"]), hide_index=True)
 
 
-def view_detail(path, root, run, split):
+def view_detail(path, run, split):
+    root = path
     idx = st.number_input("instance idx", min_value=0, value=0, step=1)
     try:
         row = explore.call(path, "instance_detail", run, split, int(idx))
@@ -368,7 +357,8 @@ def view_members(path, run, split):
         )
 
 
-def view_label_issues(path, root, run, split):
+def view_label_issues(path, run, split):
+    root = path
     noise = cached("label_noise", path, run, split)
     if not noise.empty:
         r = noise.iloc[0]
@@ -422,7 +412,7 @@ def view_label_issues(path, root, run, split):
     st.dataframe(rows.drop(columns=["dataset"]), hide_index=True)
 
 
-def view_references(path, run):
+def view_references(path, run, split=None):
     refs = cached("reference_rows", path, run)
     if refs.empty:
         st.info(
@@ -433,7 +423,7 @@ def view_references(path, run):
     st.dataframe(refs, hide_index=True)
 
 
-def view_sql(path):
+def view_sql(path, run=None, split=None):
     sql = st.text_area("read-only SQL", "SELECT ddd, count(*) AS n FROM difficulty GROUP BY ddd")
     if st.button("run"):
         try:
@@ -472,26 +462,23 @@ def main() -> None:
         return
     run = st.sidebar.selectbox("run", mine["run"].tolist())
     split = st.sidebar.selectbox("split", cached("splits", path, run))
-    view = st.sidebar.radio("view", VIEWS)
+    view = st.sidebar.radio("view", list(VIEWS))
     st.header(view)
-    if view == "Run overview":
-        view_overview(path, run, split)
-    elif view == "TP-agreement":
-        view_tpa(path, run, split)
-    elif view == "Subset explorer":
-        view_subset(path, str(ws.root), run, split)
-    elif view == "Image detail":
-        view_detail(path, str(ws.root), run, split)
-    elif view == "Agreement vs statistics":
-        view_stats(path, run, split)
-    elif view == "Members":
-        view_members(path, run, split)
-    elif view == "Label issues":
-        view_label_issues(path, str(ws.root), run, split)
-    elif view == "References":
-        view_references(path, run)
-    else:
-        view_sql(path)
+    VIEWS[view](path, run, split)
 
 
-main()
+# every view, in the sidebar's order: title -> function(path, run, split)
+VIEWS = {
+    "Run overview": view_overview,
+    "TP-agreement": view_tpa,
+    "Subset explorer": view_subset,
+    "Image detail": view_detail,
+    "Agreement vs statistics": view_stats,
+    "Members": view_members,
+    "Label issues": view_label_issues,
+    "References": view_references,
+    "SQL console": view_sql,
+}
+
+if __name__ == "__main__":  # Streamlit runs the file as __main__
+    main()

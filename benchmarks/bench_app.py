@@ -31,18 +31,18 @@ def main() -> None:
     cat = Path(args.work) / "catalog.duckdb"
     if not cat.exists():
         sys.exit(f"{cat} is absent: run benchmarks/bench_scores.py first")
-    from curate import db
+    from curate import catalog
     from curate.workspace import Workspace
 
-    with db.write(Workspace(Path(args.work))):  # bring an older catalog's schema up to date
+    with catalog.write(Workspace(Path(args.work))):  # bring an older catalog's schema up to date
         pass
     con = duckdb.connect(str(cat), read_only=True)
     run, split = args.run, "train"
     n = con.execute("SELECT count(*) FROM instance_scores WHERE run = ?", [run]).fetchone()[0]
-    clause, params = explore.subset_where(
-        run, split, ["impossible"], score="accessibility", score_range=(0, 0.2)
-    )
-    clause2, params2 = explore.subset_where(run, split, ["in-between"], where="learned_epoch > 40")
+    impossible = explore.Subset(["impossible"], score="accessibility", score_range=(0, 0.2))
+    clause, params = explore.subset_where(run, split, impossible)
+    late = explore.Subset(["in-between"], where="learned_epoch > 40")
+    clause2, params2 = explore.subset_where(run, split, late)
     views = {
         "Run overview": lambda: explore.run_overview(con, run),
         "TP-agreement": lambda: explore.tpa_heatmap(con, run, split),

@@ -50,7 +50,7 @@ def main() -> None:
 
     from curate.config import DatasetConfig, LoaderConfig
     from curate.data.ingest import ingest
-    from curate.data.loader import import_ffcv, make_loader
+    from curate.data.loader import LoaderSpec, import_ffcv, make_loader
     from curate.workspace import Workspace
 
     import_ffcv()  # numba's import cost (~12 s) is not ingest's
@@ -66,7 +66,7 @@ def main() -> None:
     )
 
     cfg = LoaderConfig(batch_size=args.batch_size, translate=4, flip=True)
-    ours = make_loader("cifar10-jpeg", "train", "train", ws, cfg, seed=0)
+    ours = make_loader("cifar10-jpeg", "train", "train", ws, LoaderSpec(cfg=cfg, seed=0))
     torch.set_num_threads(os.cpu_count() or 1)
     for _ in ours:  # warm-up epoch: numba compiles the pipeline
         pass

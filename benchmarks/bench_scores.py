@@ -26,7 +26,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curate import db  # noqa: E402
+from curate import catalog  # noqa: E402
 from curate.train import predlog  # noqa: E402
 from curate.workspace import Workspace  # noqa: E402
 
@@ -46,7 +46,7 @@ def make_workspace(work: Path, run: str, n: int, m: int, e: int, seed: int = 0) 
     labels = rng.integers(0, K, n)
     difficulty = rng.beta(0.3, 0.3, n)
     idx = np.arange(n, dtype=np.int32)
-    with db.write(ws) as con:
+    with catalog.write(ws) as con:
         con.execute("DELETE FROM datasets WHERE dataset = 'synthetic-imagenet'")
         con.execute("DELETE FROM instances WHERE dataset = 'synthetic-imagenet'")
         con.execute(
@@ -138,7 +138,7 @@ def baseline(work: Path, run: str) -> dict:
         df["epoch"] = int(p.parent.name.split("=")[1])
         frames.append(df)
     log = pd.concat(frames, ignore_index=True)
-    con = db.read(ws)
+    con = catalog.read(ws)
     labels = con.execute(
         "SELECT idx, label FROM instances WHERE dataset = 'synthetic-imagenet'"
     ).df()

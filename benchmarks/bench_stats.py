@@ -302,9 +302,9 @@ def main() -> None:
     if not TAR.exists():
         sys.exit(f"{TAR} is absent: this benchmark needs the shared CIFAR-10 JPEG set")
     from curate.config import DatasetConfig
+    from curate.data.formats.base import decode_image
     from curate.data.ingest import ingest
     from curate.data.loader import import_ffcv
-    from curate.data.sources import decode_image
     from curate.stats.compute import compute_stats, stats_of_images
     from curate.stats.definitions import mean_local_entropy_batch
     from curate.workspace import Workspace

@@ -34,7 +34,7 @@ def write_pngs(folder: Path) -> None:
     """MNIST as PNG files <split>/<class>/<idx>.png: the input the papers' loaders read."""
     from PIL import Image
 
-    from curate.data.sources import read_idx
+    from curate.data.formats.idx import read_idx
 
     if (folder / ".complete").exists():
         return

@@ -72,7 +72,7 @@ def opt(
 class DatasetConfig:
     # catalog name; empty = the format's name (the folder's for imagefolder)
     name: str = opt("", name=True)
-    format: str = opt("digits", choices="curate.data.sources:FORMATS", what="format")
+    format: str = opt("digits", choices="curate.data.formats:FORMATS", what="format")
     source: str = ""  # path to the raw data (folder, archive or file); empty for built-in/synthetic
     download: bool = False  # cifar10/cifar100/mnist/fashion-mnist: fetch with torchvision
     # seed: permute labels (true labels kept beside them)

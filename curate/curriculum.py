@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -236,21 +237,51 @@ def load_sidecar(path: str | Path) -> dict:
     return json.loads(side.read_text())
 
 
+@dataclass(frozen=True)
+class CurriculumSpec:
+    """What `export_curriculum` orders by and how it paces (the flags of `curate curriculum`).
+
+    Attributes
+    ----------
+    score : a numeric column of the difficulty view
+    pacing : the pacing function's name (`PACINGS`), with its `params` (e.g. {"inc": 1.9})
+    mode : "curriculum" (easy first), "anti" (hard first) or "random" (seeded, same pacing)
+    balanced : interleave classes (Hacohen & Weinshall)
+    where : an SQL filter on the difficulty view restricting the pool, or None
+    seed : seed of the random ordering and of ties
+    direction : which score values are easy: "higher", "lower", or "auto" (by the score's kind)
+    """
+
+    score: str = "accessibility"
+    pacing: str = "fixed-exp"
+    mode: str = "curriculum"
+    balanced: bool = False
+    where: str | None = None
+    seed: int = 0
+    direction: str = "auto"
+    params: dict = field(default_factory=dict)
+
+
 def export_curriculum(
-    ws,
-    run: str,
-    out: str | Path,
-    score: str = "accessibility",
-    pacing: str = "fixed-exp",
-    mode: str = "curriculum",
-    balanced: bool = False,
-    where: str | None = None,
-    seed: int = 0,
-    direction: str = "auto",
-    params: dict | None = None,
+    ws, run: str, out: str | Path, spec: CurriculumSpec = CurriculumSpec()
 ) -> dict:
     """Write <out>.csv, <out>.parquet, <out>.npy (idx, easiest first, with the score) and <out>.json
-    (pacing, its parameters, run, score, seed). Returns the sidecar."""
+    (pacing, its parameters, run, score, seed).
+
+    Parameters
+    ----------
+    ws : the workspace holding the scored run
+    run : a scored run
+    out : the output path; the four files are written beside it, each atomically
+    spec : the score, direction, ordering mode and pacing
+
+    Returns
+    -------
+    dict
+        the sidecar written to <out>.json
+    """
+    score, pacing, mode, balanced = spec.score, spec.pacing, spec.mode, spec.balanced
+    where, seed, direction, params = spec.where, spec.seed, spec.direction, spec.params
     import pandas as pd
 
     from curate.sql import columns, fetch, quote_column

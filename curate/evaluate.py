@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy import stats
 
-from curate import db
+from curate import catalog
 from curate.data.positions import find_positions
 from curate.errors import CurateError
 from curate.scores.label_issues import auroc
@@ -31,7 +32,7 @@ SCORE_TYPES = ("DOUBLE", "INTEGER", "BOOLEAN")
 
 def score_columns() -> list[str]:
     """The numeric per-instance columns of `instance_scores` a reference can be compared with."""
-    return [c for c, t, _ in db.SCHEMA["instance_scores"] if t in SCORE_TYPES and c != "idx"]
+    return [c for c, t, _ in catalog.SCHEMA["instance_scores"] if t in SCORE_TYPES and c != "idx"]
 
 
 def read_reference(
@@ -163,7 +164,7 @@ def evaluate(
     """Compare `score` of a scored run with a reference file; store and return the row."""
     if score not in score_columns():
         raise CurateError(f"--score {score!r}: choose one of {', '.join(score_columns())}")
-    with db.read(ws) as con:
+    with catalog.read(ws) as con:
         df = con.execute(
             f"SELECT idx, {score} AS score FROM instance_scores WHERE run = ? AND split = ? "
             "ORDER BY idx",  # score is a checked column name
@@ -200,18 +201,20 @@ def evaluate(
 
 
 def _store(ws: Workspace, row: dict) -> None:
-    cols = [c for c, _, _ in db.SCHEMA["reference_agreement"] if c != "created_at"]
+    cols = [c for c, _, _ in catalog.SCHEMA["reference_agreement"] if c != "created_at"]
     key = ("run", "split", "score", "reference", "reference_column")
-    with db.write(ws) as con:
+    with catalog.write(ws) as con:
         con.execute(
             "DELETE FROM reference_agreement WHERE "
             + " AND ".join(f"{k} = ?" for k in key),  # constant column names
             [row[k] for k in key],
         )
-        con.execute(
-            f"INSERT INTO reference_agreement ({', '.join(cols)}, created_at) "
-            f"VALUES ({', '.join('?' for _ in cols)}, now()::TIMESTAMP)",
-            [row[c] for c in cols],
+        catalog.insert_frame(
+            con,
+            "reference_agreement",
+            # Arrow, not pandas: an undefined AUROC stays NaN (pandas would make it NULL)
+            pa.Table.from_pylist([{c: row[c] for c in cols}]),
+            now=("created_at",),
         )
 
 

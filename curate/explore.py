@@ -1,6 +1,6 @@
 """Read-only queries behind the explorer app: each returns a small DataFrame (or array) a view plots.
 
-Every function takes an open `curate.db.Reader` (sandboxed, one SELECT per call) and touches at
+Every function takes an open `curate.catalog.Reader` (sandboxed, one SELECT per call) and touches at
 most a page of instances, so views stay fast on an ImageNet-size catalog. The app calls them
 through `call`, which holds the catalog only while the query runs, so stages can write between
 two page views.
@@ -8,11 +8,13 @@ two page views.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import duckdb
 import numpy as np
 import pandas as pd
 
-from curate import db
+from curate import catalog
 from curate.errors import CurateError
 from curate.stats.definitions import STATS
 
@@ -21,11 +23,11 @@ DDD = ("trivial", "in-between", "impossible")
 
 def call(root: str, name: str, *args):
     """`name(reader, *args)` with a reader opened on the workspace `root` for this call only."""
-    from curate import db
+    from curate import catalog
     from curate.workspace import Workspace
 
     fn = QUERIES[name]
-    with db.read(Workspace(root)) as con:
+    with catalog.read(Workspace(root)) as con:
         return fn(con, *args)
 
 
@@ -107,18 +109,44 @@ def classes(con, run: str, split: str) -> list[str]:
     )["class_name"].tolist()
 
 
-def subset_where(
-    run: str,
-    split: str,
-    ddd: list[str] | None = None,
-    class_name: str | None = None,
-    score: str | None = None,
-    score_range: tuple[float, float] | None = None,
-    stat: str | None = None,
-    stat_range: tuple[float, float] | None = None,
-    where: str | None = None,
-) -> tuple[str, list]:
-    """The WHERE clause (with parameters) of a subset of `difficulty`."""
+@dataclass(frozen=True)
+class Subset:
+    """A subset of one run's split in the difficulty view, as the subset explorer's filters set it.
+
+    Attributes
+    ----------
+    ddd : keep these difficulty groups (trivial, in-between, impossible); None or [] = all
+    class_name : keep this class only
+    score, score_range : keep rows whose column `score` lies in [lo, hi]
+    stat, stat_range : the same for a second column (an image statistic)
+    where : a free SQL condition on the difficulty view, and-ed to the rest
+    """
+
+    ddd: tuple[str, ...] | list[str] | None = None
+    class_name: str | None = None
+    score: str | None = None
+    score_range: tuple[float, float] | None = None
+    stat: str | None = None
+    stat_range: tuple[float, float] | None = None
+    where: str | None = None
+
+
+def subset_where(run: str, split: str, subset: Subset = Subset()) -> tuple[str, list]:
+    """The WHERE clause (with parameters) of a subset of `difficulty`.
+
+    Parameters
+    ----------
+    run, split : the run and split the subset is drawn from
+    subset : the filters (`Subset`); the default keeps the whole split
+
+    Returns
+    -------
+    tuple[str, list]
+        the clause, with ? placeholders, and its parameters in order
+    """
+    ddd, class_name, where = subset.ddd, subset.class_name, subset.where
+    score, score_range = subset.score, subset.score_range
+    stat, stat_range = subset.stat, subset.stat_range
     clauses, params = ["run = ?", "split = ?"], [run, split]
     if ddd:
         clauses.append("ddd IN (" + ", ".join("?" for _ in ddd) + ")")
@@ -215,7 +243,7 @@ def agreement_curves(con, run: str, split: str) -> pd.DataFrame:
 def category_curves(con, run: str, split: str) -> pd.DataFrame:
     """Per categorical attribute (class_name, illumination, pose, ...), category and epoch: n and
     the fraction of the category's instances every member gets right (`category_agreement`)."""
-    if not db.has_columns(con, "category_agreement", "attribute"):
+    if not catalog.has_columns(con, "category_agreement", "attribute"):
         return pd.DataFrame(columns=["attribute", "category", "epoch", "n", "frac_strict"])
     return _q(
         con,
@@ -311,7 +339,7 @@ def thumbnails(
     ws = ws if isinstance(ws, Workspace) else Workspace.resolve(ws)
     info = dataset_info(dataset, ws)
     if info.storage == "jpeg":
-        from curate.data.sources import decode_image
+        from curate.data.formats.base import decode_image
 
         return [decode_image(s) for s in sources]
     return list(read_split_uint8(info, split, idx).images)
@@ -320,7 +348,7 @@ def thumbnails(
 # the functions `call` may run: every query above that takes a reader first
 def label_confusion(con, run: str, split: str) -> pd.DataFrame:
     """Flagged labels per (given class, suggested class): given, suggested, n."""
-    if not db.has_columns(con, "label_issues", "flagged", "late_aum"):
+    if not catalog.has_columns(con, "label_issues", "flagged", "late_aum"):
         return pd.DataFrame(columns=["given", "suggested", "n"])
     return _q(
         con,
@@ -342,7 +370,7 @@ def label_issue_page(
     page_size: int = 48,
 ) -> pd.DataFrame:
     """A page of flagged labels, highest issue_score first, optionally of one class pair."""
-    if not db.has_columns(con, "label_issues", "late_aum"):
+    if not catalog.has_columns(con, "label_issues", "late_aum"):
         return pd.DataFrame()
     sql = (
         "SELECT dataset, idx, class_name, suggested_class, consensus, issue_score, late_aum, aum, "
@@ -360,14 +388,14 @@ def label_issue_page(
 
 def label_noise(con, run: str, split: str) -> pd.DataFrame:
     """The run's `label_noise_eval` row of a split (empty when its labels are the true ones)."""
-    if not db.has_columns(con, "label_noise_eval", "auroc"):
+    if not catalog.has_columns(con, "label_noise_eval", "auroc"):
         return pd.DataFrame()
     return _q(con, "SELECT * FROM label_noise_eval WHERE run = ? AND split = ?", [run, split])
 
 
 def reference_rows(con, run: str) -> pd.DataFrame:
     """The run's comparisons with external references (`curate evaluate`), newest first."""
-    if not db.has_columns(con, "reference_agreement", "spearman"):
+    if not catalog.has_columns(con, "reference_agreement", "spearman"):
         return pd.DataFrame()
     return _q(
         con,

@@ -4,6 +4,7 @@ a self-contained browser experiment, and the analysis of observers' answers."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,17 +87,48 @@ def _to_png(a: np.ndarray, path: Path) -> None:
     img.resize((SIDE, SIDE), resample).save(path)
 
 
-def export_pairs(
-    ws: Workspace,
-    run: str,
-    out: str | Path,
-    n: int = 80,
-    train_trials: int = 5,
-    same_class: bool = False,
-    seed: int = 0,
-    split: str | None = None,
-) -> Path:
-    """Write DIR/images/*.png, DIR/manifest.csv and DIR/index.html; returns DIR."""
+@dataclass(frozen=True)
+class PairsSpec:
+    """Which trials `export_pairs` draws (the flags of `curate pairs`).
+
+    Attributes
+    ----------
+    n : test trials
+    train_trials : practice trials, shown first
+    same_class : pair a trivial and an impossible image of the same class
+    seed : seed of the draw and of the left/right placement
+    split : the split to draw from; None = test, else val
+    """
+
+    n: int = 80
+    train_trials: int = 5
+    same_class: bool = False
+    seed: int = 0
+    split: str | None = None
+
+
+def export_pairs(ws: Workspace, run: str, out: str | Path, spec: PairsSpec = PairsSpec()) -> Path:
+    """Write DIR/images/*.png, DIR/manifest.csv and DIR/index.html.
+
+    Parameters
+    ----------
+    ws : the workspace holding the scored run
+    run : a scored run
+    out : DIR, a new or empty folder (nothing is overwritten)
+    spec : how many trials of which kind (`PairsSpec`)
+
+    Returns
+    -------
+    Path
+        DIR
+    """
+    n, train_trials, same_class, seed, split = (
+        spec.n,
+        spec.train_trials,
+        spec.same_class,
+        spec.seed,
+        spec.split,
+    )
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CurateError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate import db
+from curate import catalog
 from curate.errors import CurateError
 from curate.sql import fetch
 from curate.workspace import Workspace, atomic_path
@@ -57,7 +57,7 @@ def refuse_workspace_file(ws: Workspace, target: Path) -> None:
 
 
 def list_tables(ws: Workspace) -> str:
-    with db.read(ws) as con:
+    with catalog.read(ws) as con:
         rows = con.execute(
             "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
             "WHERE database_name = current_database() AND schema_name = 'main' ORDER BY table_name, column_index"
@@ -73,6 +73,6 @@ def list_tables(ws: Workspace) -> str:
         if table != current:
             current = table
             lines.append(f"\n{table} ({'view' if table in views else 'table'})")
-        meaning = comment or (db.column_doc(table, col) or "")
+        meaning = comment or (catalog.column_doc(table, col) or "")
         lines.append(f"  {col:<28} {typ:<12} {meaning}")
     return "\n".join(lines).lstrip("\n")

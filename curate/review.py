@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from curate import db
+from curate import catalog
 from curate.errors import CurateError
 from curate.query import refuse_workspace_file
 from curate.workspace import Workspace, atomic_path
@@ -31,7 +31,7 @@ def label_issue_list(
     """
     if top is not None and top < 1:
         raise CurateError(f"--top {top}: give a positive number of rows")
-    with db.read(ws) as con:
+    with catalog.read(ws) as con:
         have = con.execute(
             "SELECT DISTINCT split FROM instance_scores WHERE run = ?", [run]
         ).fetchall()
@@ -51,7 +51,7 @@ def label_issue_list(
         # late_aum came with the present issue_score and flagged: a run scored before them (or a
         # catalog no newer curate has written to yet) holds another definition, or none
         if (
-            not db.has_columns(con, "label_issues", "late_aum")
+            not catalog.has_columns(con, "label_issues", "late_aum")
             or con.execute(
                 "SELECT count(*) FROM instance_scores WHERE run = ? AND late_aum IS NULL", [run]
             ).fetchone()[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from curate import db
+from curate import catalog
 from curate.errors import CurateError
 from curate.workspace import Workspace
 
@@ -17,10 +17,10 @@ from curate.workspace import Workspace
 def fetch(ws: Workspace, sql: str, params: list | tuple = ()) -> pd.DataFrame:
     """Run one read-only statement with `?` parameters; return a pandas DataFrame.
 
-    The connection is `db.Reader`'s sandbox, held only while the statement runs. Bad SQL, a write,
+    The connection is `catalog.Reader`'s sandbox, held only while the statement runs. Bad SQL, a write,
     a second statement or a file outside the workspace's prediction log is a CurateError.
     """
-    with db.read(ws) as con:
+    with catalog.read(ws) as con:
         try:
             return con.execute(sql, list(params)).df()
         except duckdb.PermissionException as e:
@@ -41,7 +41,7 @@ def _first_line(e: BaseException) -> str:
 
 def columns(ws: Workspace, relation: str) -> list[str]:
     """The column names of a table or view of the catalog (`relation` is a name from code)."""
-    con = db.read(ws)
+    con = catalog.read(ws)
     try:
         return relation_columns(con, relation)
     finally:

@@ -7,9 +7,11 @@ import pickle
 import struct
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
+
+from curate import catalog
+from curate.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -132,7 +134,7 @@ def make_image_folder(
 
 def catalog_rows(ws: Path, sql: str) -> list[tuple]:
     """The rows of one query over a workspace's catalog, opened read-only."""
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         return con.execute(sql).fetchall()
     finally:
@@ -150,16 +152,10 @@ def read_all(dataset: str, split: str, ws: Path, batch_size: int = 7):
     import torch
 
     from curate.config import LoaderConfig
-    from curate.data.loader import make_loader
+    from curate.data.loader import LoaderSpec, make_loader
 
-    ld = make_loader(
-        dataset,
-        split,
-        "eval",
-        workspace=str(ws),
-        cfg=LoaderConfig(normalize=False),
-        batch_size=batch_size,
-    )
+    spec = LoaderSpec(cfg=LoaderConfig(normalize=False), batch_size=batch_size)
+    ld = make_loader(dataset, split, "eval", workspace=str(ws), spec=spec)
     xs, ys, ids = [], [], []
     for x, y, i in ld:
         xs.append(x)

@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import free_port, headless_chromium
+from conftest import catalog_rows, free_port, headless_chromium
 
-from curate import db, explore
+from curate import catalog, explore
 from curate.cli import main
 from curate.workspace import Workspace
 
@@ -33,7 +33,7 @@ def ws(small_scored_ws, tmp_path_factory):
 
 @pytest.fixture()
 def con(ws):
-    with db.read(Workspace(ws)) as c:  # the sandboxed reader the app uses
+    with catalog.read(Workspace(ws)) as c:  # the sandboxed reader the app uses
         yield c
 
 
@@ -48,9 +48,8 @@ def test_query_functions(ws, con):
         and np.allclose(obs.sum(axis=0), 359)
         and np.allclose(null.sum(axis=0), 359)
     )
-    clause, params = explore.subset_where(
-        "digits", "test", ["impossible"], score="accessibility", score_range=(0.0, 0.5)
-    )
+    subset = explore.Subset(["impossible"], score="accessibility", score_range=(0.0, 0.5))
+    clause, params = explore.subset_where("digits", "test", subset)
     n = explore.subset_count(con, clause, params)
     page = explore.subset_page(con, clause, params, page=0, page_size=5)
     assert len(page) == min(5, n) and (page["ddd"] == "impossible").all()
@@ -87,7 +86,9 @@ def test_query_functions(ws, con):
     from curate.errors import CurateError
 
     with pytest.raises(CurateError):
-        explore.subset_count(con, *explore.subset_where("digits", "test", where="nope ="))
+        explore.subset_count(
+            con, *explore.subset_where("digits", "test", explore.Subset(where="nope ="))
+        )
     with pytest.raises(CurateError):
         explore.sql_console(con, "DELETE FROM instances")
 
@@ -102,30 +103,106 @@ def _apptest(ws, monkeypatch):
     return at
 
 
-@pytest.mark.parametrize(
-    "view",
-    [
-        "Run overview",
-        "TP-agreement",
-        "Subset explorer",
-        "Image detail",
-        "Agreement vs statistics",
-        "Members",
-        "Label issues",
-        "References",
-        "SQL console",
-    ],
-)
-def test_every_view_renders(ws, monkeypatch, view):
+def _load_app():
+    """app/app.py as a module, imported the way a test or tool would: it must draw nothing."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("curate_explorer_app", APP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_app_imports_without_drawing_and_lists_its_views():
+    from streamlit.testing.v1 import AppTest
+
+    app = _load_app()
+    assert list(app.VIEWS) == VIEWS
+    assert all(callable(f) and f.__module__ == "curate_explorer_app" for f in app.VIEWS.values())
+    at = AppTest.from_file(APP, default_timeout=120)  # the sidebar offers the table's titles
+    at.run()
+    assert not at.exception, at.exception
+
+
+VIEWS = [
+    "Run overview",
+    "TP-agreement",
+    "Subset explorer",
+    "Image detail",
+    "Agreement vs statistics",
+    "Members",
+    "Label issues",
+    "References",
+    "SQL console",
+]
+
+
+def _chart_frames(at) -> list:
+    """The data of every Altair chart on the page, as DataFrames (Streamlit ships it as Arrow)."""
+    import pyarrow as pa
+
+    frames = []
+    for el in at.get("vega_lite_chart"):
+        for ds in el.proto.datasets:
+            frames.append(pa.ipc.open_stream(ds.data.data).read_all().to_pandas())
+    return frames
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_view_shows_a_catalog_value(ws, monkeypatch, tmp_path, view):
+    """Each view renders and shows at least one figure read straight from the catalog (split test,
+    the sidebar's first)."""
+    rows = lambda sql: catalog_rows(ws, sql)  # noqa: E731
+    where = "run = 'digits' AND split = 'test'"
+    if view == "References":  # a reference comparison to show: one value per train instance
+        n = rows("SELECT count(*) FROM instance_scores WHERE run = 'digits' AND split = 'train'")
+        np.save(tmp_path / "ref.npy", np.arange(n[0][0], dtype=float))
+        ref = ["evaluate", "digits", "--reference", str(tmp_path / "ref.npy")]
+        assert main([*ref, "--workspace", str(ws)]) == 0
     at = _apptest(ws, monkeypatch)
+    assert at.sidebar.radio[0].options == VIEWS
+    assert at.sidebar.selectbox[2].value == "test"
     at.sidebar.radio[0].set_value(view).run()
     assert not at.exception, at.exception
     assert at.header[0].value == view
-    if view == "Subset explorer":
-        assert any("images; page" in n.label for n in at.number_input)
-    if view == "Agreement vs statistics":  # the per-category curves, class_name at least
+    if view == "Run overview":  # the table under the charts: the last epoch's mean accuracy
+        (acc,) = rows(f"SELECT acc_mean FROM epoch_metrics WHERE {where} ORDER BY epoch DESC")[0]
+        shown = at.dataframe[0].value.sort_values("epoch")["acc_mean"].iloc[-1]
+        assert shown == pytest.approx(acc, abs=1e-12)  # the stored double, passed through Arrow
+    if view == "TP-agreement":  # the epoch slider spans the logged epochs, at the last one
+        epochs = [e for (e,) in rows(f"SELECT epoch FROM epoch_metrics WHERE {where} ORDER BY 1")]
+        assert [int(e) for e in at.select_slider[0].options] == epochs
+        assert int(at.select_slider[0].value) == epochs[-1]
+    if view == "Subset explorer":  # the impossible instances of the split, all accessibilities
+        (n,) = rows(f"SELECT count(*) FROM difficulty WHERE {where} AND ddd = 'impossible'")[0]
+        assert any(x.label.startswith(f"{n} images; page") for x in at.number_input)
+    if view == "Image detail":  # instance 0's class and difficulty group
+        name, ddd = rows(f"SELECT class_name, ddd FROM difficulty WHERE {where} AND idx = 0")[0]
+        detail = at.dataframe[0].value["value"]
+        assert detail["class_name"] == name and detail["ddd"] == ddd
+    if view == "Agreement vs statistics":  # the correlation table and the per-category curves
+        stats = rows(f"SELECT DISTINCT statistic FROM correlations WHERE {where} ORDER BY 1")
+        assert sorted(set(at.dataframe[0].value["statistic"])) == [s for (s,) in stats]
         assert "strict agreement per category" in [h.value for h in at.subheader]
         assert "class_name" in next(s for s in at.selectbox if s.label == "attribute").options
+    if view == "Members":  # the kappa heat map of all instances at the last epoch
+        (kappa,) = rows(
+            f"SELECT kappa FROM error_consistency WHERE {where} AND subset = 'all' AND member_i = 0 "
+            "AND member_j = 1 AND epoch = (SELECT max(epoch) FROM error_consistency "
+            f"WHERE {where})"
+        )[0]
+        shown = _chart_frames(at)[0]
+        pair = shown[(shown["i"].astype(int) == 0) & (shown["j"].astype(int) == 1)]["kappa"]
+        assert pair.iloc[0] == pytest.approx(kappa, abs=1e-12)  # the stored double
+    if view == "Label issues":  # the flagged count in the caption, or the note that there is none
+        (n,) = rows(f"SELECT count(*) FROM label_issues WHERE {where} AND flagged")[0]
+        if n:
+            assert any(c.value.startswith(f"{n} flagged labels") for c in at.caption)
+        else:
+            assert "No flagged labels" in at.info[0].value
+    if view == "References":  # the comparison just stored, newest first
+        (rho,) = rows("SELECT spearman FROM reference_agreement WHERE run = 'digits'")[0]
+        assert at.dataframe[0].value["spearman"].iloc[0] == pytest.approx(rho, abs=1e-12)
     if view == "SQL console":
         at.text_area[0].set_value("SELECT count(*) AS n FROM instances").run()
         at.button[0].click().run()
@@ -239,4 +316,5 @@ def test_reliability_curves_are_queried(con):
     mem = rel[rel["curve"] == "members"]
     assert mem["x"].min() == 2 and mem["extrapolated"].any()
     ep = rel[rel["curve"] == "epochs"]
-    assert ep["spearman"].iloc[-1] == 1.0  # the full run against itself
+    # the full run against itself: identical orders, so 1 up to float rounding only
+    assert abs(ep["spearman"].iloc[-1] - 1.0) < 1e-12

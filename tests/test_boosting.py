@@ -3,18 +3,19 @@ on the same bootstrap sample, and a boosted run is scored like any other."""
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from sklearn.ensemble import AdaBoostClassifier
 from sklearn.linear_model import RidgeClassifier
 
+from curate import catalog
 from curate.cli import main
 from curate.config import load_recipe
 from curate.train.learners.boosting import bootstrap_weights
 from curate.train.predlog import shard_path
 from curate.train.seeds import member_seeds
+from curate.workspace import Workspace
 
 
 def test_bootstrap_weights_by_hand():
@@ -34,7 +35,7 @@ def boosted(tmp_path_factory):
 
 def test_adaboost_log_equals_staged_predict(boosted):
     ws = boosted
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         cat = con.execute(
             "SELECT split, idx, label FROM instances WHERE dataset = 'digits' ORDER BY split, idx"
@@ -49,7 +50,6 @@ def test_adaboost_log_equals_staged_predict(boosted):
     from curate.data.loader import dataset_info
     from curate.train.feed import InMemoryFeed
     from curate.train.learners.boosting import split_features
-    from curate.workspace import Workspace
 
     recipe = load_recipe("digits", ["train.members=3", "train.epochs=4"])
     feed = InMemoryFeed(dataset_info("digits", Workspace(ws)), recipe, torch.device("cpu"), {})
@@ -75,7 +75,7 @@ def test_adaboost_log_equals_staged_predict(boosted):
 
 
 def test_boosted_run_is_scored(boosted):
-    con = duckdb.connect(str(boosted / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(boosted))
     try:
         n = con.execute("SELECT count(*) FROM instance_scores WHERE run = 'ada'").fetchone()[0]
         acc = con.execute(
@@ -118,15 +118,18 @@ def test_binned_comparison_by_hand():
     assert [r["n"] for r in rows] == [2, 3]
     assert rows[0]["mean_b"] == pytest.approx(0.3)
     assert rows[0]["se_b"] == pytest.approx(np.std([0.2, 0.4], ddof=1) / np.sqrt(2))
-    assert rows[1]["mean_b"] == pytest.approx(2.2 / 3) and rows[1]["bin_hi"] == 1.0
+    assert rows[1]["mean_b"] == pytest.approx(2.2 / 3) and rows[1]["bin_hi"] == pytest.approx(
+        1.0, abs=1e-12
+    )  # top edge
 
 
 def test_adaboost_against_a_network_fig11(boosted):
     ws = str(boosted)
     sets = ["--set", "train.members=2", "--set", "train.epochs=2", "--set", "score.stats=false"]
+    sets += ["--set", "train.precision=fp32"]  # r > 0.3 tested: the same network on any CPU
     assert main(["run", "digits", "--run-name", "net", "--workspace", ws, *sets]) == 0
     assert main(["score", "ada", "--compare", "net", "--workspace", ws]) == 0
-    con = duckdb.connect(str(boosted / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(boosted))
     try:
         rows = con.execute(
             "SELECT split, n, bin_lo, mean_b, se_b FROM ensemble_comparison WHERE run_a = 'ada' "
@@ -154,7 +157,7 @@ def test_a_bootstrap_sample_of_one_class(tmp_path, strategy):
     sets += ["--set", "train.epochs=2", "--run-name", "one"]
     assert main(["ingest", "digits", *sets[:4], "--workspace", ws]) == 0
     assert main(["train", "digits", *sets, "--workspace", ws]) == 0
-    con = duckdb.connect(f"{ws}/catalog.duckdb", read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         ((label,),) = con.execute("SELECT label FROM instances WHERE split = 'train'").fetchall()
     finally:

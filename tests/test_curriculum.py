@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from curate import catalog
 from curate import curriculum as cu
 from curate.cli import main
+from curate.workspace import Workspace
 
 
 @pytest.mark.parametrize("t, expected", [(0, 40), (99, 40), (100, 76), (250, 144), (10_000, 1000)])
@@ -87,11 +89,10 @@ def test_sampler_draws_from_the_easiest_and_resumes():
 
 def test_ffcv_traversal_order(digits_ws):
     from curate.config import LoaderConfig
-    from curate.data.loader import make_loader
+    from curate.data.loader import LoaderSpec, make_loader
 
-    ld = make_loader(
-        "digits", "train", "train", workspace=str(digits_ws), cfg=LoaderConfig(batch_size=16)
-    )
+    spec = LoaderSpec(cfg=LoaderConfig(batch_size=16))
+    ld = make_loader("digits", "train", "train", workspace=str(digits_ws), spec=spec)
     easiest = np.arange(100, 120)
     order = np.concatenate([easiest, np.setdiff1d(np.arange(1438), easiest)])
     pace = cu.pacing_function(
@@ -139,9 +140,8 @@ def test_export_writes_every_format(scored_digits, tmp_path, capsys):
         and side["balanced"]
         and side["seed"] == 0
     )
-    import duckdb
 
-    con = duckdb.connect(str(scored_digits / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(scored_digits))
     pool = con.execute(
         "SELECT count(*) FROM difficulty WHERE run='digits' AND split='train' "
         "AND ddd <> 'impossible'"

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from curate import catalog
 from curate.cli import main
 from curate.config import load_recipe
 from curate.train.embeddings import data_fingerprint
@@ -28,7 +28,7 @@ def cached(run_dir, epoch: int):
 
 
 def _query(ws, sql: str):
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         return con.execute(sql).fetchall()
     finally:
@@ -217,10 +217,12 @@ def test_an_unfinished_run_is_refused(net, capsys, tmp_path):
 
 
 def test_learner_is_the_strategy_flag():
-    from curate.cli import _TRAIN_FLAGS, _flags, build_parser
+    from curate.cli import build_parser
+    from curate.commands.common import flags
+    from curate.commands.training import TRAIN_FLAGS
 
     args = build_parser().parse_args(["train", "digits", "--learner", "gboost"])
-    assert load_recipe("digits", [], _flags(args, _TRAIN_FLAGS)).train.strategy == "gboost"
+    assert load_recipe("digits", [], flags(args, TRAIN_FLAGS)).train.strategy == "gboost"
 
 
 @pytest.mark.slow

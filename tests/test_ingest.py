@@ -45,12 +45,13 @@ def test_train_loader_is_seeded_permutation_with_augmentation(digits_ws):
     import torch
 
     from curate.config import LoaderConfig
-    from curate.data.loader import make_loader
+    from curate.data.loader import LoaderSpec, make_loader
 
     cfg = LoaderConfig(batch_size=64, translate=2, flip=True)
     runs = []
     for _ in range(2):
-        ld = make_loader("digits", "train", "train", workspace=str(digits_ws), cfg=cfg, seed=5)
+        spec = LoaderSpec(cfg=cfg, seed=5)
+        ld = make_loader("digits", "train", "train", workspace=str(digits_ws), spec=spec)
         epochs = []
         for _epoch in range(2):
             epochs.append([(x.clone(), i.clone()) for x, _, i in ld])
@@ -203,9 +204,10 @@ def test_imagefolder_mixed_sizes_and_grey_go_jpeg(tmp_path):
     assert [r[0] for r in rows] == list(range(5))  # non-integer names: positions in sorted order
     assert (80, 50, 1) in [r[1:4] for r in rows]
     from curate.config import LoaderConfig
-    from curate.data.loader import make_loader
+    from curate.data.loader import LoaderSpec, make_loader
 
-    ld = make_loader("f", "train", "eval", workspace=str(ws), cfg=LoaderConfig(crop_size=16))
+    spec = LoaderSpec(cfg=LoaderConfig(crop_size=16))
+    ld = make_loader("f", "train", "eval", workspace=str(ws), spec=spec)
     batches = list(ld)
     assert sum(len(b[2]) for b in batches) == 5 and batches[0][0].shape[1:] == (3, 16, 16)
 
@@ -295,7 +297,7 @@ def test_synthetic_controls(tmp_path, fmt, classes, shape, dtype):
 
 def test_gaussian_sigma_is_seeded():
     from curate.config import DatasetConfig
-    from curate.data.sources import read_gaussian_sigma
+    from curate.data.formats.synthetic import read_gaussian_sigma
 
     cfg = DatasetConfig(format="gaussian-sigma", num_classes=3, train_per_class=2, test_per_class=1)
     a, b = read_gaussian_sigma(cfg, None), read_gaussian_sigma(cfg, None)
@@ -397,9 +399,10 @@ def test_shared_imagenet_mini(tmp_path):
     )
     assert balance == [("train", 500, 500), ("val", 50, 50)]
     from curate.config import LoaderConfig
-    from curate.data.loader import make_loader
+    from curate.data.loader import LoaderSpec, make_loader
 
-    ld = make_loader("imagenet", "val", "eval", workspace=str(ws), cfg=LoaderConfig(crop_size=224))
+    spec = LoaderSpec(cfg=LoaderConfig(crop_size=224))
+    ld = make_loader("imagenet", "val", "eval", workspace=str(ws), spec=spec)
     x, y, i = next(iter(ld))
     assert x.shape[1:] == (3, 224, 224) and len(torch_cat_ids(ld)) == 500
 

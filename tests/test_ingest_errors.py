@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from conftest import ingest_cli, make_cifar10_dir, make_image_folder, make_mnist_dir, write_idx
 
+from curate import catalog
+from curate.workspace import Workspace
+
 
 def assert_refused(capsys, ws, code, *needles):
     assert code == 2
@@ -88,9 +91,8 @@ def test_truncated_image_then_skip_corrupt(tmp_path, capsys):
         )
         == 0
     )
-    import duckdb
 
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     assert con.execute("SELECT split, source FROM skipped").fetchall() == [("train", str(victim))]
     ids = [
         r[0]
@@ -196,7 +198,6 @@ def test_failed_rebuild_keeps_previous_dataset(tmp_path, capsys):
     )
     assert "00001.png" in capsys.readouterr().err
     assert (ws / "datasets" / "f" / "train.beton").read_bytes() == before
-    import duckdb
 
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     assert con.execute("SELECT count(*) FROM instances").fetchone() == (12,)

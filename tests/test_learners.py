@@ -3,11 +3,11 @@ on the pixels, trained through the normal `train()` entry point and scored like 
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from curate import catalog
 from curate.cli import main
 from curate.config import load_recipe
 from curate.train.learner import Learner, TrainSetup, Unit, register
@@ -85,7 +85,7 @@ def test_a_registered_learner_trains_and_scores_without_touching_the_loop(digits
     assert (run_dir / "checkpoints/nearest-mean-2/epoch=2.pt").exists()
 
     assert main(["score", "ncm", "--workspace", str(digits_ws)]) == 0
-    con = duckdb.connect(str(digits_ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(digits_ws))
     try:
         assert con.execute("SELECT strategy FROM runs WHERE run = 'ncm'").fetchall() == [
             ("nearest-mean",)

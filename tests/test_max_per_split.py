@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 from conftest import make_mnist_dir
 
+from curate import catalog
 from curate.cli import main
+from curate.workspace import Workspace
 
 
 def test_first_n_of_every_split(tmp_path):
@@ -14,7 +15,7 @@ def test_first_n_of_every_split(tmp_path):
     ws = tmp_path / "ws"
     args = ["ingest", "mnist", "--source", str(tmp_path / "raw"), "--workspace", str(ws)]
     assert main([*args, "--set", "dataset.max_per_split=7"]) == 0
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         rows = con.execute(
             "SELECT dataset, split, idx, label FROM instances ORDER BY split, idx"
@@ -28,7 +29,6 @@ def test_first_n_of_every_split(tmp_path):
         assert np.array_equal(r.label.to_numpy(), src[prefix][1][:7])
     from curate.data.loader import dataset_info
     from curate.data.pixels import read_split
-    from curate.workspace import Workspace
 
     px = read_split(dataset_info("mnist-first7", Workspace(ws)), "train")
     assert np.array_equal(px.images[..., 0], src["train"][0][:7])  # the first 7 images, bit-exact
@@ -39,7 +39,7 @@ def test_fewer_instances_than_n_keeps_them_all(tmp_path):
     ws = tmp_path / "ws"
     args = ["ingest", "mnist", "--source", str(tmp_path / "raw"), "--workspace", str(ws)]
     assert main([*args, "--set", "dataset.max_per_split=20", "--random-labels", "1"]) == 0
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         counts = dict(
             con.execute(

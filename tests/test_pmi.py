@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curate import catalog
 from curate.stats import pmi
+from curate.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent / "data" / "pmi"
 # given Octave's kernels, compared map to map; step64 (noise-free) is left out: its local-variance
@@ -28,13 +30,13 @@ def test_constant_image_has_no_boundaries():
     for img in (np.full((32, 32, 3), 90, np.uint8), np.zeros((40, 24, 1), np.uint8)):
         e = pmi.pmi_boundaries(img)
         assert e.shape == ((img.shape[0] + 1) // 2, (img.shape[1] + 1) // 2)
-        assert (e == 0).all() and pmi.edge_strength_pmi(img) == 0.0
+        assert (e == 0).all() and pmi.edge_strength_pmi(img) == 0.0  # returned as 0, not computed
 
 
 def test_too_small_for_dncuts_is_zero():
     # 8 x 8 halves to 4 x 4, which DNCuts decimates to one node: no non-constant eigenvector
     img = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    assert pmi.edge_strength_pmi(img) == 0.0
+    assert pmi.edge_strength_pmi(img) == 0.0  # the early return: a literal 0, not computed
     assert (
         pmi.edge_strength_pmi(np.random.default_rng(1).integers(0, 256, (40, 6, 3), np.uint8))
         == 0.0
@@ -189,7 +191,7 @@ def test_stats_pass_holds_edge_strength_pmi():
     big = np.random.default_rng(2).integers(0, 256, (260, 20, 3), dtype=np.uint8)
     df = stats_of_images([r["image"], np.full((32, 32, 3), 7, np.uint8), big])
     assert df["edge_strength_pmi"][0] == pytest.approx(pmi.edge_strength_pmi(r["image"], seed=0))
-    assert df["edge_strength_pmi"][1] == 0.0
+    assert df["edge_strength_pmi"][1] == 0.0  # a constant image: the early return, a literal 0
     assert pmi.shrink(big).shape == (256, 20, 3)  # over 256 px: shrunk first
     assert df["edge_strength_pmi"][2] == pytest.approx(pmi.edge_strength_pmi(pmi.shrink(big)))
 
@@ -223,7 +225,7 @@ def test_older_catalog_gains_the_column(tmp_path):
     ws = two_image_folder(tmp_path)
     assert main(["stats", "f", "--workspace", str(ws), "--workers", "1"]) == 0
     cat = str(ws / "catalog.duckdb")
-    con = duckdb.connect(cat)
+    con = duckdb.connect(cat)  # raw, to make the catalog an older version would have left
     before = con.execute("SELECT * EXCLUDE (edge_strength_pmi) FROM image_stats ORDER BY ALL").df()
     con.execute(
         "ALTER TABLE image_stats DROP COLUMN edge_strength_pmi"
@@ -231,9 +233,10 @@ def test_older_catalog_gains_the_column(tmp_path):
     con.execute(
         "ALTER TABLE image_stats ADD COLUMN older_extra VARCHAR"
     )  # and column order differs
+    con.execute("DROP TABLE catalog_meta")  # an older version kept no schema version
     con.close()
     assert main(["stats", "f", "--workspace", str(ws), "--workers", "1"]) == 0
-    con = duckdb.connect(cat, read_only=True)
+    con = catalog.read(Workspace(ws))
     cols = [r[0] for r in con.execute("DESCRIBE image_stats").fetchall()]
     assert cols[-1] == "edge_strength_pmi"
     after = con.execute(
@@ -243,16 +246,16 @@ def test_older_catalog_gains_the_column(tmp_path):
         "SELECT i.source, s.edge_strength_pmi FROM image_stats s JOIN instances i USING (dataset, split, idx)"
     ).fetchall()
     con.close()
-    assert after.equals(before)
+    assert after.equals(before)  # the same images through the same code: bit for bit
+    assert len(vals) == 4  # two classes x two splits, one image each
     for source, v in vals:
         img = np.asarray(Image.open(source).convert("RGB"))
         assert v == pytest.approx(pmi.edge_strength_pmi(img, seed=0)) and v > 0
 
 
 def test_joins_difficulty_and_correlations(small_scored_ws):
-    import duckdb
 
-    con = duckdb.connect(str(small_scored_ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(small_scored_ws))
     try:
         n, n_pmi = con.execute(
             "SELECT count(*), count(edge_strength_pmi) FROM difficulty WHERE run = 'digits'"
@@ -302,7 +305,6 @@ def test_dncuts_sparse_path_solves_the_generalised_problem():
 def test_no_pmi_leaves_the_column_null_and_the_rest_unchanged(tmp_path):
     """`curate stats --no-pmi` (score.pmi = false): edge_strength_pmi NULL, every other statistic as
     with it; turning it back on recomputes (the parts of a pass without it are not reused)."""
-    import duckdb
 
     from curate.cli import main
 
@@ -310,7 +312,7 @@ def test_no_pmi_leaves_the_column_null_and_the_rest_unchanged(tmp_path):
     w = ["--workspace", str(ws), "--workers", "1"]
 
     def table():
-        con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+        con = catalog.read(Workspace(ws))
         try:
             return con.execute("SELECT * FROM image_stats ORDER BY split, idx").df()
         finally:

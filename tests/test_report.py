@@ -54,10 +54,10 @@ def test_format_value_by_hand():
 
 def _hand_catalog(root, rows: list[tuple]) -> Workspace:
     """A catalog holding only instance_scores rows (run, split, idx, accessibility, learned_epoch)."""
-    from curate import db
+    from curate import catalog
 
     ws = Workspace(root)
-    with db.write(ws) as con:
+    with catalog.write(ws) as con:
         con.executemany(
             "INSERT INTO instance_scores (run, split, idx, accessibility, learned_epoch, members, "
             "epochs) VALUES (?, ?, ?, ?, ?, 4, 3)",
@@ -404,9 +404,11 @@ def test_an_unfinished_run_is_named_as_such(small_scored_ws, tmp_path, capsys):
     """A run killed mid-training can be scored (its epochs so far) but has no `runs` row until its
     training finishes: the report says so and how to finish it, not that the run does not exist."""
     ws = Workspace(small_scored_ws)
-    from curate import db
+    from curate import catalog
 
-    with db.write(ws) as con:  # what `curate score` of a killed run leaves: scores, no runs row
+    with catalog.write(
+        ws
+    ) as con:  # what `curate score` of a killed run leaves: scores, no runs row
         con.execute(
             "INSERT INTO epoch_metrics SELECT * REPLACE ('half' AS run) FROM epoch_metrics "
             "WHERE run = 'digits'"
@@ -421,7 +423,7 @@ def test_an_unfinished_run_is_named_as_such(small_scored_ws, tmp_path, capsys):
             assert "'half'" in err and "not finished" in err and "curate train" in err, err
             assert not out.exists()
     finally:
-        with db.write(ws) as con:
+        with catalog.write(ws) as con:
             con.execute("DELETE FROM epoch_metrics WHERE run = 'half'")
 
 

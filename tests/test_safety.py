@@ -4,6 +4,7 @@ writers, a full disk, killed processes, bad values. Each case reproduces what on
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, free_port, write_idx
 
-from curate import db, explore
+from curate import catalog, explore
 from curate.cli import main
 from curate.errors import CurateError
 from curate.workspace import Workspace
@@ -51,7 +52,7 @@ def one_error(err: str) -> str:
 
 
 def test_query_statements_that_reach_the_file_system_are_refused(scored, tmp_path, capsys):
-    catalog, beton = scored / "catalog.duckdb", scored / "datasets" / "digits" / "train.beton"
+    catalog_file, beton = scored / "catalog.duckdb", scored / "datasets" / "digits" / "train.beton"
     other = tmp_path / "other.duckdb"
     con = duckdb.connect(str(other))
     con.execute("CREATE TABLE instances AS SELECT 1 AS a")
@@ -59,9 +60,9 @@ def test_query_statements_that_reach_the_file_system_are_refused(scored, tmp_pat
     secret = tmp_path / "secret.txt"
     secret.write_text("do not read\n")
     shard = next((scored / "runs").glob("*/predictions/*/*/*/*/part.parquet"))
-    before = {p: digest(p) for p in (catalog, beton, other, shard)}
+    before = {p: digest(p) for p in (catalog_file, beton, other, shard)}
     cases = {
-        f"COPY (SELECT 'junk') TO '{catalog}' (FORMAT csv)": "COPY",
+        f"COPY (SELECT 'junk') TO '{catalog_file}' (FORMAT csv)": "COPY",
         f"COPY (SELECT 'junk') TO '{beton}' (FORMAT csv)": "COPY",
         f"COPY (SELECT 1) TO '{shard}' (FORMAT parquet)": "COPY",  # inside the readable log
         f"ATTACH '{other}' AS o (READ_ONLY false)": "ATTACH",
@@ -122,19 +123,19 @@ def test_a_moved_workspace_reads_its_own_log(small_scored_ws, tmp_path, capsys):
 def test_app_console_has_the_same_walls(scored, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("do not read\n")
-    catalog = scored / "catalog.duckdb"
-    before = digest(catalog)
+    catalog_file = scored / "catalog.duckdb"
+    before = digest(catalog_file)
     for sql in (
-        f"COPY (SELECT 1) TO '{catalog}' (FORMAT csv)",
+        f"COPY (SELECT 1) TO '{catalog_file}' (FORMAT csv)",
         f"SELECT * FROM read_text('{secret}')",
         f"ATTACH '{tmp_path / 'x.duckdb'}' AS x",
         "SELECT 1; SELECT 2",
     ):
         with pytest.raises(CurateError):
             explore.call(str(scored), "sql_console", sql)
-    assert digest(catalog) == before and not (tmp_path / "x.duckdb").exists()
+    assert digest(catalog_file) == before and not (tmp_path / "x.duckdb").exists()
     # the subset explorer's free WHERE clause goes through the same reader
-    clause, params = explore.subset_where("digits", "test", where="1=1; SELECT 1")
+    clause, params = explore.subset_where("digits", "test", explore.Subset(where="1=1; SELECT 1"))
     with pytest.raises(CurateError):
         explore.call(str(scored), "subset_count", clause, params)
     df = explore.call(str(scored), "sql_console", "SELECT count(*) AS n FROM instances")
@@ -181,13 +182,17 @@ def test_app_serves_on_loopback_only_by_default(scored):
 
 def test_app_address_is_explicit(scored, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     assert main(["app", "--workspace", str(scored)]) == 0
-    cmd = calls[-1]
+    cmd, env = calls[-1]
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("run") + 1] == str(ROOT / "app" / "app.py")
+    # the app imports this checkout's curate first, then what PYTHONPATH held
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/elsewhere"]
     assert "warning" not in capsys.readouterr().err
     assert main(["app", "--workspace", str(scored), "--address", "0.0.0.0"]) == 0
-    cmd = calls[-1]
+    cmd, _ = calls[-1]
     assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
     assert "exposes the explorer" in capsys.readouterr().err
 
@@ -225,7 +230,7 @@ def test_readers_hold_the_catalog_only_while_a_query_runs(scored, capsys):
 def test_a_writer_waits_for_a_busy_catalog(scored, capsys):
     holder = hold_catalog(scored, 2.0)
     t0 = time.time()
-    with db.write(Workspace(scored)) as con:
+    with catalog.write(Workspace(scored)) as con:
         con.execute("DELETE FROM skipped WHERE dataset = 'nothing'")
     assert time.time() - t0 >= 1.0  # it waited for the reader to let go ...
     holder.wait(10)
@@ -237,7 +242,7 @@ def test_a_writer_gives_up_after_the_timeout(scored, monkeypatch):
     holder = hold_catalog(scored, 30.0)
     try:
         with pytest.raises(CurateError, match="still held by process"):
-            with db.write(Workspace(scored)):
+            with catalog.write(Workspace(scored)):
                 pass
     finally:
         holder.kill()
@@ -511,7 +516,7 @@ def test_the_precision_is_recorded_with_the_run(small_scored_ws):
 
     from curate.train.precision import choose_precision
 
-    con = duckdb.connect(str(small_scored_ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(small_scored_ws))
     try:
         (got,) = con.execute("SELECT precision FROM runs WHERE run = 'digits'").fetchone()
     finally:
@@ -521,11 +526,11 @@ def test_the_precision_is_recorded_with_the_run(small_scored_ws):
 
 def test_an_older_catalog_gains_new_columns(tmp_path):
     ws = Workspace(tmp_path)
-    con = duckdb.connect(str(ws.catalog))
+    con = duckdb.connect(str(ws.catalog))  # raw: a catalog as an older curate made it
     con.execute("CREATE TABLE runs (run VARCHAR PRIMARY KEY, dataset VARCHAR)")
     con.execute("INSERT INTO runs VALUES ('old', 'digits')")
     con.close()
-    with db.write(ws) as con:
+    with catalog.write(ws) as con:
         cols = [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
         assert "precision" in cols
         assert con.execute("SELECT run, precision FROM runs").fetchall() == [("old", None)]
@@ -575,4 +580,4 @@ def test_query_out_cannot_replace_the_workspace_files(scored, capsys):
 @pytest.mark.parametrize("value", ["nan", "-5", "inf", "soon"])
 def test_a_bad_catalog_timeout_falls_back_to_the_default(monkeypatch, value):
     monkeypatch.setenv("CURATE_CATALOG_TIMEOUT", value)
-    assert db._busy_timeout() == db.BUSY_TIMEOUT
+    assert catalog._busy_timeout() == catalog.BUSY_TIMEOUT

@@ -64,11 +64,13 @@ def test_learned_epoch_and_first_learned():
         and per[:, 3].tolist() == [1, 1]
     )
     le = d.learned_epoch(C)
-    assert le[0] == 1.5  # numpy's median of an even count: the mean of the two middle values
+    # numpy's median of an even count: the mean of the two middle values (1 and 2), rounding only
+    assert le[0] == pytest.approx(1.5, abs=1e-12)
     assert np.isnan(le[1]) and np.isnan(le[2])  # median (3, inf) = inf -> NULL
-    assert le[3] == 1
+    assert le[3] == pytest.approx(1, abs=1e-12)  # the median of equal values
     fl = d.first_learned(C)
-    assert fl[0] == 1.5 and fl[1] == 1 and np.isnan(fl[2]) and fl[3] == 1
+    # medians of small integers: rounding only, hence abs=1e-12
+    assert fl[[0, 1, 3]].tolist() == pytest.approx([1.5, 1, 1], abs=1e-12) and np.isnan(fl[2])
 
 
 def test_forgetting_events_and_never_learned():
@@ -133,11 +135,9 @@ def test_per_epoch_metrics_by_hand():
     # e0 -> e1: member 0 flips a and b, member 1 nothing: 2 of 8; predictions change 3 + 1 of 8
     assert np.isnan(em["flip_rate"][0]) and em["flip_rate"][1] == pytest.approx(0.25)
     assert em["label_change_rate"][1] == pytest.approx(0.5)
-    assert (
-        em["frac_trivial"][1] == 0.5
-        and em["frac_in_between"][1] == 0.25
-        and em["frac_impossible"][1] == 0.25
-    )
+    # fractions of 4 instances: rounding only, hence abs=1e-12
+    got = [em["frac_trivial"][1], em["frac_in_between"][1], em["frac_impossible"][1]]
+    assert got == pytest.approx([0.5, 0.25, 0.25], abs=1e-12)
 
 
 def test_bimodality_matches_scipy_and_two_points_is_zero():
@@ -169,7 +169,7 @@ def test_error_consistency_by_hand():
     agree = d.pair_agreement_counts(C[:, 1])
     assert agree.tolist() == [[4, 3], [3, 4]]
     # degenerate: identical vectors (c_obs = 1) -> 1, even when c_exp = 1 (both always right)
-    assert d.error_consistency(np.ones(5, bool), np.ones(5, bool)) == 1.0
+    assert d.error_consistency(np.ones(5, bool), np.ones(5, bool)) == pytest.approx(1.0, abs=1e-12)
     # opposite errors with 50 % accuracy each: c_obs 0, c_exp .5 -> -1
     assert d.error_consistency(
         np.array([1, 0, 1, 0], bool), np.array([0, 1, 0, 1], bool)
@@ -179,9 +179,10 @@ def test_error_consistency_by_hand():
 def test_edge_nobody_ever_right():
     c = np.zeros((3, 4, 5), bool)
     em = d.epoch_metrics(c, np.ones((3, 4, 5), int))
-    assert em["strict_agreement"].tolist() == [0, 0, 0, 0]
-    assert em["random_agreement_normalized"].tolist() == [0, 0, 0, 0]
-    assert em["lower_bound"].tolist() == [0, 0, 0, 0]
+    # fractions whose numerators are all 0: rounding only, hence abs=1e-12
+    assert em["strict_agreement"].tolist() == pytest.approx([0, 0, 0, 0], abs=1e-12)
+    assert em["random_agreement_normalized"].tolist() == pytest.approx([0, 0, 0, 0], abs=1e-12)
+    assert em["lower_bound"].tolist() == pytest.approx([0, 0, 0, 0], abs=1e-12)
     assert np.isnan(em["bimodality"]).all()  # one-point distribution: undefined
     assert np.isnan(d.learned_epoch(c)).all() and np.isnan(d.forgetting_events(c)).all()
     assert d.never_learned(c).all() and (d.accessibility(c) == 0).all()
@@ -190,21 +191,22 @@ def test_edge_nobody_ever_right():
 def test_edge_everybody_always_right():
     c = np.ones((3, 4, 5), bool)
     em = d.epoch_metrics(c, np.zeros((3, 4, 5), int))
-    assert em["strict_agreement"].tolist() == [1, 1, 1, 1] and em["lower_bound"].tolist() == [
-        1,
-        1,
-        1,
-        1,
-    ]
+    # fractions of all instances: rounding only, hence abs=1e-12
+    assert em["strict_agreement"].tolist() == pytest.approx([1, 1, 1, 1], abs=1e-12)
+    assert em["lower_bound"].tolist() == pytest.approx([1, 1, 1, 1], abs=1e-12)
     assert (d.learned_epoch(c) == 1).all() and (d.forgetting_events(c) == 0).all()
-    assert em["frac_trivial"].tolist() == [1, 1, 1, 1]
-    assert d.kappa_from_counts(np.array([5]), np.array([5]), np.array([5]), 5)["kappa"][0] == 1.0
+    assert em["frac_trivial"].tolist() == pytest.approx([1, 1, 1, 1], abs=1e-12)  # all of them
+    assert d.kappa_from_counts(np.array([5]), np.array([5]), np.array([5]), 5)["kappa"][
+        0
+    ] == pytest.approx(1.0, abs=1e-12)  # identical counts: kappa 1, rounding only
 
 
 def test_edge_single_member():
     c = C[:1]
     assert d.tpa(c)[1].tolist() == [1, 1, 0, 1]
-    assert d.agreement(PRED[:1]).min() == 1.0
+    assert d.agreement(PRED[:1]).min() == pytest.approx(
+        1.0, abs=1e-12
+    )  # one member agrees with itself
     assert d.learned_epoch(c)[0] == 1 and d.learned_epoch(c)[1] == 3
     assert d.ddd(d.final_correct(c), 1).tolist() == ["trivial", "trivial", "impossible", "trivial"]
 

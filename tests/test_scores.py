@@ -6,15 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
+from curate import catalog
 from curate.cli import main
 from curate.scores import definitions as d
 from curate.scores.engine import score_split
 from curate.train import predlog
+from curate.workspace import Workspace
 
 
 def fake_log(run_dir, m=5, t=7, n=300, k=4, seed=0):
@@ -100,12 +101,14 @@ def test_incomplete_log_is_refused(tmp_path):
 def scored_ws(tmp_path_factory):
     """`curate run digits` end to end: what `make scores` does, in a fresh workspace."""
     ws = tmp_path_factory.mktemp("scored")
-    assert main(["run", "digits", "--workspace", str(ws)]) == 0
+    # fp32 pinned: the science checks below test accuracy levels, and `auto` picks bf16 on a CPU with
+    # AVX512-BF16 or AMX
+    assert main(["run", "digits", "--workspace", str(ws), "--set", "train.precision=fp32"]) == 0
     return ws
 
 
 def q(ws, sql):
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     try:
         return con.execute(sql).df()
     finally:
@@ -202,6 +205,10 @@ def test_science_digits_agreement_beyond_chance(scored_ws):
 
 
 def _run_control(ws, recipe, *over):
+    over = (
+        *over,
+        "train.precision=fp32",
+    )  # accuracy levels compared: the same precision on any CPU
     assert (
         main(["run", recipe, "--workspace", str(ws), *[x for o in over for x in ("--set", o)]]) == 0
     )
@@ -310,7 +317,7 @@ def test_summary_query_hint_survives_quotes_in_names(tmp_path, capsys):
     (quotes, semicolons) or the workspace's path (spaces)."""
     import shlex
 
-    from curate.scores.report import print_summary
+    from curate.scores.summary import print_summary
     from curate.workspace import Workspace
 
     ws = Workspace(tmp_path / "my ws")

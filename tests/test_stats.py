@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
 from conftest import ingest_cli
+from scipy import stats
 
+from curate import catalog
 from curate.cli import main
 from curate.stats import correlate as cr
 from curate.stats import definitions as sd
 from curate.stats.compute import stats_of_images
+from curate.workspace import Workspace
 
 
 def test_grey_level_is_the_weighted_sum_not_rounded():
     img = np.array([[[10, 20, 30]]], np.uint8)
     assert sd.grey(img)[0, 0] == pytest.approx(0.2989 * 10 + 0.5870 * 20 + 0.1140 * 30)
-    assert sd.grey(np.full((2, 2, 1), 7, np.uint8))[0, 0] == 7.0
+    # one channel: the value itself, as float; rounding only
+    assert sd.grey(np.full((2, 2, 1), 7, np.uint8))[0, 0] == pytest.approx(7.0, abs=1e-12)
 
 
 def test_entropy_by_hand():
-    assert sd.mean_local_entropy(np.full((16, 16, 3), 90, np.uint8)) == 0.0  # constant: 0 bits
+    constant = np.full((16, 16, 3), 90, np.uint8)
+    assert sd.mean_local_entropy(constant) == pytest.approx(0.0, abs=1e-12)  # 0 bits; rounding only
     hundred = np.arange(100, dtype=np.uint8).reshape(10, 10, 1)  # one window, 100 distinct values
     assert sd.mean_local_entropy(hundred) == pytest.approx(np.log2(100))
     half = np.zeros((10, 10, 1), np.uint8)
@@ -46,7 +50,7 @@ def test_dct_by_hand():
     assert sd.dct_pct(np.full((8, 8, 1), 200, np.uint8)) == pytest.approx(
         100 / 64
     )  # only the DC coefficient
-    assert sd.dct_pct(np.zeros((8, 8, 3), np.uint8)) == 0.0  # no energy at all
+    assert sd.dct_pct(np.zeros((8, 8, 3), np.uint8)) == pytest.approx(0.0, abs=1e-12)  # no energy
     # a pure cosine along x: one AC coefficient beside the DC
     x = np.arange(16)
     wave = 128 + 100 * np.cos(np.pi * (2 * x + 1) * 3 / 32)
@@ -63,7 +67,10 @@ def test_sobel_step_edge_by_hand():
     step[:, 5:] = 255
     # the two columns beside the edge have |Sx| = (1 + 2 + 1) * 1 = 4, every other pixel 0: 2 * 10 * 4
     assert sd.edge_strength_sobel(step) == pytest.approx(80.0)
-    assert sd.edge_strength_sobel(np.full((10, 10, 3), 77, np.uint8)) == 0.0
+    flat = np.full((10, 10, 3), 77, np.uint8)
+    assert sd.edge_strength_sobel(flat) == pytest.approx(
+        0.0, abs=1e-12
+    )  # no gradient; rounding only
     from scipy import ndimage
 
     g = np.random.default_rng(3).random((9, 13))  # the same as scipy's Sobel
@@ -87,10 +94,13 @@ def test_intensity_colour_and_jpeg():
     red = np.zeros((8, 8, 3), np.uint8)
     red[..., 0] = 255
     assert sd.colourfulness(red) == pytest.approx(0.3 * np.hypot(255, 127.5))
-    assert sd.colourfulness(np.full((4, 4, 1), 3, np.uint8)) == 0.0
+    grey = np.full((4, 4, 1), 3, np.uint8)
+    assert sd.colourfulness(grey) == pytest.approx(0.0, abs=1e-12)  # no colour; rounding only
     bw = np.zeros((4, 4, 1), np.uint8)
     bw[:2] = 255
-    assert sd.mean_grey(bw) == 127.5 and sd.rms_contrast(bw) == pytest.approx(0.5)
+    # the mean of 8 x 255 and 8 x 0, and its contrast: rounding only, hence abs=1e-12
+    assert sd.mean_grey(bw) == pytest.approx(127.5, abs=1e-12)
+    assert sd.rms_contrast(bw) == pytest.approx(0.5, abs=1e-12)
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     assert sd.jpeg_bytes(noise) > sd.jpeg_bytes(
@@ -115,7 +125,8 @@ def test_awkward_images_follow_the_rules():
     small = np.zeros((6, 9, 1), np.uint8)
     df = stats_of_images([one])
     assert np.isnan(df["mean_local_entropy"][0]) and "smaller than the 10x10" in df["stats_note"][0]
-    assert df["dct_pct"][0] == 100.0 and df["segment_count"][0] == 1
+    # a 1 x 1 image has only the DC coefficient: 100 %, rounding only
+    assert df["dct_pct"][0] == pytest.approx(100.0, abs=1e-9) and df["segment_count"][0] == 1
     assert np.isnan(stats_of_images([small])["mean_local_entropy"][0])
     big = np.random.default_rng(2).integers(0, 256, (1300, 300, 3), dtype=np.uint8)
     row = stats_of_images([big]).iloc[0]
@@ -131,7 +142,8 @@ def test_awkward_images_follow_the_rules():
 def test_strict_mean_and_pearson_by_hand():
     strict = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]], bool)  # epochs 0..2, instances a, b, c
     f = np.array([1.0, 3.0, np.nan])
-    assert cr.strict_mean_of_stat(strict, f).tolist() == [1.0, 2.0, 2.0]  # NaN statistics left out
+    # means of 1 and 3: rounding only; NaN statistics left out
+    assert cr.strict_mean_of_stat(strict, f).tolist() == pytest.approx([1.0, 2.0, 2.0], abs=1e-12)
     epochs = np.arange(10)
     sa = np.array([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.3, 0.4, 0.5, 0.6])
     assert (
@@ -144,12 +156,14 @@ def test_strict_mean_and_pearson_by_hand():
     f = np.array([1.0, 2.0, 3.0, 4.0])
     res = cr.agreement_correlation(epochs, sa, strict, f)
     # epochs 6..9: sa .3 .4 .5 .6, mu 1, 1.5, 2, 2.5: a perfect line
-    assert (
-        res["epochs"] == [6, 7, 8, 9]
-        and res["r"] == pytest.approx(1.0)
-        and res["not_significant"] is not None
-    )
-    assert res["p"] < 0.001 or res["not_significant"]
+    assert res["epochs"] == [6, 7, 8, 9] and res["n"] == 4
+    assert res["r"] == pytest.approx(1.0, abs=1e-12)  # an exact line: rounding only
+    assert res["p"] < cr.ALPHA and res["not_significant"] is False  # a line is significant
+    # swap b and c: mu 1, 2, 2, 2.5 over sa .3 .4 .5 .6, r = 0.923 on 4 points, p = 0.077: not
+    res = cr.agreement_correlation(epochs, sa, strict, np.array([1.0, 3.0, 2.0, 4.0]))
+    want = stats.pearsonr([0.3, 0.4, 0.5, 0.6], [1.0, 2.0, 2.0, 2.5])
+    assert res["r"] == pytest.approx(want[0], abs=1e-12) and res["p"] == pytest.approx(want[1])
+    assert res["p"] >= cr.ALPHA and res["not_significant"] is True
 
 
 def test_spearman_and_category_fractions():
@@ -168,7 +182,7 @@ def test_spearman_and_category_fractions():
 def test_stats_stage_resumes_and_joins_difficulty(digits_ws, capsys):
     ws = digits_ws
     assert main(["stats", "digits", "--workspace", str(ws), "--workers", "1"]) == 0
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     assert con.execute(
         "SELECT count(*), count(segment_count) FROM image_stats WHERE dataset='digits'"
     ).fetchone() == (1797, 1797)
@@ -203,13 +217,13 @@ def test_stats_from_jpeg_sources_rgba_and_grey(tmp_path):
     ws = tmp_path / "ws"
     assert ingest_cli("imagefolder", "--source", str(root), "--workspace", str(ws)) == 0
     assert main(["stats", "f", "--workspace", str(ws), "--workers", "1"]) == 0
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     rows = con.execute(
         "SELECT i.source, s.mean_local_entropy, s.colourfulness, s.stats_note FROM image_stats s "
         "JOIN instances i USING (dataset, split, idx) ORDER BY i.source"
     ).fetchall()
     by = {r[0].rsplit("/", 1)[1]: r[1:] for r in rows}
-    assert by["y.png"][1] == 0.0  # grey: no colour
+    assert by["y.png"][1] == pytest.approx(0.0, abs=1e-9)  # grey: no colour; rounding only
     assert by["x.png"][0] > 0 and by["x.png"][1] > 0  # RGBA read as RGB
     assert (
         by["z.png"][0] is None and "smaller" in by["z.png"][2]
@@ -252,7 +266,7 @@ def test_stats_sharded_over_two_torchrun_ranks(tmp_path):
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     sharded = con.execute(
         "SELECT split, idx, dct_pct, segment_count FROM image_stats ORDER BY split, idx"
     ).fetchall()
@@ -262,7 +276,7 @@ def test_stats_sharded_over_two_torchrun_ranks(tmp_path):
 
     shutil.rmtree(ws / "stats")
     assert main(["stats", "digits", "--workspace", str(ws), "--workers", "1"]) == 0
-    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    con = catalog.read(Workspace(ws))
     single = con.execute(
         "SELECT split, idx, dct_pct, segment_count FROM image_stats ORDER BY split, idx"
     ).fetchall()

@@ -11,7 +11,7 @@ from conftest import ingest_cli
 from test_ingest_errors import assert_refused
 from voc_tree import annotation_xml, make_voc_root, small_devkit
 
-from curate.data.voc import VOC_CLASSES, image_id_to_idx, label_names, union_area_ratio
+from curate.data.formats.voc import VOC_CLASSES, image_id_to_idx, label_names, union_area_ratio
 
 
 def bits(*names: str) -> int:

@@ -1,4 +1,4 @@
-"""Ingest: a source (curate.data.sources) becomes one .beton per split plus rows in the catalog's
+"""Ingest: a source (curate.data.formats) becomes one .beton per split plus rows in the catalog's
 `datasets`, `instances` and `skipped` tables.
 
 Every .beton has three fields: `image` (raw uint8 HxWxC, float32 HxWxC, or JPEG), `label` and
@@ -19,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from tqdm.auto import tqdm
 
-from curate import db
+from curate import catalog
 from curate.config import DatasetConfig, check_name
 from curate.data import labels as label_files
+from curate.data.formats import read_source
+from curate.data.formats.base import SourceData, Split, decode_image
 from curate.data.loader import IMAGENET_MEAN, IMAGENET_STD
-from curate.data.sources import SourceData, Split, decode_image, read_source
 from curate.data.writer import page_size, write_beton
 from curate.errors import CurateError
 from curate.locks import dataset_lock
@@ -242,7 +244,7 @@ def content_config(cfg: DatasetConfig) -> dict:
 def _existing(ws: Workspace, name: str) -> dict | None:
     if not ws.catalog.exists():
         return None
-    con = db.read(ws)
+    con = catalog.read(ws)
     try:
         if "datasets" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}:
             return None
@@ -453,7 +455,7 @@ def _write_dataset_json(tmp: Path, name, cfg, src, preps, storage, shape, stats)
         "storage": storage,
         "shape": shape,
         "class_names": src.class_names,
-        "multilabel": src.multilabel,  # labels are class-set bitmasks (curate.data.voc)
+        "multilabel": src.multilabel,  # labels are class-set bitmasks (curate.data.formats.voc)
         "splits": {p.split.name: len(p.split.labels) for p in preps},
         "mean": list(stats[0]),
         "std": list(stats[1]),
@@ -466,7 +468,7 @@ def class_name_of(labels: np.ndarray, class_names: list[str], multilabel: bool) 
     classes in class order ('' for the empty set)."""
     if not multilabel:
         return np.array(class_names, dtype=object)[labels]
-    from curate.data.voc import label_names
+    from curate.data.formats.voc import label_names
 
     return np.array([label_names(v, class_names) for v in labels], dtype=object)
 
@@ -524,40 +526,32 @@ def _record(ws, name, cfg, src, preps, storage, shape, skipped) -> None:
     attributes = pd.concat([attribute_rows(name, p.split) for p in preps], ignore_index=True)
     instances["source_index"] = instances["source_index"].astype("Int64")
     skipped_df = pd.DataFrame(skipped, columns=["dataset", "split", "source", "reason"])
-    info = db.version_info()
-    with db.write(ws) as con:
+    info = catalog.version_info()
+    with catalog.write(ws) as con:
         for table in ("instances", "skipped", "image_attributes", "datasets"):
             con.execute(f"DELETE FROM {table} WHERE dataset = ?", [name])
-        con.register("new_instances", instances)
-        con.execute("INSERT INTO instances BY NAME SELECT * FROM new_instances")
+        catalog.insert_frame(con, "instances", instances)
         if len(attributes):
-            con.register("new_attributes", attributes)
-            con.execute(
-                "INSERT INTO image_attributes SELECT dataset, split, idx, attribute, value, "
-                "category FROM new_attributes"
-            )
+            catalog.insert_frame(con, "image_attributes", attributes)
         if len(skipped_df):
-            con.register("new_skipped", skipped_df)
-            con.execute("INSERT INTO skipped BY NAME SELECT * FROM new_skipped")
-        con.execute(
-            "INSERT INTO datasets VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
-            [
-                name,
-                cfg.format,
-                src.source,
-                len(src.class_names),
-                src.class_names,
-                [p.split.name for p in preps],
-                [len(p.split.labels) for p in preps],
-                storage,
-                list(shape) if shape else None,
-                src.checksum,
-                cfg.random_labels,
-                json.dumps(content_config(cfg)),
-                info["version"],
-                info["git_rev"],
-                str(Path(cfg.labels).absolute()) if cfg.labels else None,
-                src.multilabel,
-            ],
-        )
+            catalog.insert_frame(con, "skipped", skipped_df)
+        row = {
+            "dataset": name,
+            "format": cfg.format,
+            "source": src.source,
+            "num_classes": len(src.class_names),
+            "class_names": list(src.class_names),
+            "splits": [p.split.name for p in preps],
+            "counts": [len(p.split.labels) for p in preps],
+            "storage": storage,
+            "image_shape": list(shape) if shape else None,
+            "checksum": src.checksum,
+            "random_labels_seed": cfg.random_labels,
+            "recipe": json.dumps(content_config(cfg)),
+            "version": info["version"],
+            "git_rev": info["git_rev"],
+            "labels_file": str(Path(cfg.labels).absolute()) if cfg.labels else None,
+            "multilabel": src.multilabel,
+        }
+        # Arrow, not pandas: None stays NULL, as when the values were bound
+        catalog.insert_frame(con, "datasets", pa.Table.from_pylist([row]), now=("created_at",))

@@ -1,4 +1,4 @@
-"""The loader factory: `make_loader(dataset, split, mode)` over a dataset's .beton.
+"""The loader factory: `make_loader(dataset, split, mode, spec=LoaderSpec(...))` over a dataset's .beton.
 
 mode "train": seeded random order (a new permutation per epoch) with the recipe's augmentation;
 mode "eval": sequential, every instance exactly once (`drop_last=False`), deterministic
@@ -135,16 +135,32 @@ class Batches:
         self.epoch += 1
 
 
+@dataclass(frozen=True)
+class LoaderSpec:
+    """How `make_loader` reads a split: augmentation and batch sizes, order seed, rows, device.
+
+    Attributes
+    ----------
+    cfg : batch sizes and augmentation (the recipe's [loader]); None = LoaderConfig()
+    seed : order and augmentation seed (train mode)
+    batch_size : overrides cfg's batch size of the mode
+    indices : optional subset of rows (positions in the .beton) to load
+    device : where the batches are placed
+    """
+
+    cfg: LoaderConfig | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    indices: np.ndarray | None = None
+    device: str | torch.device = "cpu"
+
+
 def make_loader(
     dataset: str,
     split: str,
     mode: str,
     workspace: Workspace | str | None = None,
-    cfg: LoaderConfig | None = None,
-    seed: int = 0,
-    batch_size: int | None = None,
-    indices: np.ndarray | None = None,
-    device: str | torch.device = "cpu",
+    spec: LoaderSpec = LoaderSpec(),
 ) -> Batches:
     """A loader over one split of an ingested dataset.
 
@@ -152,17 +168,17 @@ def make_loader(
     ----------
     dataset, split : names as ingested (`curate query "SELECT * FROM datasets"`).
     mode : "train" (seeded random order, augmentation) or "eval" (sequential, all instances once).
-    cfg : batch sizes and augmentation; defaults to LoaderConfig().
-    seed : order and augmentation seed (train mode).
-    indices : optional subset of rows (positions in the .beton) to load.
+    workspace : the workspace (default $CURATE_WORKSPACE or ./workspace).
+    spec : the loader settings, order seed, row subset and device (`LoaderSpec`).
 
     Returns
     -------
     Batches yielding (images float32 (B, C, H, W), labels int64 (B,), idx int64 (B,)).
     """
+    seed, batch_size, indices, device = spec.seed, spec.batch_size, spec.indices, spec.device
     if mode not in ("train", "eval"):
         raise CurateError(f"loader mode {mode!r}; choose train or eval")
-    cfg = cfg or LoaderConfig()
+    cfg = spec.cfg or LoaderConfig()
     info = dataset_info(dataset, workspace)
     if split not in info.splits:
         raise CurateError(

@@ -2,7 +2,7 @@
 that reproduces, for one scored run, the figure types of the three papers, each captioned with what
 the paper found and what the run shows.
 
-The package owns the report; `curate/scores/report.py` is the unrelated short text summary that
+The package owns the report; `curate/scores/summary.py` is the unrelated short text summary that
 `curate run` prints. Modules: `catalog` (what is read, read-only), `plot` (matplotlib style),
 `pliushch`, `hacohen`, `meding`, `reliability`, `pruning` (one section each), `page` (the HTML).
 """

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from curate import db
+from curate import catalog
 from curate.data.positions import find_positions
 from curate.errors import CurateError
 from curate.scores import definitions as d
@@ -45,7 +45,7 @@ def run_info(ws: Workspace, run: str) -> RunInfo:
             f"train it first: curate train {run} --workspace {ws.root}"
         )
     ident = json.loads(rec.read_text())
-    con = db.read(ws)
+    con = catalog.read(ws)
     try:
         row = con.execute(
             "SELECT splits FROM datasets WHERE dataset = ?", [ident["dataset"]]
@@ -83,7 +83,7 @@ def score_run(
 
     Returns
     -------
-    A short summary per split (`summarize`), for `curate.scores.report.print_summary`.
+    A short summary per split (`summarize`), for `curate.scores.summary.print_summary`.
     """
     info = run_info(ws, run)
     results, comparisons, reliability, noise = [], [], [], []
@@ -106,7 +106,7 @@ def score_run(
 def noise_rows(ws: Workspace, info: RunInfo, sc: SplitScores) -> list[dict]:
     """The `label_noise_eval` row of a split whose given labels differ from the true ones
     somewhere; none otherwise."""
-    true_idx, true = db.split_labels(ws, info.dataset, sc.split, "true_label")
+    true_idx, true = catalog.split_labels(ws, info.dataset, sc.split, "true_label")
     true = true[find_positions(true_idx, sc.idx)]  # the log's instance order
     if np.array_equal(true, sc.labels):
         return []
@@ -163,7 +163,7 @@ def _score_splits(
                 raise CurateError(f"{e}; lower --tol") from None
             half = len(members) // 2
             halves = {"a": members[:half], "b": members[half:]}
-            labels = db.split_labels(ws, info.dataset, split)
+            labels = catalog.split_labels(ws, info.dataset, split)
             sc = score_split(
                 run_dir,
                 split,
@@ -193,7 +193,7 @@ def _compare_with(
         osc = score_split(
             ws.run_dir(other),
             sc.split,
-            db.split_labels(ws, info.dataset, sc.split),
+            catalog.split_labels(ws, info.dataset, sc.split),
             tol=0,
             groups={"all": other_members},
         )

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from curate import db
+from curate import catalog
 from curate.scores.engine import SplitScores
 from curate.workspace import Workspace
 
@@ -110,7 +110,7 @@ def write_scores(
     el2n_epoch: int = 1,
 ) -> None:
     """Replace the run's rows of the score tables, all in one transaction."""
-    with db.write(ws) as con:
+    with catalog.write(ws) as con:
         for table, key in (
             ("instance_scores", "run"),
             ("epoch_metrics", "run"),
@@ -121,20 +121,16 @@ def write_scores(
         ):
             con.execute(f"DELETE FROM {table} WHERE {key} = ?", [run])  # names are constants
         for sc in results:
-            con.register("new_instance_scores", instance_table(run, dataset, sc, tol, el2n_epoch))
-            con.execute("INSERT INTO instance_scores BY NAME SELECT * FROM new_instance_scores")
-            con.register("new_epoch_metrics", epoch_frame(run, dataset, sc, tol))
-            con.execute("INSERT INTO epoch_metrics BY NAME SELECT * FROM new_epoch_metrics")
-            con.register("new_kappa", kappa_frame(run, sc))
-            con.execute("INSERT INTO error_consistency BY NAME SELECT * FROM new_kappa")
-        cols = [c for c, _, _ in db.SCHEMA["ensemble_comparison"]]
-        con.register("new_comparison", pd.DataFrame(comparisons).reindex(columns=cols))
-        con.execute("INSERT INTO ensemble_comparison BY NAME SELECT * FROM new_comparison")
+            catalog.insert_frame(
+                con, "instance_scores", instance_table(run, dataset, sc, tol, el2n_epoch)
+            )
+            catalog.insert_frame(con, "epoch_metrics", epoch_frame(run, dataset, sc, tol))
+            catalog.insert_frame(con, "error_consistency", kappa_frame(run, sc))
+        cols = [c for c, _, _ in catalog.SCHEMA["ensemble_comparison"]]
+        catalog.insert_frame(
+            con, "ensemble_comparison", pd.DataFrame(comparisons).reindex(columns=cols)
+        )
         for table, rows in (("score_reliability", reliability), ("label_noise_eval", noise)):
             if rows:
-                cols = [c for c, _, _ in db.SCHEMA[table]]
-                con.register("new_rows", pd.DataFrame(rows).reindex(columns=cols))
-                con.execute(
-                    f"INSERT INTO {table} BY NAME SELECT * FROM new_rows"
-                )  # a constant name
-                con.unregister("new_rows")
+                cols = [c for c, _, _ in catalog.SCHEMA[table]]
+                catalog.insert_frame(con, table, pd.DataFrame(rows).reindex(columns=cols))

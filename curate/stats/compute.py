@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from curate import __version__, db
+from curate import __version__, catalog
+from curate.data.formats.base import decode_image
 from curate.data.loader import dataset_info
 from curate.data.pixels import read_split_uint8
-from curate.data.sources import decode_image
 from curate.errors import CurateError
 from curate.stats import definitions as sd
 from curate.stats import pmi
@@ -142,7 +142,7 @@ def compute_stats(
         shutil.rmtree(root)  # parts of another version or dataset build: recompute
     root.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fp)
-    con = db.read(ws)
+    con = catalog.read(ws)
     try:
         inst = con.execute(
             "SELECT split, idx, source FROM instances WHERE dataset = ? ORDER BY split, idx",
@@ -213,17 +213,16 @@ def compute_stats(
             frames.append(df)
     stats_frame = pd.concat(frames, ignore_index=True)
     stats_frame.insert(0, "dataset", dataset)
-    with db.write(ws) as con:
+    with catalog.write(ws) as con:
         con.execute("DELETE FROM image_stats WHERE dataset = ?", [dataset])
-        con.register("new_image_stats", stats_frame)
         # by name: a catalog made before a statistic existed has that column last
-        con.execute("INSERT INTO image_stats BY NAME SELECT * FROM new_image_stats")
+        catalog.insert_frame(con, "image_stats", stats_frame)
     return len(stats_frame)
 
 
 def reference(ws: Workspace, dataset: str | None = None, bins: int = 20) -> dict:
     """Histogram data of every statistic per dataset: {dataset: {stat: {"edges": [...], "counts": [...]}}}."""
-    con = db.read(ws)
+    con = catalog.read(ws)
     try:
         df = con.execute(
             "SELECT * FROM image_stats" + (" WHERE dataset = ?" if dataset else ""),

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from curate import db
+from curate import catalog
 from curate.stats.definitions import STATS
 from curate.workspace import Workspace
 
@@ -147,7 +147,7 @@ def _scored_runs(ws: Workspace, dataset: str) -> dict[str, tuple[pd.DataFrame, p
     """run -> (its instance scores joined with classes and, when computed, image statistics,
     ordered by split and idx; its strict agreement per split and epoch). Empty when the dataset
     has neither image statistics nor image attributes."""
-    con = db.read(ws)
+    con = catalog.read(ws)
     try:
         has_stats, has_attrs = (
             con.execute(f"SELECT count(*) FROM {t} WHERE dataset = ?", [dataset]).fetchone()[0]
@@ -188,7 +188,7 @@ def _scored_runs(ws: Workspace, dataset: str) -> dict[str, tuple[pd.DataFrame, p
 
 def _attributes(ws: Workspace, dataset: str) -> pd.DataFrame:
     """The dataset's `image_attributes` rows (split, idx, attribute, value, category)."""
-    con = db.read(ws)
+    con = catalog.read(ws)
     try:
         return con.execute(
             "SELECT split, idx, attribute, value, category FROM image_attributes "
@@ -278,14 +278,11 @@ def _write(
     ws: Workspace, runs: list[str], corr: pd.DataFrame, cats: pd.DataFrame, curves: pd.DataFrame
 ) -> None:
     """Replace the runs' rows of the three tables in one transaction."""
-    with db.write(ws) as con:
+    with catalog.write(ws) as con:
         for run in runs:
             con.execute("DELETE FROM correlations WHERE run = ?", [run])
             con.execute("DELETE FROM category_agreement WHERE run = ?", [run])
             con.execute("DELETE FROM agreement_stat_curves WHERE run = ?", [run])
-        con.register("new_curves", curves)
-        con.execute("INSERT INTO agreement_stat_curves BY NAME SELECT * FROM new_curves")
-        con.register("new_correlations", corr)
-        con.register("new_categories", cats)
-        con.execute("INSERT INTO correlations BY NAME SELECT * FROM new_correlations")
-        con.execute("INSERT INTO category_agreement BY NAME SELECT * FROM new_categories")
+        catalog.insert_frame(con, "agreement_stat_curves", curves)
+        catalog.insert_frame(con, "correlations", corr)
+        catalog.insert_frame(con, "category_agreement", cats)

@@ -16,11 +16,11 @@ from typing import Protocol
 
 import torch
 
-from curate import db
+from curate import catalog
 from curate.config import Recipe
 from curate.curriculum import curriculum_batch
 from curate.data.augment import augment, normalize
-from curate.data.loader import DatasetInfo, make_loader
+from curate.data.loader import DatasetInfo, LoaderSpec, make_loader
 from curate.data.pixels import read_split
 from curate.errors import CurateError
 from curate.train.paced import Paced, load_paced
@@ -55,7 +55,7 @@ def make_feed(
     """
     if info.storage == "jpeg":
         feed: Feed = StreamFeed(info, ws, recipe, device, seeds)
-        split_idx = lambda: db.split_labels(ws, info.name, "train")[0]  # noqa: E731
+        split_idx = lambda: catalog.split_labels(ws, info.name, "train")[0]  # noqa: E731
     else:
         feed = InMemoryFeed(info, recipe, device, seeds)
         split_idx = lambda: feed.splits["train"].idx.cpu().numpy()  # noqa: E731
@@ -196,24 +196,15 @@ class StreamFeed:
 
     def eval_batches(self, split: str) -> Iterable[Batch]:
         if split not in self._eval:
-            self._eval[split] = make_loader(
-                self.info.name, split, "eval", self.ws, self.cfg, device=self.device
-            )
+            spec = LoaderSpec(cfg=self.cfg, device=self.device)
+            self._eval[split] = make_loader(self.info.name, split, "eval", self.ws, spec)
         return self._eval[split]
 
     def _train_loader(self, member: int):
         if member not in self._train:
             seed = self.seeds[member]["order"]
-            loader = make_loader(
-                self.info.name,
-                "train",
-                "train",
-                self.ws,
-                self.cfg,
-                seed=seed,
-                indices=self.rows,
-                device=self.device,
-            )
+            spec = LoaderSpec(cfg=self.cfg, seed=seed, indices=self.rows, device=self.device)
+            loader = make_loader(self.info.name, "train", "train", self.ws, spec)
             if self.paced is not None:
                 from curate.curriculum import ffcv_order
 

@@ -73,7 +73,7 @@ class Learner(ABC):
     """A training strategy: groups members into units and builds them."""
 
     name = ""  # set by @register
-    # trains on multilabel data (class-set bitmask labels, curate.data.voc): the neural learners
+    # trains on multilabel data (class-set bitmask labels, curate.data.formats.voc): the neural learners
     multilabel = False
     takes_features = False  # fits train.features (a network run's embeddings), not only pixels
 

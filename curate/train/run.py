@@ -14,14 +14,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import curate.train.learners  # noqa: F401  (registers the built-in learners)
-from curate import db
+from curate import catalog
 from curate.config import Recipe
 from curate.data.ingest import default_name
 from curate.data.loader import DatasetInfo, dataset_info
 from curate.errors import CurateError
 from curate.locks import run_lock
 from curate.train import predlog
-from curate.train.catalog import record_run
+from curate.train.catalog import RunRecord, record_run
 from curate.train.embeddings import PIXELS, source_run
 from curate.train.feed import make_feed
 from curate.train.learner import TrainSetup, learner_class, learner_names
@@ -59,7 +59,7 @@ def train(recipe: Recipe, ws: Workspace, run: str | None = None, quiet: bool = F
     run = run or recipe.name
     with run_lock(ws.run_dir(run), rank()):
         if rank() == 0:
-            db.check_writable(ws)
+            catalog.check_writable(ws)
         return _train(recipe, ws, run, quiet)
 
 
@@ -119,7 +119,7 @@ def check_subset(ws: Workspace, recipe: Recipe, info: DatasetInfo):
             "train.subset and train.curriculum together are not supported; export the curriculum "
             "with --where restricted to the subset, or train on the subset without pacing"
         )
-    sub = load_subset(t.subset, info.name, db.split_labels(ws, info.name, "train")[0])
+    sub = load_subset(t.subset, info.name, catalog.split_labels(ws, info.name, "train")[0])
     if len(sub.idx) < recipe.loader.batch_size:
         raise CurateError(
             f"subset {t.subset} holds {len(sub.idx)} instances, fewer than one batch "
@@ -168,5 +168,6 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
     where.barrier()
     if where.rank == 0:
         precision = choose_precision(t.precision, where.device)
-        record_run(ws, run, run_dir, recipe, dataset, strategy, where.device, identity, precision)
+        rec = RunRecord(run, run_dir, recipe, dataset, strategy, where.device, identity, precision)
+        record_run(ws, rec)
     return run_dir

@@ -1,24 +1,35 @@
-"""The DuckDB catalog: every table's schema and every column's meaning, in one place.
+"""The catalog's schema: every table, every column's meaning, and its versioned migration.
 
-One process writes (each stage, inside a transaction); `curate query` and the app open it
-read-only. Column comments say units and direction ("higher = easier").
+`SCHEMA` is the one place a table or a column is declared; column comments say units and direction
+("higher = easier"). A catalog records in its `catalog_meta` table the `schema_version` (and a digest
+of the statements) it was brought to; a writer whose catalog already holds the current version and
+digest runs none of the CREATE/ALTER/COMMENT statements, so they run once per version instead of on
+every write.
+
+How to change the schema
+------------------------
+- A new column or table: append it to its table's list in `SCHEMA` (new columns at the end of an
+  existing table: older catalogs gain them there with ALTER TABLE ... ADD COLUMN), then bump
+  `SCHEMA_VERSION`. `create_statements()` is idempotent (IF NOT EXISTS everywhere), so a catalog
+  of any older version is brought up to date by running it once.
+- Anything else (a backfill, a rename, a changed type): append a block
+  `MIGRATIONS[<new version>] = [<SQL statements>]` and bump `SCHEMA_VERSION` to that number. The
+  blocks above a catalog's stored version run, in order, after `create_statements()`, inside the
+  same open.
+- Forgetting the bump is harmless: the stored digest of `create_statements()` differs, and the
+  statements run again (once). Writes never rely on column order: see `insert_frame`.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import time
-from contextlib import contextmanager
-from pathlib import Path
+import hashlib
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from curate import __version__
-from curate.errors import CurateError
-from curate.workspace import Workspace
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 # table -> [(column, SQL type, meaning)]. The primary key is listed in PRIMARY_KEYS.
 SCHEMA: dict[str, list[tuple[str, str, str]]] = {
@@ -583,35 +594,24 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "image_attributes": ("dataset", "split", "idx", "attribute"),
 }
 
-VIEWS = {
-    "difficulty": "instances joined with instance_scores (one row per run and instance) and, when computed, image_stats",
-    "trivial": "rows of difficulty with ddd = 'trivial'",
-    "in_between": "rows of difficulty with ddd = 'in-between'",
-    "impossible": "rows of difficulty with ddd = 'impossible'",
-    "label_issues": "one row per run and instance: given and suggested class, consensus, "
-    "issue_score (higher = more likely mislabelled), flagged, with aum, late_aum, accessibility, forgetting "
-    "and the image's source (columns documented in instance_scores)",
-    "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin "
-    "(pred: the predicted class, or for multilabel runs the predicted class set as a bitmask)",
+# Bump on every change to SCHEMA or MIGRATIONS (see the module docstring). Catalogs made before the
+# version row existed have none: they count as version 0 and migrate on their first write.
+SCHEMA_VERSION = 2
+
+# version -> statements run (once, in version order) when a catalog of an older version is opened
+# for writing, after create_statements(). Append new blocks at the end.
+MIGRATIONS: dict[int, list[str]] = {
+    # 2: pruning. The train subset a run trained on (runs.subset, runs.subset_info) and EL2N
+    # (instance_scores.el2n, el2n_epoch); create_statements() adds them too, these say so
+    2: [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS subset VARCHAR",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS subset_info JSON",
+        "ALTER TABLE instance_scores ADD COLUMN IF NOT EXISTS el2n DOUBLE",
+        "ALTER TABLE instance_scores ADD COLUMN IF NOT EXISTS el2n_epoch INTEGER",
+    ],
 }
 
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def version_info() -> dict[str, str | None]:
-    return {"version": __version__, "git_rev": git_revision()}
+META_TABLE = "catalog_meta"
 
 
 def create_statements() -> list[str]:
@@ -645,243 +645,117 @@ def has_columns(con: duckdb.DuckDBPyConnection, table: str, *cols: str) -> bool:
     return found == len(cols)
 
 
-def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
-    """(Re)create the views; `difficulty` joins image_stats only once that table exists."""
-    stats = "image_stats" in _tables(
-        con
-    )  # created with the schema; kept for catalogs of older versions
-    con.execute(
-        "CREATE OR REPLACE VIEW difficulty AS SELECT i.dataset, i.split, i.idx, i.label, i.true_label, i.class_name, "
-        "i.source, i.height, i.width, i.channels, s.* EXCLUDE (dataset, split, idx, label)"
-        + (", st.* EXCLUDE (dataset, split, idx)" if stats else "")
-        + " FROM instance_scores s JOIN instances i USING (dataset, split, idx)"
-        + (" LEFT JOIN image_stats st USING (dataset, split, idx)" if stats else "")
-    )
-    for view, value in (
-        ("trivial", "trivial"),
-        ("in_between", "in-between"),
-        ("impossible", "impossible"),
-    ):
-        con.execute(
-            f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM difficulty WHERE ddd = '{value}'"
-        )
-    con.execute(
-        "CREATE OR REPLACE VIEW label_issues AS SELECT s.run, s.dataset, s.split, s.idx, s.label, "
-        "i.class_name, s.suggested_label, "
-        # a multilabel suggestion is a bitmask: the names of its set bits, '+'-joined
-        "CASE WHEN d.multilabel THEN array_to_string(list_filter(d.class_names, "
-        "(x, k) -> (s.suggested_label >> (k - 1)) & 1 = 1), '+') "
-        "ELSE d.class_names[s.suggested_label + 1] END AS suggested_class, "
-        "s.consensus, s.issue_score, s.flagged, s.aum, s.late_aum, s.accessibility, s.forgetting_events, "
-        "i.true_label, i.source FROM instance_scores s JOIN instances i USING (dataset, split, idx) "
-        "JOIN datasets d USING (dataset)"
-    )
-    shards = _has_log(ws)
-    if shards:
-        con.execute(f"CREATE OR REPLACE VIEW predictions AS {_predictions_sql(ws)}")
-    for view, meaning in VIEWS.items():
-        if view != "predictions" or shards:
-            con.execute(f"COMMENT ON VIEW {view} IS '{meaning.replace(chr(39), chr(39) * 2)}'")
+def schema_digest() -> str:
+    """BLAKE2b of every schema statement and migration: changes whenever SCHEMA does."""
+    h = hashlib.blake2b(digest_size=16)
+    for stmt in create_statements():
+        h.update(stmt.encode() + b"\0")
+    for version in sorted(MIGRATIONS):
+        for stmt in MIGRATIONS[version]:
+            h.update(f"{version}:{stmt}".encode() + b"\0")
+    return h.hexdigest()
 
 
-def _has_log(ws: Workspace) -> bool:
-    return next((ws.root / "runs").glob("*/predictions/*/*/*/*/part.parquet"), None) is not None
+def stored_version(con: duckdb.DuckDBPyConnection) -> tuple[int, str | None]:
+    """(schema_version, digest) recorded in the catalog; (0, None) for a catalog without them."""
+    if META_TABLE not in _tables(con):
+        return 0, None
+    rows = dict(con.execute(f"SELECT key, value FROM {META_TABLE}").fetchall())
+    try:
+        version = int(rows.get("schema_version", 0))
+    except ValueError:
+        version = 0
+    return version, rows.get("schema_digest")
 
 
-def _predictions_sql(ws: Workspace) -> str:
-    """The SELECT behind the `predictions` view: every Parquet shard of the workspace's runs."""
-    pattern = str(ws.root / "runs") + "/*/predictions/*/*/*/*/part.parquet"
-    return (
-        "SELECT regexp_extract(filename, '/runs/([^/]+)/predictions/', 1) AS run, pass, split, "
-        "CAST(member AS INTEGER) AS member, CAST(epoch AS INTEGER) AS epoch, idx, pred, p_true, "
-        f"margin FROM read_parquet('{pattern.replace(chr(39), chr(39) * 2)}', "
-        # union_by_name: multilabel logs store pred as int32, the others as int16
-        "hive_partitioning = true, filename = true, union_by_name = true)"
-    )
+def migrate(con: duckdb.DuckDBPyConnection) -> bool:
+    """Bring the catalog's tables to `SCHEMA_VERSION`, unless it is there already.
 
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        A writable connection.
 
-def ensure_schema(con: duckdb.DuckDBPyConnection, ws: Workspace | None = None) -> None:
+    Returns
+    -------
+    bool
+        True when statements ran, False when the catalog was up to date.
+    """
+    version, digest = stored_version(con)
+    if version >= SCHEMA_VERSION and digest == schema_digest():
+        return False
     for stmt in create_statements():
         con.execute(stmt)
-    if ws is not None:
-        refresh_views(con, ws)
+    for v in sorted(MIGRATIONS):
+        if v > version:
+            for stmt in MIGRATIONS[v]:
+                con.execute(stmt)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute(f"COMMENT ON TABLE {META_TABLE} IS 'facts about the catalog itself'")
+    con.execute(
+        f"COMMENT ON COLUMN {META_TABLE}.key IS 'schema_version (of curate.catalog.schema) or "
+        "schema_digest (of its statements)'"
+    )
+    con.execute(f"COMMENT ON COLUMN {META_TABLE}.value IS 'its value, as text'")
+    con.execute(
+        f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('schema_version', ?), ('schema_digest', ?)",
+        [str(max(version, SCHEMA_VERSION)), schema_digest()],
+    )
+    return True
 
 
-# How long a stage waits for a catalog another process holds (the app between two queries, a
-# `curate query`, another stage) before it gives up; seconds, `$CURATE_CATALOG_TIMEOUT` overrides.
-BUSY_TIMEOUT = 120.0
+def insert_frame(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    df: pd.DataFrame | pa.Table,
+    *,
+    now: tuple[str, ...] = (),
+) -> int:
+    """Append the rows of `df` to the catalog table `table`, matching columns by name.
 
+    The frame's columns are checked against `SCHEMA` (a column it does not declare is a programming
+    error) and put in the schema's order, then inserted with `INSERT INTO ... BY NAME`, so neither
+    the frame's column order nor the table's (a migrated table has its late columns at its end)
+    matters. Columns the frame lacks are NULL. The one way the package writes rows.
 
-def _busy_timeout() -> float:
-    try:
-        value = float(os.environ.get("CURATE_CATALOG_TIMEOUT", BUSY_TIMEOUT))
-    except ValueError:
-        return BUSY_TIMEOUT
-    return value if 0 <= value < float("inf") else BUSY_TIMEOUT  # nan, negative: the default
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        A writable connection (inside the stage's transaction).
+    table : str
+        A table of `SCHEMA`.
+    df : pandas.DataFrame or pyarrow.Table
+        The rows; column names as in `SCHEMA`.
+    now : tuple of str
+        TIMESTAMP columns set to the transaction's `now()` (local time), not taken from `df`.
 
-
-def _connect_waiting(ws: Workspace, what: str, **kwargs) -> duckdb.DuckDBPyConnection:
-    """duckdb.connect, waiting (bounded, with one message) while another process holds the file."""
-    deadline, told = time.monotonic() + _busy_timeout(), False
-    while True:
-        try:
-            return duckdb.connect(str(ws.catalog), **kwargs)
-        except duckdb.IOException as e:
-            msg = str(e)
-            if "lock" not in msg.lower():
-                raise CurateError(f"cannot open the catalog {ws.catalog} {what}: {msg}") from None
-            holder = re.search(r"PID (\d+)", msg)
-            who = f"process {holder.group(1)}" if holder else "another process"
-            if time.monotonic() > deadline:
-                raise CurateError(
-                    f"the catalog {ws.catalog} is still held by {who} after "
-                    f"{_busy_timeout():.0f} s; stop it (the app? another curate command?) and "
-                    "rerun, or raise $CURATE_CATALOG_TIMEOUT"
-                ) from None
-            if not told:
-                print(
-                    f"the catalog {ws.catalog} is busy ({who}); waiting up to "
-                    f"{_busy_timeout():.0f} s to open it {what}",
-                    file=sys.stderr,
-                )
-                told = True
-            time.sleep(0.1)
-
-
-def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass  # a failed COMMIT has already ended the transaction; keep the first error
-
-
-@contextmanager
-def write(ws: Workspace):
-    """Open the catalog for writing, inside one transaction: all of the block's changes or none.
-
-    Waits (up to `$CURATE_CATALOG_TIMEOUT` seconds) while a reader or another stage holds the file.
+    Returns
+    -------
+    int
+        The number of rows inserted.
     """
-    ws.root.mkdir(parents=True, exist_ok=True)
-    con = _connect_waiting(ws, "for writing")
+    if table not in SCHEMA:
+        raise ValueError(f"{table} is not a catalog table")
+    order = [c for c, _, _ in SCHEMA[table]]
+    arrow = hasattr(df, "column_names")  # a pyarrow.Table (the score tables are built as Arrow)
+    names = list(df.column_names) if arrow else [str(c) for c in df.columns]
+    unknown = [c for c in [*names, *now] if c not in order]
+    clash = [c for c in now if c in names]
+    if unknown or clash:
+        raise ValueError(
+            f"insert into {table}: columns {unknown} are not in its schema"
+            if unknown
+            else f"insert into {table}: {clash} are set to now() and must not be in the frame"
+        )
+    ordered = [c for c in order if c in names]
+    frame = df.select(ordered) if arrow else df[ordered]
+    stamps = "".join(f", now()::TIMESTAMP AS {c}" for c in now)  # names checked above
+    con.register("_insert_frame", frame)
     try:
-        ensure_schema(con, ws)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield con
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback_quietly(con)
-            raise
+        con.execute(f"INSERT INTO {table} BY NAME SELECT *{stamps} FROM _insert_frame")
     finally:
-        con.close()
-
-
-def check_writable(ws: Workspace) -> None:
-    """Open and close the catalog for writing: a stage that will record its result checks first.
-
-    A workspace without a catalog has nothing to check (the stage's own inputs are missing).
-    """
-    if ws.catalog.exists():
-        with write(ws):
-            pass
-
-
-class Reader:
-    """A read-only catalog connection that can do nothing else.
-
-    The connection itself is sandboxed by DuckDB (`read_only`, no external access except the
-    workspace's `runs/` folder, where the prediction log lives, no extensions, configuration
-    locked); on top, every call runs exactly one SELECT statement, as DuckDB's parser classifies
-    it, so neither COPY nor ATTACH, SET, PRAGMA, INSTALL or LOAD gets through. Close it (or use it
-    as a context manager) as soon as the query is done: while it is open, no stage can write.
-    """
-
-    def __init__(self, con: duckdb.DuckDBPyConnection):
-        self._con = con
-
-    def execute(self, sql: str, params: list | tuple | dict | None = None):
-        """Run one SELECT; returns the DuckDB connection, ready for .df(), .fetchall(), ..."""
-        check_select(self._con, sql)
-        return self._con.execute(sql, params) if params else self._con.execute(sql)
-
-    def close(self) -> None:
-        self._con.close()
-
-    def __enter__(self) -> Reader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-_READ_ONLY_KINDS = ("SELECT",)
-
-
-def check_select(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Raise a CurateError unless `sql` is exactly one SELECT statement (DuckDB's own parse)."""
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as e:
-        raise CurateError(
-            f"SQL error: {str(e).splitlines()[0]}. Check the statement; "
-            "`curate query --tables` lists tables and columns"
-        ) from None
-    if len(statements) != 1:
-        raise CurateError(f"one statement per query, got {len(statements)}; run them one at a time")
-    kind = statements[0].type.name
-    if kind not in _READ_ONLY_KINDS:
-        raise CurateError(
-            f"not allowed: a {kind} statement. Queries here are read-only: one SELECT (or WITH "
-            "... SELECT, DESCRIBE, SUMMARIZE) over the catalog; no COPY, ATTACH, SET, PRAGMA, "
-            "INSTALL, LOAD or writes. Tables are written by the curate stages"
-        )
-
-
-def read(ws: Workspace) -> Reader:
-    """Open the catalog read-only and sandboxed (see `Reader`); a clear error when there is none."""
-    if not ws.catalog.exists():
-        raise CurateError(
-            f"no catalog at {ws.catalog}; run `curate ingest digits --workspace {ws.root}` "
-            "(or `make scores`) first, or pass the right --workspace"
-        )
-    con = _connect_waiting(ws, "for reading", read_only=True)
-    try:
-        _sandbox(con, ws)
-        _local_predictions(con, ws)
-    except BaseException:
-        con.close()
-        raise
-    return Reader(con)
-
-
-def _local_predictions(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
-    """A workspace that was moved or copied still names the old log in its `predictions` view:
-    shadow it, for this reader only, with a view over this workspace's own log."""
-    row = con.execute(
-        "SELECT sql FROM duckdb_views() WHERE view_name = 'predictions' AND NOT temporary"
-    ).fetchone()
-    here = (str(ws.root / "runs") + "/*/predictions/").replace("'", "''")
-    if row is not None and here not in row[0] and _has_log(ws):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW predictions AS {_predictions_sql(ws)}")
-
-
-def _sandbox(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
-    """No file access but the prediction log under runs/ (and the catalog itself), then lock it."""
-    try:
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET autoload_known_extensions = false")
-        con.execute("SET allowed_directories = ?", [[str(ws.root / "runs") + "/"]])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-    except duckdb.InvalidInputException:
-        # a second reader in this process shares the first one's database instance, already locked
-        ext, locked = con.execute(
-            "SELECT current_setting('enable_external_access'), current_setting('lock_configuration')"
-        ).fetchone()
-        if ext or not locked:
-            raise CurateError(
-                f"the catalog {ws.catalog} is open for writing in this process; close it first"
-            ) from None
+        con.unregister("_insert_frame")
+    return len(frame)
 
 
 def column_doc(table: str, column: str) -> str | None:
@@ -889,22 +763,3 @@ def column_doc(table: str, column: str) -> str | None:
         if c == column:
             return meaning
     return None
-
-
-def split_labels(ws: Workspace, dataset: str, split: str, column: str = "label"):
-    """(idx, label) int64 arrays of a split, in idx order (the row order of its .beton);
-    column="true_label" gives the source's own labels instead."""
-    import numpy as np
-
-    if column not in ("label", "true_label"):
-        raise ValueError(column)
-    con = read(ws)
-    try:
-        df = con.execute(
-            f"SELECT idx, {column} AS label FROM instances WHERE dataset = ? AND split = ? "
-            "ORDER BY idx",  # column is one of two constants
-            [dataset, split],
-        ).df()
-    finally:
-        con.close()
-    return df["idx"].to_numpy(np.int64), df["label"].to_numpy(np.int64)

@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from curate.config import DatasetConfig
-from curate.data.sources import (
+from curate.data.formats.base import (
     IMAGE_EXTENSIONS,
     SourceData,
     Split,
     checksum_files,
     resolve_source,
+    visible,
 )
 from curate.errors import CurateError
 from curate.workspace import Workspace
@@ -106,10 +107,6 @@ def _root(cfg: DatasetConfig, ws: Workspace) -> Path:
     return root
 
 
-def _visible(p: Path) -> bool:
-    return not p.name.startswith(".")
-
-
 def _refuse_or_skip(path: Path, why: str, fix: str, cfg: DatasetConfig, skipped: list) -> None:
     if not cfg.skip_corrupt:
         raise CurateError(f"{path}: {why}; {fix}, or pass --skip-corrupt to skip it")
@@ -139,7 +136,7 @@ def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
         splits `train` and `test` of image files, with labels and attributes
     """
     root = _root(cfg, ws)
-    materials = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
+    materials = sorted(p for p in root.iterdir() if p.is_dir() and visible(p))
     if not materials:
         raise CurateError(
             f"{root} has no material folders; kth-tips2b needs <material>/sample_<a..d>/<image>.png"
@@ -153,7 +150,7 @@ def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
                 f"{material} has no sample_{TEST_SAMPLE}/ folder: the test split is sample "
                 f"{TEST_SAMPLE} of every material; restore it or remove the material folder"
             )
-        for entry in sorted(filter(_visible, material.iterdir())):
+        for entry in sorted(filter(visible, material.iterdir())):
             low = entry.name.lower()  # Sample_A as sample_a, as file names are read
             sample = low[len("sample_") :] if low.startswith("sample_") else ""
             if not entry.is_dir() or sample not in SAMPLES:
@@ -166,7 +163,7 @@ def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
                 )
                 continue
             split = "test" if sample == TEST_SAMPLE else "train"
-            for f in sorted(filter(_visible, entry.iterdir())):
+            for f in sorted(filter(visible, entry.iterdir())):
                 try:
                     if not f.is_file():
                         raise ValueError("a folder inside a sample folder")

@@ -1,10 +1,12 @@
-"""The `curate prune` subcommand: its flags and what it prints (the work is `curate.prune`)."""
+"""The pruning command: `curate prune` (the train instances to keep, by difficulty), its flags and
+what it prints; the work is `curate.prune`.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
+from curate.commands.common import Subparsers, add_common
 from curate.prune import STRATEGIES
 
 
@@ -35,8 +37,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_prune(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register `curate prune` on the subparsers `sub`."""
+def add_prune(sub: Subparsers) -> None:
+    """Add `curate prune`: its parser, answered by `cmd_prune`."""
     p = sub.add_parser("prune", help="the train instances to keep, by difficulty (an idx list)")
     p.add_argument("run", help="a scored run")
     p.add_argument("--keep", type=float, required=True, help="fraction kept, in (0, 1]")

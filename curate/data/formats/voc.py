@@ -35,16 +35,13 @@ import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from curate.config import DatasetConfig
+from curate.data.formats.base import SourceData, Split, checksum_files, resolve_source
 from curate.errors import CurateError
 from curate.workspace import Workspace
-
-if TYPE_CHECKING:
-    from curate.data.sources import SourceData, Split
 
 VOC_CLASSES = [
     "aeroplane",
@@ -366,9 +363,6 @@ def _entries(roots: list[Path]) -> tuple[dict[str, list[_Entry]], list[Path]]:
 
 def read_voc(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     """Pascal VOC devkit root(s) -> a multilabel SourceData (see the module docstring)."""
-    # imported here: sources.py lists this reader in its FORMATS
-    from curate.data.sources import SourceData, checksum_files, resolve_source
-
     given = source_paths(cfg.source)
     if not given:
         given = [""]  # resolve_source explains that --source is needed
@@ -458,8 +452,6 @@ def _jpeg_size(path: Path) -> tuple[int, int]:
 def _read_split(
     name: str, entries: list[_Entry], skip_corrupt: bool, ignore_difficult: bool
 ) -> Split:
-    from curate.data.sources import Split
-
     files, labels, ids, skipped = [], [], [], []
     attrs: dict[str, list[float]] = {a: [] for a in ATTRIBUTES}
     for e in entries:

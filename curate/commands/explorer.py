@@ -1,0 +1,73 @@
+"""`curate app`: serves the Streamlit explorer (app/app.py) over a workspace's catalog."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from curate.commands.common import Subparsers, add_common
+from curate.errors import CurateError
+from curate.workspace import Workspace
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Serve app/app.py with Streamlit; this checkout's `curate` first on the app's PYTHONPATH."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parents[2]
+    app = checkout / "app" / "app.py"
+    if not app.exists():
+        raise CurateError(f"{app} is missing; run the app from a curate checkout")
+    ws = Workspace.resolve(args.workspace)
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+        "--workspace",
+        str(ws.root),
+    ]
+    import ipaddress
+
+    if not 0 < args.port < 65536:
+        raise CurateError(f"--port {args.port}: choose a port from 1 to 65535")
+    try:
+        loopback = ipaddress.ip_address(args.address).is_loopback
+    except ValueError:
+        loopback = args.address == "localhost"
+    host = args.address if ":" not in args.address else f"[{args.address}]"
+    print(f"curate explorer on http://{host}:{args.port} (catalog {ws.catalog}); Ctrl-C stops it")
+    if not loopback:
+        print(
+            f"warning: --address {args.address} exposes the explorer to every machine that can "
+            f"reach this one on port {args.port}: they can browse the catalog, the images and "
+            "the read-only SQL console. Leave --address out to keep it on this machine.",
+            file=sys.stderr,
+        )
+    path = os.pathsep.join([str(checkout)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    return subprocess.call(cmd, env={**os.environ, "PYTHONPATH": path})
+
+
+def add_app(sub: Subparsers) -> None:
+    """Add `curate app`: its parser, answered by `cmd_app`."""
+    p = sub.add_parser("app", help="the Streamlit explorer over the catalog (read-only)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="interface to serve on (default 127.0.0.1, this machine only; 0.0.0.0 exposes it)",
+    )
+    add_common(p)
+    p.set_defaults(func=cmd_app)
