@@ -392,8 +392,10 @@ def prune(
             f"unknown run {run!r}: no scored train instances (scored runs: "
             f"{', '.join(runs) or 'none'}); train and score it first"
         )
+    at = "el2n_epoch" if score == "el2n" and "el2n_epoch" in cols else "epochs"
     sql = (
-        f"SELECT dataset, idx, label, {quote_column(score, cols)} AS score, ddd FROM difficulty "
+        f"SELECT dataset, idx, label, {quote_column(score, cols)} AS score, ddd, "
+        f"{at} AS score_epoch FROM difficulty "
         "WHERE run = ? AND split = 'train'"
         + (f" AND ({where})" if where else "")  # --where is an SQL filter by design
         + " ORDER BY idx"
@@ -434,6 +436,8 @@ def prune(
         "run": run,
         "strategy": strategy,
         "score": score,
+        # el2n: the epoch it was taken at; other scores: the last epoch of the 1..E they use
+        "score_epoch": int(df["score_epoch"].max()),
         "higher_is_easier": higher,
         "keep": keep,
         "balanced": balanced,

@@ -130,6 +130,23 @@ def test_prune_writes_a_subset_and_its_sidecar(small_scored_ws, tmp_path, capsys
     )[0]
     assert side["n"] == len(df) == round(0.5 * n_train) and side["dataset"] == "digits"
     assert side["checksum"] == pr.checksum(df["idx"].to_numpy())
+    assert side["score_epoch"] == 2  # accessibility of epochs 1..2
+    el2n = tmp_path / "el2n.npy"
+    assert (
+        _prune(
+            small_scored_ws,
+            "--keep",
+            "0.5",
+            "--strategy",
+            "hard",
+            "--score",
+            "el2n",
+            "--out",
+            str(el2n),
+        )
+        == 0
+    )
+    assert json.loads(pr.sidecar_path(el2n).read_text())["score_epoch"] == 1  # --el2n-epoch 1
     # easy by accessibility: the kept ones are at least as accessible as the dropped, per class
     rows = catalog_rows(
         small_scored_ws,

@@ -56,7 +56,12 @@ def retrainings(ws: Workspace, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             out.append(
                 {
                     "run": r.run,
-                    "score": info.get("score"),
+                    "score": info.get("score")
+                    + (
+                        f"@{info['score_epoch']}"
+                        if info.get("score") == "el2n" and info.get("score_epoch")
+                        else ""
+                    ),
                     "strategy": info.get("strategy"),
                     "keep": float(info.get("keep", np.nan)),
                     "split": split,
