@@ -11,8 +11,9 @@ drop_last are absent).
 
 `el2n` (the L2 norm of softmax minus one-hot, `curate.train.logits.error_norm`) is NaN where the
 learner does not give it, and absent from logs written before it existed. It costs one softmax and
-one norm over the K logits per instance in the eval pass (a few % of that pass's forward cost for
-K = 10), and 4 bytes per instance, member and epoch on disk.
+one norm over the K logits per instance in the eval pass (measured, one thread, K = 10: 0.46 ms per
+1,024 instances, against 2.7 s for fastconv width 16's forward pass of them, under 0.1 %), and 4
+bytes per instance, member and epoch on disk.
 """
 
 from __future__ import annotations
