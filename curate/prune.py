@@ -224,6 +224,7 @@ def select(
 
 
 def check_keep(keep: float) -> None:
+    """Raise a CurateError unless `keep` is a fraction in (0, 1] (NaN is not)."""
     if not (isinstance(keep, int | float) and 0 < keep <= 1):
         raise CurateError(f"--keep {keep!r}: the fraction to keep must be in (0, 1], e.g. 0.5")
 
@@ -239,6 +240,7 @@ def checksum(idx: np.ndarray) -> str:
 
 
 def sidecar_path(path: str | Path) -> Path:
+    """Where the sidecar of subset file `path` lives: `<stem>.subset.json` beside it."""
     p = Path(path)
     return p.with_name(p.stem + ".subset.json")
 
