@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from curate import __version__
-from curate.commands import data, explorer, record, results, training
+from curate.commands import data, explorer, pruning, record, results, training
 from curate.errors import CurateError
 from curate.workspace import Workspace
 
@@ -23,6 +23,7 @@ COMMANDS = (
     training.add_score,
     data.add_stats,
     results.add_curriculum,
+    pruning.add_prune,
     results.add_pairs,
     results.add_pairs_analyse,
     results.add_label_issues,

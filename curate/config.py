@@ -153,6 +153,12 @@ class TrainConfig:
     dropout: bool = True
     # an ordering from `curate curriculum` (.npy/.csv beside its .json): paced batches
     curriculum: str = ""
+    # an idx list of the train split from `curate prune` (.npy/.csv/.parquet): train on those
+    # instances only (every split is still evaluated); the run's identity records its checksum
+    subset: str = ""
+    # splits the eval pass logs after every epoch (empty = every split); a run that logs no
+    # `train` split cannot be scored, only read for its accuracy (retraining experiments)
+    log_splits: tuple[str, ...] = ()
     # what the staged learners (adaboost, gboost) fit: "pixels" (the normalised pixels), or the name
     # of a finished network run on the same dataset whose member 0's penultimate layer embeds them
     # (curate.train.embeddings); networks always train on pixels

@@ -29,6 +29,7 @@ LOWER_IS_EASIER = {
     "learned_epoch",
     "first_learned",
     "forgetting_events",
+    "el2n",
     "variability",
     "segment_count",
     "mean_local_entropy",

@@ -139,6 +139,18 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "arithmetic of training: fp32, or bf16 autocast (train.precision; auto = bf16 on CUDA "
             "and on CPUs with native bf16 units)",
         ),
+        (
+            "subset",
+            "VARCHAR",
+            "checksum (blake2b) of the train-split subset it trained on (`curate prune`, "
+            "train.subset); NULL = the whole split",
+        ),
+        (
+            "subset_info",
+            "JSON",
+            "where the subset came from: the sidecar `curate prune` wrote (run pruned, strategy, "
+            "score, keep, n, pool, seed), plus its path; NULL = the whole split",
+        ),
     ],
     "members": [
         ("run", "VARCHAR", "run name"),
@@ -270,6 +282,14 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "BOOLEAN",
             "likely mislabelled: issue_score > 0 (late_aum < 0) and suggested_label != label",
         ),
+        (
+            "el2n",
+            "DOUBLE",
+            "EL2N (Paul et al. 2021): mean over members of the L2 norm of softmax minus one-hot at "
+            "epoch el2n_epoch (multilabel: sigmoids minus K-hot); higher = harder; NULL for logs "
+            "written before the log recorded it",
+        ),
+        ("el2n_epoch", "INTEGER", "the early epoch el2n is taken at (`curate score --el2n-epoch`)"),
     ],
     "epoch_metrics": [
         ("run", "VARCHAR", "run"),
@@ -576,11 +596,20 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 
 # Bump on every change to SCHEMA or MIGRATIONS (see the module docstring). Catalogs made before the
 # version row existed have none: they count as version 0 and migrate on their first write.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # version -> statements run (once, in version order) when a catalog of an older version is opened
 # for writing, after create_statements(). Append new blocks at the end.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    # 2: pruning. The train subset a run trained on (runs.subset, runs.subset_info) and EL2N
+    # (instance_scores.el2n, el2n_epoch); create_statements() adds them too, these say so
+    2: [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS subset VARCHAR",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS subset_info JSON",
+        "ALTER TABLE instance_scores ADD COLUMN IF NOT EXISTS el2n DOUBLE",
+        "ALTER TABLE instance_scores ADD COLUMN IF NOT EXISTS el2n_epoch INTEGER",
+    ],
+}
 
 META_TABLE = "catalog_meta"
 

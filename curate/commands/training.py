@@ -20,6 +20,7 @@ TRAIN_FLAGS = {
     "seed": "train.seed",
     "curriculum": "train.curriculum",
     "features": "train.features",
+    "subset": "train.subset",
 }
 
 
@@ -28,6 +29,10 @@ def _train_recipe(args: argparse.Namespace):
         from pathlib import Path
 
         args.curriculum = str(Path(args.curriculum).absolute())
+    if getattr(args, "subset", None):
+        from pathlib import Path
+
+        args.subset = str(Path(args.subset).absolute())
     return load_recipe(args.recipe, args.overrides, flags(args, TRAIN_FLAGS))
 
 
@@ -76,6 +81,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         "--curriculum", help="train with an ordering exported by `curate curriculum` (.npy or .csv)"
     )
     p.add_argument(
+        "--subset",
+        metavar="FILE",
+        help="train on the train-split idx listed by `curate prune` (train.subset)",
+    )
+    p.add_argument(
         "--features",
         metavar="RUN",
         help="adaboost/gboost: fit the penultimate-layer embeddings of network run RUN on the same "
@@ -117,7 +127,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     ws = Workspace.resolve(args.workspace)
     summary = score_run(
-        ws, args.run, tol=args.tol, compare=args.compare or [], epochs=_epoch_prefix(args.epochs)
+        ws,
+        args.run,
+        tol=args.tol,
+        compare=args.compare or [],
+        epochs=_epoch_prefix(args.epochs),
+        el2n_epoch=args.el2n_epoch,
     )
     compute_correlations(ws, run_info(ws, args.run).dataset)  # when image statistics exist
     print_summary(ws, args.run, summary)
@@ -144,6 +159,13 @@ def add_score(sub: Subparsers) -> None:
         "--epochs",
         metavar="1..K",
         help="score only epochs 1..K of the log (stop early, score what you have)",
+    )
+    p.add_argument(
+        "--el2n-epoch",
+        type=int,
+        default=1,
+        metavar="E",
+        help="the early epoch EL2N is taken at (default 1)",
     )
     add_common(p)
     p.set_defaults(func=cmd_score)

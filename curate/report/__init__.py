@@ -4,7 +4,7 @@ the paper found and what the run shows.
 
 The package owns the report; `curate/scores/summary.py` is the unrelated short text summary that
 `curate run` prints. Modules: `catalog` (what is read, read-only), `plot` (matplotlib style),
-`pliushch`, `hacohen`, `meding`, `reliability` (one section each), `page` (the HTML).
+`pliushch`, `hacohen`, `meding`, `reliability`, `pruning` (one section each), `page` (the HTML).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def build_report(
     Path
         The report folder, holding index.html, every figure as PNG, headline.csv and report.json.
     """
-    from curate.report import catalog, hacohen, meding, page, pliushch, reliability
+    from curate.report import catalog, hacohen, meding, page, pliushch, pruning, reliability
 
     out = Path(out) if out is not None else default_out(ws, run)
     out = out.expanduser().absolute()
@@ -156,6 +156,9 @@ def build_report(
                 meding.section(ws, data, tmp, pairs_dir),
                 reliability.section(data, tmp),
             ]
+            pruned = pruning.section(ws, run, tmp)  # only when retrainings on its subsets exist
+            if pruned is not None:
+                sections.append(pruned)
             info = data.info
             E = int(data.epoch_metrics["epoch"].max())
             facts = [

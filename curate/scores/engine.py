@@ -80,6 +80,7 @@ def score_split(
     threads: int = 8,
     progress=None,
     last_epoch: int | None = None,
+    el2n_epoch: int = 1,
 ) -> SplitScores:
     """Score one split of one run.
 
@@ -93,6 +94,7 @@ def score_split(
     threads : threads reading shards.
     progress : a tqdm-like bar, advanced once per epoch.
     last_epoch : score epochs 0..last_epoch only (a prefix of the log); None = every logged epoch.
+    el2n_epoch : the early epoch EL2N is taken at (1..last).
     """
     members, last = log_layout(run_dir, split)
     last = prefix_end(last, last_epoch, split)
@@ -111,6 +113,7 @@ def score_split(
                 progress.update(1)
     epochs = np.arange(last + 1)
     instance = _instance_scores(stats, last, tol) | votes.scores(y)
+    instance["el2n"] = read_el2n(run_dir, split, members, el2n_epoch, last, reader.idx)
     em = d.epoch_metrics_from_stats(
         stats.hist, stats.correct_all, stats.flips, stats.changes, len(y), tol
     )
@@ -129,6 +132,28 @@ def score_split(
         {g: stats.group_hits[gi] / (stats.sizes[gi] * last) for gi, g in enumerate(groups, 1)},
         stats.cube[:, 1:].sum(axis=1, dtype=np.int32),
     )
+
+
+def read_el2n(
+    run_dir: Path, split: str, members: list[int], epoch: int, last: int, idx: np.ndarray
+) -> np.ndarray:
+    """EL2N per instance, (N,): the mean over members of the logged `el2n` at `epoch` (Paul et
+    al. 2021 average it over independently trained networks at an early epoch). NaN when the log
+    predates the column."""
+    if not 1 <= epoch <= last:
+        raise CurateError(
+            f"--el2n-epoch {epoch}: split {split!r} has epochs 1..{last} scored; choose one of them"
+        )
+    total = np.zeros(len(idx))
+    for m in members:
+        path = predlog.shard_path(run_dir, "eval", split, m, epoch)
+        if "el2n" not in pq.read_schema(path).names:
+            return np.full(len(idx), np.nan)
+        t = pq.read_table(path, columns=["idx", "el2n"])
+        if not np.array_equal(t.column("idx").to_numpy(), idx):
+            raise CurateError(f"shards of split {split!r} epoch {epoch} list different instances")
+        total += t.column("el2n").to_numpy().astype(np.float64)
+    return total / len(members)
 
 
 def prefix_end(logged: int, wanted: int | None, split: str) -> int:

@@ -69,6 +69,7 @@ def score_run(
     compare: list[str] | tuple[str, ...] = (),
     quiet: bool = False,
     epochs: int | None = None,
+    el2n_epoch: int = 1,
 ) -> dict:
     """Score every split of `run` and write the score tables.
 
@@ -80,6 +81,8 @@ def score_run(
     compare : other runs on the same dataset to compare the ensemble with.
     quiet : no progress bar.
     epochs : score epochs 1..epochs only, a prefix of the log (None: every logged epoch).
+    el2n_epoch : the early epoch whose logged error norms give `el2n` (Paul et al.: about a tenth
+        of the training; 1 by default, where short CPU runs are a quarter in).
 
     Returns
     -------
@@ -88,14 +91,14 @@ def score_run(
     info = run_info(ws, run)
     check_complete(ws.run_dir(run), epochs)  # a recorded run's missing parts, by name
     results, comparisons, reliability, noise = [], [], [], []
-    for sc, halves in _score_splits(ws, info, tol, quiet, epochs):
+    for sc, halves in _score_splits(ws, info, tol, quiet, epochs, el2n_epoch):
         results.append(sc)
         comparisons += halves_rows(run, sc, halves)
         reliability += reliability_rows(run, sc, tol)
         noise += noise_rows(ws, info, sc)
     for other in compare:
         comparisons += _compare_with(ws, info, other, results)
-    write_scores(ws, run, info.dataset, results, comparisons, tol, reliability, noise)
+    write_scores(ws, run, info.dataset, results, comparisons, tol, reliability, noise, el2n_epoch)
     return {
         sc.split: summarize(sc, [r for r in reliability if r["split"] == sc.split])
         | {"label_noise": next((r for r in noise if r["split"] == sc.split), None)}
@@ -142,10 +145,19 @@ def reliability_rows(run: str, sc: SplitScores, tol: int) -> list[dict]:
     return rows
 
 
-def _score_splits(ws: Workspace, info: RunInfo, tol: int, quiet: bool, epochs: int | None):
+def _score_splits(
+    ws: Workspace, info: RunInfo, tol: int, quiet: bool, epochs: int | None, el2n_epoch: int = 1
+):
     """Yield (scores, halves) per split; halves: the two member halves compared with each other."""
     run_dir = ws.run_dir(info.run)
-    total = sum(prefix_end(log_layout(run_dir, s)[1], epochs, s) + 1 for s in info.splits)
+    total = 0
+    for s in info.splits:
+        end = prefix_end(log_layout(run_dir, s)[1], epochs, s)
+        if not 1 <= el2n_epoch <= end:  # before anything is read
+            raise CurateError(
+                f"--el2n-epoch {el2n_epoch}: split {s!r} has epochs 1..{end} to score; choose one"
+            )
+        total += end + 1
     with tqdm(total=total, desc=f"score {info.run}", unit="epoch", disable=quiet) as bar:
         for split in info.splits:
             members, _ = log_layout(run_dir, split)
@@ -164,6 +176,7 @@ def _score_splits(ws: Workspace, info: RunInfo, tol: int, quiet: bool, epochs: i
                 groups={**halves, "all": members},
                 progress=bar,
                 last_epoch=epochs,
+                el2n_epoch=el2n_epoch,
             )
             yield sc, halves
 

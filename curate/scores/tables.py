@@ -19,7 +19,9 @@ def _list_column(matrix: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(flat), matrix.shape[0])
 
 
-def instance_table(run: str, dataset: str, sc: SplitScores, tol: int) -> pa.Table:
+def instance_table(
+    run: str, dataset: str, sc: SplitScores, tol: int, el2n_epoch: int = 1
+) -> pa.Table:
     n = len(sc.idx)
     i = sc.instance
     nan_to_null = lambda a: pa.array(a, mask=np.isnan(a))  # noqa: E731
@@ -53,6 +55,8 @@ def instance_table(run: str, dataset: str, sc: SplitScores, tol: int) -> pa.Tabl
             "consensus": pa.array(i["consensus"]),
             "issue_score": pa.array(i["issue_score"]),
             "flagged": pa.array(i["flagged"]),
+            "el2n": nan_to_null(i["el2n"]),
+            "el2n_epoch": pa.array(np.full(n, el2n_epoch, np.int32)),
         }
     )
 
@@ -103,6 +107,7 @@ def write_scores(
     tol: int,
     reliability: list[dict] | None = None,
     noise: list[dict] | None = None,
+    el2n_epoch: int = 1,
 ) -> None:
     """Replace the run's rows of the score tables, all in one transaction."""
     with catalog.write(ws) as con:
@@ -116,7 +121,9 @@ def write_scores(
         ):
             con.execute(f"DELETE FROM {table} WHERE {key} = ?", [run])  # names are constants
         for sc in results:
-            catalog.insert_frame(con, "instance_scores", instance_table(run, dataset, sc, tol))
+            catalog.insert_frame(
+                con, "instance_scores", instance_table(run, dataset, sc, tol, el2n_epoch)
+            )
             catalog.insert_frame(con, "epoch_metrics", epoch_frame(run, dataset, sc, tol))
             catalog.insert_frame(con, "error_consistency", kappa_frame(run, sc))
         cols = [c for c, _, _ in catalog.SCHEMA["ensemble_comparison"]]

@@ -30,6 +30,15 @@ MEMBER_COLUMNS = [
 ]
 
 
+def _subset_info(path: str, checksum: str | None) -> str | None:
+    """runs.subset_info: the subset's sidecar (from `curate prune`) and path, as JSON."""
+    if not path:
+        return None
+    from curate.prune import read_sidecar
+
+    return json.dumps(read_sidecar(path) | {"path": path, "checksum": checksum})
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """What `record_run` stores of a run besides its folder's progress records.
@@ -102,6 +111,8 @@ def record_run(ws: Workspace, rec: RunRecord) -> None:
             "git_rev": info["git_rev"],
             "torch_version": torch.__version__,
             "precision": precision,
+            "subset": identity["train"].get("subset") or None,  # the subset's checksum
+            "subset_info": _subset_info(t.subset, identity["train"].get("subset")),
         }
         # Arrow, not pandas: None stays NULL and NaN stays NaN, as when the values were bound
         catalog.insert_frame(con, "runs", pa.Table.from_pylist([run_row]), now=("finished_at",))

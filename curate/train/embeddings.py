@@ -138,9 +138,10 @@ def _recipe(identity: dict) -> Recipe:
     known_l = {f.name for f in dataclasses.fields(LoaderConfig)}
     known_t = {f.name for f in dataclasses.fields(TrainConfig)}
     loader = LoaderConfig(**{k: v for k, v in identity["loader"].items() if k in known_l})
-    # the eval pass needs no curriculum (whose ordering file may be gone by now)
+    # the eval pass needs no curriculum or subset (whose files may be gone by now)
+    skip = ("curriculum", "subset", "log_splits")
     train = TrainConfig(
-        **{k: v for k, v in identity["train"].items() if k in known_t and k != "curriculum"}
+        **{k: v for k, v in identity["train"].items() if k in known_t and k not in skip}
     )
     return Recipe(loader=loader, train=train)
 

@@ -37,6 +37,8 @@ class Feed(Protocol):
 
     def train_batches(self, members: list[int], epoch: int) -> Iterator[Batch]: ...
 
+    def restrict(self, rows: torch.Tensor) -> None: ...
+
     def eval_batches(self, split: str) -> Iterable[Batch]: ...
 
 
@@ -63,9 +65,22 @@ def make_feed(
             "training instances; lower it"
         )
     t = recipe.train
+    if t.subset:
+        feed.restrict(subset_rows(t.subset, info.name, split_idx()))
     if t.curriculum:
         feed.paced = load_paced(t.curriculum, split_idx(), feed.steps_per_epoch, t.epochs)
     return feed
+
+
+def subset_rows(path: str, dataset: str, split_idx) -> torch.Tensor:
+    """Row positions in the train split of the idx a `train.subset` file lists (sorted)."""
+    import numpy as np
+
+    from curate.data.positions import find_positions
+    from curate.prune import load_subset
+
+    sub = load_subset(path, dataset, split_idx)
+    return torch.from_numpy(np.sort(find_positions(split_idx, sub.idx)).astype(np.int64))
 
 
 class InMemorySplit:
@@ -98,11 +113,18 @@ class InMemoryFeed:
         self.loader_cfg, self.seeds, self.paced = recipe.loader, seeds, None
         self.in_shape = tuple(self.splits["train"].x.shape[1:])
         self.steps_per_epoch = len(self.splits["train"]) // recipe.loader.batch_size
+        self.rows: torch.Tensor | None = None  # train on these rows only (train.subset)
+
+    def restrict(self, rows: torch.Tensor) -> None:
+        """Train on these row positions of the train split only; every split is still evaluated."""
+        self.rows = rows.to(self.splits["train"].x.device)
+        self.steps_per_epoch = len(rows) // self.loader_cfg.batch_size
 
     def train_batches(self, members: list[int], epoch: int) -> Iterator[Batch]:
         split, b, steps = self.splits["train"], self.loader_cfg.batch_size, self.steps_per_epoch
+        n = len(split) if self.rows is None else len(self.rows)
         if self.paced is None:
-            perms = [order_rng(self.seeds[m], epoch).permutation(len(split)) for m in members]
+            perms = [order_rng(self.seeds[m], epoch).permutation(n) for m in members]
         gens = [augment_generator(self.seeds[m], epoch) for m in members]
         flip, tr = self.loader_cfg.flip, self.loader_cfg.translate
         for t in range(steps):
@@ -115,6 +137,8 @@ class InMemoryFeed:
                     p = self.paced
                     rows = curriculum_batch(p.order, step, b, p.pacing, self.seeds[m]["order"])
                 rows = torch.from_numpy(rows).to(split.x.device)
+                if self.rows is not None:
+                    rows = self.rows[rows]
                 x = augment(split.x[rows], g, flip, tr)
                 xs.append(normalize(x, split.mean, split.std))
                 ys.append(split.y[rows])
@@ -155,6 +179,12 @@ class StreamFeed:
         self.steps_per_epoch = info.splits["train"] // recipe.loader.batch_size
         self._train: dict[int, object] = {}
         self._eval: dict[str, object] = {}
+        self.rows = None  # train on these rows only (train.subset)
+
+    def restrict(self, rows: torch.Tensor) -> None:
+        """Train on these row positions of the .beton only; every split is still evaluated."""
+        self.rows = rows.numpy()
+        self.steps_per_epoch = len(rows) // self.cfg.batch_size
 
     def train_batches(self, members: list[int], epoch: int) -> Iterator[Batch]:
         if len(members) != 1:
@@ -173,7 +203,7 @@ class StreamFeed:
     def _train_loader(self, member: int):
         if member not in self._train:
             seed = self.seeds[member]["order"]
-            spec = LoaderSpec(cfg=self.cfg, seed=seed, device=self.device)
+            spec = LoaderSpec(cfg=self.cfg, seed=seed, indices=self.rows, device=self.device)
             loader = make_loader(self.info.name, "train", "train", self.ws, spec)
             if self.paced is not None:
                 from curate.curriculum import ffcv_order

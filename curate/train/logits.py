@@ -28,6 +28,20 @@ def logit_stats(logits: torch.Tensor, y: torch.Tensor):
     return logits.argmax(2), p_true, true_logit - others.max(2).values
 
 
+def error_norm(logits: torch.Tensor, y: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """EL2N (Paul et al. 2021): the L2 norm of the error vector, (M, B) from logits (B, M, K) and
+    y (B,) or (M, B): ||softmax(z) - onehot(y)||_2; multilabel: ||sigmoid(z) - k_hot(y)||_2."""
+    logits = logits.transpose(0, 1).float()  # (M, B, K)
+    y = y.expand(logits.shape[0], -1) if y.dim() == 1 else y
+    k = logits.shape[2]
+    if multilabel:
+        err = torch.sigmoid(logits) - k_hot(y, k)
+    else:
+        err = torch.softmax(logits, 2)
+        err = err - torch.nn.functional.one_hot(y.long(), k).to(err.dtype)
+    return torch.linalg.vector_norm(err, dim=2)
+
+
 def k_hot(y: torch.Tensor, k: int) -> torch.Tensor:
     """Bitmask labels (...) -> float K-hot targets (..., K): element k is bit k of the label."""
     bits = torch.arange(k, device=y.device)
@@ -56,7 +70,8 @@ class Predictions:
     """A unit's predictions on a set of rows.
 
     idx, labels : (N,) when every member saw the same rows (the evaluation pass), (M_u, N) when each
-    saw its own (the training forward pass). pred, p_true, margin : (M_u, N).
+    saw its own (the training forward pass). pred, p_true, margin : (M_u, N). el2n : (M_u, N), the
+    L2 norm of the error vector (`error_norm`), or None where a learner does not give it.
     """
 
     idx: np.ndarray
@@ -65,6 +80,7 @@ class Predictions:
     p_true: np.ndarray
     margin: np.ndarray
     multilabel: bool = False  # pred and labels are class-set bitmasks (exact match = correct)
+    el2n: np.ndarray | None = None
 
     def accuracy(self) -> np.ndarray:
         """Fraction of rows each member gets right, (M_u,)."""
@@ -78,14 +94,15 @@ class Collector:
     def __init__(self, to_cpu: bool = False, multilabel: bool = False):
         self.to_cpu, self.multilabel = to_cpu, multilabel
         self.parts: dict[str, list[torch.Tensor]] = {
-            k: [] for k in ("idx", "labels", "pred", "p_true", "margin")
+            k: [] for k in ("idx", "labels", "pred", "p_true", "margin", "el2n")
         }
 
     def add(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
         """logits (B, M_u, K); y and idx (B,) or (M_u, B)."""
         stats = multilabel_stats if self.multilabel else logit_stats
         pred, p_true, margin = stats(logits, y)
-        for k, v in zip(self.parts, (idx, y, pred, p_true, margin), strict=True):
+        el2n = error_norm(logits, y, self.multilabel)
+        for k, v in zip(self.parts, (idx, y, pred, p_true, margin, el2n), strict=True):
             self.parts[k].append(v.cpu() if self.to_cpu else v)
 
     def result(self) -> Predictions:

@@ -98,6 +98,36 @@ def check_learner(ws: Workspace, recipe: Recipe, info: DatasetInfo, strategy: st
         source_run(ws, features, info.name)  # exists, same dataset, finished, a network
 
 
+def log_splits(wanted: tuple[str, ...], info: DatasetInfo) -> list[str]:
+    """The splits the eval pass logs: `train.log_splits`, or every split when it is empty."""
+    unknown = [s for s in wanted if s not in info.splits]
+    if unknown:
+        raise CurateError(
+            f"train.log_splits names split {unknown[0]!r}, which dataset {info.name!r} does not "
+            f"have; choose from {', '.join(info.splits)}"
+        )
+    return list(wanted) or list(info.splits)
+
+
+def check_subset(ws: Workspace, recipe: Recipe, info: DatasetInfo):
+    """The `train.subset` of the recipe, read and checked against the dataset's train split."""
+    from curate.prune import load_subset
+
+    t = recipe.train
+    if t.curriculum:
+        raise CurateError(
+            "train.subset and train.curriculum together are not supported; export the curriculum "
+            "with --where restricted to the subset, or train on the subset without pacing"
+        )
+    sub = load_subset(t.subset, info.name, catalog.split_labels(ws, info.name, "train")[0])
+    if len(sub.idx) < recipe.loader.batch_size:
+        raise CurateError(
+            f"subset {t.subset} holds {len(sub.idx)} instances, fewer than one batch "
+            f"(loader.batch_size = {recipe.loader.batch_size}); lower the batch size or keep more"
+        )
+    return sub
+
+
 def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
     t = recipe.train
     where = place(t.device, t.threads)
@@ -111,7 +141,15 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
         t.strategy if t.strategy != "auto" else auto_strategy(t.arch, info.storage, where.device)
     )
     check_learner(ws, recipe, info, strategy)
+    splits = log_splits(t.log_splits, info)
     identity = run_identity(recipe, dataset)  # written only once the recipe is known to train
+    if t.subset:  # checked before anything is written; the identity holds its checksum
+        if learner_class(strategy).takes_features:
+            raise CurateError(
+                f"train.subset trains a network on part of the train split; strategy {strategy} "
+                "fits the whole split: drop --subset or train a network"
+            )
+        identity["train"]["subset"] = check_subset(ws, recipe, info).checksum
     run_dir = prepare_run_dir(ws, run, identity) if where.rank == 0 else ws.run_dir(run)
     where.barrier()
 
@@ -125,7 +163,7 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
         with tqdm(
             total=total, desc=f"train {run}", unit="step", disable=not show, dynamic_ncols=True
         ) as bar:
-            train_units(learner, todo, run_dir, list(info.splits), t.epochs, t.log_train_pass, bar)
+            train_units(learner, todo, run_dir, splits, t.epochs, t.log_train_pass, bar)
 
     where.barrier()
     if where.rank == 0:

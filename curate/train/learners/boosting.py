@@ -29,7 +29,7 @@ from curate.data.loader import DatasetInfo
 from curate.errors import CurateError
 from curate.train import embeddings
 from curate.train.learner import Learner, Unit, register
-from curate.train.logits import Predictions, logit_stats
+from curate.train.logits import Predictions, error_norm, logit_stats
 
 
 def split_features(feed, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,8 +78,10 @@ class StagedUnit(Unit):
         else:
             scores = self._staged(split, x)
             logits = torch.from_numpy(scores[min(self.stage, len(scores)) - 1]).unsqueeze(1)
-        pred, p_true, margin = logit_stats(logits, torch.from_numpy(y).long())
-        return Predictions(idx, y, pred.numpy(), p_true.numpy(), margin.numpy())
+        yt = torch.from_numpy(y).long()
+        pred, p_true, margin = logit_stats(logits, yt)
+        el2n = error_norm(logits, yt).numpy()
+        return Predictions(idx, y, pred.numpy(), p_true.numpy(), margin.numpy(), el2n=el2n)
 
     def _staged(self, split: str, x: np.ndarray) -> np.ndarray:
         """(stages, N, K) decision scores after each stage, computed once per split."""

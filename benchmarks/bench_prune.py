@@ -1,0 +1,374 @@
+"""Pruning CIFAR-10 by difficulty, proven by retraining: test accuracy of one fixed recipe trained
+on subsets that keep 90 / 70 / 50 / 30 % of the train split, under each `curate prune` strategy and
+under EL2N and forgetting scores, against the full-data accuracy.
+
+1. Ingest `../shared/data/cifar10-jpeg.tar.gz` (`--train-n N`: the first N train images, the
+   standard order; the test split keeps min(N, 10,000) images, so N >= 10,000 tests on all of it).
+2. One scoring run: the `cifar10-label-issues` recipe (fastconv, width 32, one-cycle SGD, flips and
+   2-pixel shifts), `--score-members` members x `--epochs` epochs, scored by `curate score`.
+   Scores: accessibility (with the `ddd` split, used by in-between and, for ccs, as the score),
+   forgetting_events (Toneva et al.: both from every epoch of the run) and el2n (Paul et al.: the
+   members' mean error norm at epoch 1, `el2n@1`, and at the last epoch, `el2n@E`).
+3. For every (score, strategy, fraction): `curate prune` (class-balanced) and a retraining run of
+   the same recipe with `--retrain-members` members (seeds independent of the scoring run's, one
+   run, so one eval pass serves both) for `--epochs` epochs on the subset, logging the test split
+   only. Its cell: every member's test accuracy at the last epoch, mean and spread.
+4. Full data: the same retraining on the whole (first N) train split.
+
+Scoring compute of each method, in member-epochs of training the scores need and in measured CPU
+seconds of the scoring run pro rata: accessibility and forgetting use every epoch of every member
+(M x E); el2n@1 only the first epoch (M x 1, what an early-stopped run would cost); el2n@E the
+whole run (the same as accessibility, the equal-compute comparison).
+
+Resumable: the work dir (`benchmarks/.work/prune`) keeps the workspace; a finished retraining (its
+catalog row) is not trained again. The JSON is written after every retraining with the cells still
+missing listed, so a stopped benchmark leaves its partial figures. `--stop-at HH:MM` (UTC) starts
+no new retraining after that time.
+
+    python benchmarks/bench_prune.py                        # the full setting: 50,000 images
+    python benchmarks/bench_prune.py --train-n 10000 --epochs 4   # a CPU-sized setting
+
+Figures: benchmarks/results/prune.json. The ratio printed: accuracy at 50 % kept (best strategy)
+over the full-data accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+SOURCE = DATA / "cifar10-jpeg.tar.gz"
+RECIPE = "cifar10-label-issues"
+STRATEGIES = ("random", "easy", "hard", "in-between", "ccs")
+# (method label, catalog score column, strategy); el2n@E and el2n@1 differ in the scored epoch
+METHODS = [("accessibility", "accessibility", s) for s in STRATEGIES if s != "random"]
+METHODS = [("random", "accessibility", "random"), *METHODS]
+METHODS += [
+    ("el2n@1", "el2n", "hard"),
+    ("el2n@E", "el2n", "hard"),
+    ("forgetting", "forgetting_events", "hard"),
+]
+
+
+def cpu_seconds_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def curate(args, *cli: str, log: Path) -> float:
+    """Run a curate command in a subprocess; its CPU seconds."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "curate", *cli, "--workspace", str(args.work / "ws")]
+    t0 = cpu_seconds_children()
+    with open(log, "a") as out:
+        res = subprocess.run(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}; see {log}")
+    return cpu_seconds_children() - t0
+
+
+def sets(args, *extra: str) -> list[str]:
+    values = [
+        f"dataset.source={args.source}",
+        f"dataset.max_per_split={args.train_n}",
+        "score.stats=false",
+        f"train.epochs={args.epochs}",
+        f"train.precision={args.precision}",
+        f"train.threads={args.threads}",
+        *([f"train.width={args.width}"] if args.width else []),
+        *extra,
+    ]
+    return [a for v in values for a in ("--set", v)]
+
+
+def query(args, sql: str, params: list | None = None):
+    import duckdb
+
+    con = duckdb.connect(str(args.work / "ws" / "catalog.duckdb"), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def cell_name(method: str, strategy: str, keep: float) -> str:
+    return f"{method}-{strategy}-{int(round(keep * 100))}".replace("@", "at")
+
+
+def member_test_acc(args, run: str) -> list[float] | None:
+    """Every member's test accuracy at the last epoch of a finished run; None if not finished."""
+    rows = query(
+        args, "SELECT final_acc, epochs_done FROM members WHERE run = ? ORDER BY member", [run]
+    )
+    if not rows or any(e < args.epochs for _, e in rows):
+        return None
+    return [json.loads(f)["test"] for f, _ in rows]
+
+
+def retrain(args, run: str, subset: Path | None, log: Path) -> dict:
+    """Train the retraining recipe (on the subset); its cell."""
+    done = member_test_acc(args, run)
+    cpu = None
+    if done is None:
+        extra = [
+            f"train.members={args.retrain_members}",
+            f"train.seed={args.retrain_seed}",
+            "train.log_splits=test",
+        ]
+        if subset is not None:
+            extra.append(f"train.subset={subset}")
+        t0 = time.time()
+        cpu = curate(args, "train", RECIPE, "--run-name", run, *sets(args, *extra), log=log)
+        wall = time.time() - t0
+        done = member_test_acc(args, run)
+    else:
+        wall = None
+    acc = np.array(done)
+    n = query(args, "SELECT recipe FROM runs WHERE run = ?", [run])
+    return {
+        "run": run,
+        "test_acc_members": [float(a) for a in acc],
+        "test_acc_mean": float(acc.mean()),
+        "test_acc_std": float(acc.std()),  # population std over members (seeds)
+        "test_acc_range": float(acc.max() - acc.min()),
+        "cpu_seconds": cpu,
+        "wall_seconds": wall,
+        "subset_checksum": (json.loads(n[0][0])["train"].get("subset") or None) if n else None,
+    }
+
+
+def summarise(results: dict, fractions: list[float]) -> dict:
+    """Per fraction: the best method, its margin over random and over full data; per method
+    whether it beat random at every fraction measured."""
+    full = results.get("full")
+    cells = results["cells"]
+    out: dict = {"by_fraction": {}}
+    for keep in fractions:
+        row = {
+            f"{c['method']}-{c['strategy']}": c["test_acc_mean"]
+            for c in cells.values()
+            if c.get("keep") == keep
+        }
+        if not row:
+            continue
+        best = max(row, key=row.get)
+        rnd = row.get("random-random")
+        out["by_fraction"][f"{keep:g}"] = {
+            "best": best,
+            "best_acc": row[best],
+            "random_acc": rnd,
+            "best_minus_random": None if rnd is None else row[best] - rnd,
+            "best_minus_full": None if full is None else row[best] - full["test_acc_mean"],
+            "acc": dict(sorted(row.items(), key=lambda kv: -kv[1])),
+        }
+    methods = {f"{m}-{s}" for m, _, s in METHODS} - {"random-random"}
+    beats = {}
+    for meth in sorted(methods):
+        diffs = [
+            r["acc"][meth] - r["random_acc"]
+            for r in out["by_fraction"].values()
+            if meth in r["acc"] and r["random_acc"] is not None
+        ]
+        if diffs:
+            beats[meth] = {
+                "fractions_measured": len(diffs),
+                "min_margin_over_random": min(diffs),
+                "above_random_at_every_measured_fraction": min(diffs) > 0,
+            }
+    out["vs_random"] = beats
+    half = out["by_fraction"].get("0.5")
+    if half and full:
+        out["target_50pct_within_1pt_of_full"] = half["best_minus_full"] >= -0.01
+    return out
+
+
+def write(args, results: dict, planned: list[str]) -> None:
+    results["missing_cells"] = [c for c in planned if c not in results["cells"]]
+    if results.get("full") is None:
+        results["missing_cells"].insert(0, "full")
+    results["summary"] = summarise(results, args.fractions)
+    results["written_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(args.out)
+
+
+def past(stop_at: str | None) -> bool:
+    if not stop_at:
+        return False
+    now = dt.datetime.now(dt.timezone.utc)
+    h, m = map(int, stop_at.split(":"))
+    return (now.hour, now.minute) >= (h, m)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--source", type=Path, default=SOURCE)
+    ap.add_argument("--train-n", type=int, default=0, help="first N train images (0 = all 50,000)")
+    ap.add_argument(
+        "--epochs", type=int, default=5, help="epochs of the scoring and every retraining run"
+    )
+    ap.add_argument("--score-members", type=int, default=4)
+    ap.add_argument(
+        "--retrain-members", type=int, default=2, help="seeds per cell (members of one run)"
+    )
+    ap.add_argument("--retrain-seed", type=int, default=1)
+    ap.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=[0.5, 0.3, 0.7, 0.9],
+        help="fractions kept, in the order they are run",
+    )
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work" / "prune")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prune.json")
+    ap.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="train.precision"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads per run (1 on a busy machine)"
+    )
+    ap.add_argument("--width", type=int, default=0, help="fastconv width (0 = the recipe's 32)")
+    ap.add_argument("--stop-at", help="UTC HH:MM after which no new retraining starts")
+    args = ap.parse_args()
+    if not args.source.exists():
+        raise SystemExit(f"{args.source} is missing; see ../shared/data/README")
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = args.work / "log.txt"
+    state_path = args.work / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+
+    # 1-2. ingest, the scoring run, its scores
+    if "score_cpu_seconds" not in state:
+        curate(args, "ingest", RECIPE, *sets(args), log=log)
+        cpu = curate(
+            args,
+            "train",
+            RECIPE,
+            "--run-name",
+            "score",
+            *sets(args, f"train.members={args.score_members}"),
+            log=log,
+        )
+        state["score_cpu_seconds"] = cpu
+        state_path.write_text(json.dumps(state))
+    subsets = args.work / "subsets"
+    subsets.mkdir(exist_ok=True)
+    planned = [cell_name(m, s, k) for k in args.fractions for m, _, s in METHODS]
+    # subsets of every cell, el2n@E first (scored at the last epoch), then the rest at epoch 1
+    for el2n_epoch, methods in (
+        (args.epochs, ["el2n@E"]),
+        (1, [m for m, _, _ in METHODS if m != "el2n@E"]),
+    ):
+        todo = [
+            (m, c, s, k)
+            for k in args.fractions
+            for m, c, s in METHODS
+            if m in methods and not (subsets / f"{cell_name(m, s, k)}.npy").exists()
+        ]
+        if not todo:
+            continue
+        curate(args, "score", "score", "--el2n-epoch", str(el2n_epoch), log=log)
+        for m, c, s, k in todo:
+            curate(
+                args,
+                "prune",
+                "score",
+                "--keep",
+                str(k),
+                "--strategy",
+                s,
+                "--score",
+                c,
+                "--out",
+                str(subsets / f"{cell_name(m, s, k)}.npy"),
+                log=log,
+            )
+    run_row = query(args, "SELECT train_seconds, mean_final_acc FROM runs WHERE run = 'score'")
+    m_e = args.score_members * args.epochs
+    cpu = state["score_cpu_seconds"]
+    results = {
+        "benchmark": "bench_prune",
+        "setting": {
+            "dataset": "CIFAR-10 (cifar10-jpeg)",
+            "train_n": args.train_n or 50000,
+            "test_n": min(args.train_n, 10000) if args.train_n else 10000,
+            "recipe": RECIPE,
+            "epochs": args.epochs,
+            "score_members": args.score_members,
+            "retrain_members": args.retrain_members,
+            "retrain_seed": args.retrain_seed,
+            "fractions": args.fractions,
+            "class_balanced": True,
+            "precision": args.precision,
+            "threads": args.threads,
+            "width": args.width or 32,
+            "machine": f"{os.cpu_count()} cores, shared with other jobs",
+        },
+        "scoring_run": {
+            "cpu_seconds": cpu,
+            "train_seconds": run_row[0][0] if run_row else None,
+            "mean_final_acc": json.loads(run_row[0][1]) if run_row else None,
+        },
+        "scoring_compute": {
+            "accessibility": {"member_epochs": m_e, "cpu_seconds": cpu},
+            "in-between/ccs (accessibility, ddd)": {"member_epochs": m_e, "cpu_seconds": cpu},
+            "forgetting": {"member_epochs": m_e, "cpu_seconds": cpu},
+            "el2n@E": {"member_epochs": m_e, "cpu_seconds": cpu},
+            "el2n@1": {"member_epochs": args.score_members, "cpu_seconds": cpu / args.epochs},
+            "random": {"member_epochs": 0, "cpu_seconds": 0.0},
+        },
+        "full": None,
+        "cells": {},
+    }
+    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if old.get("setting") == results["setting"]:
+        results["cells"] = old.get("cells", {})
+        results["full"] = old.get("full")
+    # 3-4. the full-data run, then every cell in the order planned
+    if results["full"] is None and not past(args.stop_at):
+        results["full"] = retrain(args, "full", None, log) | {"keep": 1.0}
+        write(args, results, planned)
+    for k in args.fractions:
+        for m, c, s in METHODS:
+            name = cell_name(m, s, k)
+            if name in results["cells"]:
+                continue
+            if past(args.stop_at) and member_test_acc(args, name) is None:
+                continue
+            cell = retrain(args, name, subsets / f"{name}.npy", log)
+            side = json.loads((subsets / f"{name}.subset.json").read_text())
+            results["cells"][name] = cell | {
+                "method": m,
+                "score": c,
+                "strategy": s,
+                "keep": k,
+                "n_train": side["n"],
+            }
+            write(args, results, planned)
+            print(
+                f"{name}: test acc {cell['test_acc_mean']:.4f} +- {cell['test_acc_std']:.4f}",
+                flush=True,
+            )
+    write(args, results, planned)
+    half = results["summary"]["by_fraction"].get("0.5")
+    if half and results["full"]:
+        ratio = half["best_acc"] / results["full"]["test_acc_mean"]
+        print(f"ratio: best at 50 % kept / full data = {ratio:.4f} ({half['best']})")
+    print(f"wrote {args.out}; missing: {len(results['missing_cells'])} cells")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The pruning command: `curate prune` (the train instances to keep, by difficulty), its flags and
+what it prints; the work is `curate.prune`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from curate.commands.common import Subparsers, add_common
+from curate.prune import STRATEGIES
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from curate.prune import prune
+    from curate.workspace import Workspace
+
+    ws = Workspace.resolve(args.workspace)
+    side = prune(
+        ws,
+        args.run,
+        args.keep,
+        args.strategy,
+        args.out,
+        score=args.score,
+        where=args.where,
+        seed=args.seed,
+        balanced=not args.no_balance,
+        direction=args.direction,
+        beta=args.beta,
+        strata=args.strata,
+    )
+    print(
+        f"{args.strategy} by {side['score']}: kept {side['n']} of {side['pool']} train instances "
+        f"of {side['dataset']} ({side['checksum']}) in {args.out}; train on them with "
+        f"`curate train RECIPE --subset {args.out}`"
+    )
+    return 0
+
+
+def add_prune(sub: Subparsers) -> None:
+    """Add `curate prune`: its parser, answered by `cmd_prune`."""
+    p = sub.add_parser("prune", help="the train instances to keep, by difficulty (an idx list)")
+    p.add_argument("run", help="a scored run")
+    p.add_argument("--keep", type=float, required=True, help="fraction kept, in (0, 1]")
+    p.add_argument("--strategy", required=True, choices=STRATEGIES)
+    p.add_argument(
+        "--score",
+        default="accessibility",
+        help="a numeric column of the difficulty view: accessibility, el2n, forgetting_events, ...",
+    )
+    p.add_argument(
+        "--direction",
+        choices=["auto", "higher", "lower"],
+        default="auto",
+        help="which score values are easy (auto: el2n, forgetting_events, ... lower)",
+    )
+    p.add_argument(
+        "--where", help="SQL filter on the difficulty view restricting the pool pruned from"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seeds ties and random draws")
+    p.add_argument(
+        "--no-balance",
+        action="store_true",
+        help="prune the pool as a whole (default: within every class, keeping class proportions)",
+    )
+    p.add_argument(
+        "--beta",
+        type=float,
+        help="ccs: fraction of the hardest dropped first (default 0 at keep >= 0.5, 0.1 to 0.2, "
+        "0.3 below)",
+    )
+    p.add_argument("--strata", type=int, default=50, help="ccs: equal-width score strata")
+    p.add_argument("--out", required=True, help="the idx list: .npy, .csv or .parquet")
+    add_common(p)
+    p.set_defaults(func=cmd_prune)

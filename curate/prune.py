@@ -1,0 +1,455 @@
+"""Pruning by difficulty: which instances of the train split to keep (`curate prune`), and reading
+such a subset back for training (`curate train --subset`, `train.subset`).
+
+Strategies, each applied within every class by default (class-balanced: class k keeps
+round(F n_k) instances, largest remainders making the total round(F N)):
+
+    hard        keep the hardest (drop the easiest first)
+    easy        keep the easiest (drop the hardest first)
+    in-between  drop the trivial and the impossible (Meding et al.'s `ddd` split) first, both at the
+                same rate relative to their size (the easiest trivial, the hardest impossible
+                first); then the in-between from both ends of the score, keeping its middle
+    ccs         coverage-centric coreset selection (Zheng et al. 2023): drop the hardest beta,
+                then spread the budget evenly over `strata` equal-width strata of the score
+                (their Algorithm 1: the smallest stratum first, each taking at most an equal
+                share of what is left, drawn at random within it)
+    random      a seeded random sample
+
+"Easy" follows the score's direction (`curate.curriculum.LOWER_IS_EASIER`): accessibility high
+is easy, EL2N and forgetting events high are hard. NULL scores count as the hardest (a forgetting
+count is NULL for never-learned instances).
+
+The subset is written as an idx list (.npy, .csv or .parquet, sorted by idx) and a JSON sidecar
+beside it (`<stem>.subset.json`): dataset, split, run, strategy, score, fraction, seed and the
+checksum that a training run on it records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from curate.errors import CurateError
+
+STRATEGIES = ("hard", "easy", "in-between", "ccs", "random")
+SUFFIXES = (".npy", ".csv", ".parquet")
+KIND = "curate-subset"
+
+
+def ccs_beta(keep: float) -> float:
+    """The default fraction of the hardest that ccs drops first, by the fraction kept: 0 when at
+    least half is kept, 0.1 down to a fifth, 0.3 below (close to Zheng et al.'s CIFAR-10 choices
+    for pruning rates 30-50 %, 70-80 % and 90 %)."""
+    return 0.0 if keep >= 0.5 else 0.1 if keep >= 0.2 else 0.3
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _hardness(score: np.ndarray, higher_is_easier: bool) -> np.ndarray:
+    """A key where larger = harder and NULL (NaN) is the hardest of all."""
+    h = -score if higher_is_easier else score.copy()
+    return np.where(np.isnan(h), np.inf, h)
+
+
+def _easy_to_hard(hard: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Positions from easy to hard, ties in a seeded random order."""
+    return np.lexsort((rng.permutation(len(hard)), hard))
+
+
+def _pick(
+    strategy: str,
+    n_keep: int,
+    hard: np.ndarray,
+    ddd: np.ndarray | None,
+    rng: np.random.Generator,
+    beta: float,
+    strata: int,
+) -> np.ndarray:
+    """Positions (into one group's arrays) of the n_keep instances to keep."""
+    n = len(hard)
+    if n_keep >= n:
+        return np.arange(n)
+    if strategy == "random":
+        return rng.choice(n, n_keep, replace=False)
+    order = _easy_to_hard(hard, rng)
+    if strategy == "easy":
+        return order[:n_keep]
+    if strategy == "hard":
+        return order[n - n_keep :]
+    if strategy == "in-between":
+        return order[_in_between_keep(order, ddd, n_keep)]
+    if strategy == "ccs":
+        return _ccs(hard, order, n_keep, beta, strata, rng)
+    raise CurateError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def _in_between_keep(order: np.ndarray, ddd: np.ndarray | None, n_keep: int) -> np.ndarray:
+    """Ranks (into `order`, easy to hard) to keep: drop trivial and impossible first, then the
+    in-between from both ends."""
+    if ddd is None:
+        raise CurateError("strategy in-between needs the ddd split of a scored run")
+    cls = ddd[order]
+    drop_key = np.empty(len(order))
+    for name, from_easy in (("trivial", True), ("impossible", False)):
+        sel = np.flatnonzero(cls == name)
+        r = np.arange(len(sel)) if from_easy else np.arange(len(sel))[::-1]
+        drop_key[sel] = r / max(len(sel), 1)  # 0 = dropped first
+    mid = np.flatnonzero(cls == "in-between")
+    if len(mid):
+        pos = np.arange(len(mid)) / max(len(mid) - 1, 1)  # 0 (easiest) .. 1 (hardest)
+        drop_key[mid] = 1 + (1 - np.abs(2 * pos - 1))  # the ends 1, the middle 2
+    other = ~np.isin(cls, ["trivial", "impossible", "in-between"])
+    drop_key[other] = 1.0
+    ranks = np.lexsort((np.arange(len(order)), -drop_key))  # kept first: largest key
+    return ranks[:n_keep]
+
+
+def _ccs(
+    hard: np.ndarray,
+    order: np.ndarray,
+    n_keep: int,
+    beta: float,
+    strata: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Zheng et al. 2023, Algorithm 1, on one group."""
+    n = len(hard)
+    n_drop = min(int(round(beta * n)), n - n_keep)  # never drop below the budget
+    pool = order[: n - n_drop]  # the hardest n_drop dropped
+    h = hard[pool]
+    finite = np.isfinite(h)
+    bins = np.full(len(pool), strata, np.int64)  # NULL scores: a stratum of their own
+    if finite.any():
+        lo, hi = h[finite].min(), h[finite].max()
+        width = (hi - lo) / strata if hi > lo else 1.0
+        bins[finite] = np.minimum(((h[finite] - lo) / width).astype(np.int64), strata - 1)
+    groups = [pool[bins == b] for b in np.unique(bins)]
+    groups.sort(key=len)
+    kept, budget = [], n_keep
+    for j, g in enumerate(groups):
+        share = min(len(g), budget // (len(groups) - j))
+        kept.append(rng.choice(g, share, replace=False))
+        budget -= share
+    return np.concatenate(kept) if kept else np.empty(0, np.int64)
+
+
+def class_quotas(labels: np.ndarray, keep: float) -> dict[int, int]:
+    """Per-class counts that keep round(keep n_k), adjusted by largest remainder so that they sum
+    to round(keep N)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = keep * counts
+    base = np.floor(exact).astype(np.int64)
+    short = int(round(keep * len(labels))) - int(base.sum())
+    if short > 0:
+        base[np.argsort(-(exact - base), kind="stable")[:short]] += 1
+    return {int(k): int(q) for k, q in zip(classes, base, strict=True)}
+
+
+def select(
+    score: np.ndarray,
+    labels: np.ndarray,
+    keep: float,
+    strategy: str,
+    higher_is_easier: bool = True,
+    ddd: np.ndarray | None = None,
+    seed: int = 0,
+    balanced: bool = True,
+    beta: float | None = None,
+    strata: int = 50,
+) -> np.ndarray:
+    """The positions (sorted) of the instances to keep.
+
+    Parameters
+    ----------
+    score : (N,) the difficulty score (NaN = hardest).
+    labels : (N,) class of each instance.
+    keep : the fraction to keep, in (0, 1].
+    strategy : hard, easy, in-between, ccs or random.
+    higher_is_easier : the score's direction.
+    ddd : (N,) 'trivial' / 'in-between' / 'impossible' (needed by in-between).
+    seed : seeds ties, random draws and ccs's sampling.
+    balanced : apply the strategy within every class, keeping the class proportions.
+    beta : ccs: the fraction of the hardest dropped first (default `ccs_beta(keep)`).
+    strata : ccs: number of equal-width score strata.
+
+    Raises
+    ------
+    CurateError when keep is outside (0, 1], the strategy is unknown, or a class would be left
+    without an instance.
+    """
+    check_keep(keep)
+    if strategy not in STRATEGIES:
+        raise CurateError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strata < 1:
+        raise CurateError(f"--strata {strata}: use at least 1 stratum")
+    beta = ccs_beta(keep) if beta is None else beta
+    if not 0 <= beta < 1:
+        raise CurateError(f"--beta {beta:g}: the fraction ccs drops first must be in [0, 1)")
+    score = np.asarray(score, dtype=float)
+    labels = np.asarray(labels)
+    hard = _hardness(score, higher_is_easier)
+    rng = np.random.default_rng(seed)
+    quotas = class_quotas(labels, keep)
+    empty = [k for k, q in quotas.items() if q == 0]
+    if balanced and empty:
+        raise CurateError(
+            f"--keep {keep:g} leaves class {empty[0]} empty ({int((labels == empty[0]).sum())} "
+            f"instances in the pool; {len(empty)} class(es) in all): keep at least "
+            f"{1 / (labels == empty[0]).sum():.3g}, or widen --where"
+        )
+    if balanced:
+        parts = []
+        for k, q in quotas.items():
+            rows = np.flatnonzero(labels == k)
+            sub = None if ddd is None else ddd[rows]
+            parts.append(rows[_pick(strategy, q, hard[rows], sub, rng, beta, strata)])
+        chosen = np.concatenate(parts)
+    else:
+        chosen = _pick(strategy, int(round(keep * len(labels))), hard, ddd, rng, beta, strata)
+        missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(labels[chosen]).tolist()))
+        if missing:
+            raise CurateError(
+                f"--keep {keep:g} with --strategy {strategy} --no-balance keeps no instance of "
+                f"class {missing[0]} ({len(missing)} class(es) in all); keep more, or drop "
+                "--no-balance"
+            )
+    if len(chosen) == 0:
+        raise CurateError(f"--keep {keep:g} keeps no instance of {len(labels)}; keep more")
+    return np.sort(chosen)
+
+
+def check_keep(keep: float) -> None:
+    """Raise a CurateError unless `keep` is a fraction in (0, 1] (NaN is not)."""
+    if not (isinstance(keep, int | float) and 0 < keep <= 1):
+        raise CurateError(f"--keep {keep!r}: the fraction to keep must be in (0, 1], e.g. 0.5")
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def checksum(idx: np.ndarray) -> str:
+    """BLAKE2b of the sorted, distinct idx (int64 little-endian): what a run on the subset
+    records."""
+    a = np.unique(np.asarray(idx, dtype=np.int64)).astype("<i8")
+    return "blake2b:" + hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """Where the sidecar of subset file `path` lives: `<stem>.subset.json` beside it."""
+    p = Path(path)
+    return p.with_name(p.stem + ".subset.json")
+
+
+def _write(path: Path, df, sidecar: dict) -> None:
+    from curate.workspace import atomic_path
+
+    side = sidecar_path(path)
+    for target in (path, side):
+        if target.exists() and not _is_ours(side):
+            raise CurateError(
+                f"{target} exists and is not a subset curate wrote; choose another --out or "
+                "delete it"
+            )
+    with atomic_path(path, path.suffix) as tmp:
+        if path.suffix == ".npy":
+            with open(tmp, "wb") as f:  # a file object: np.save would append .npy
+                np.save(f, df["idx"].to_numpy(np.int64))
+        elif path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+    with atomic_path(side) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=1))
+
+
+def _is_ours(side: Path) -> bool:
+    try:
+        return json.loads(side.read_text()).get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """The sidecar `curate prune` wrote beside a subset file; {} when there is none."""
+    side = sidecar_path(path)
+    return json.loads(side.read_text()) if side.is_file() and _is_ours(side) else {}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """The idx of a subset file (.npy, or .csv / .parquet with an idx column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CurateError(
+            f"subset file {p} does not exist; write one with `curate prune RUN --keep F --out {p}`"
+        )
+    if p.suffix not in SUFFIXES:
+        raise CurateError(f"subset file {p}: expected {', '.join(SUFFIXES)}")
+    try:
+        if p.suffix == ".npy":
+            idx = np.load(p, allow_pickle=False)
+        else:
+            import pandas as pd
+
+            df = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
+            if "idx" not in df:
+                raise CurateError(f"subset file {p} has no idx column; write it with curate prune")
+            idx = df["idx"].to_numpy()
+    except (ValueError, OSError) as e:
+        raise CurateError(f"subset file {p} is unreadable ({e}); write it again") from e
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise CurateError(f"subset file {p}: expected one column of integer idx")
+    return idx.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A subset as training uses it: its idx (sorted), checksum, and where it came from."""
+
+    idx: np.ndarray
+    checksum: str
+    path: str
+
+
+def load_subset(path: str | Path, dataset: str, split_idx: np.ndarray) -> Subset:
+    """Read and check a subset for training on `dataset`, whose train split has `split_idx`.
+
+    Raises CurateError when the file is missing or unreadable, its sidecar names another dataset,
+    it repeats an idx, is empty, or names an idx the train split does not have.
+    """
+    idx = read_idx(path)
+    side = sidecar_path(path)
+    if side.is_file() and _is_ours(side):
+        meta = json.loads(side.read_text())
+        if meta.get("dataset") not in (None, dataset):
+            raise CurateError(
+                f"subset {path} was made for dataset {meta['dataset']!r}, not {dataset!r}; prune a "
+                f"run on {dataset!r}"
+            )
+    if len(idx) == 0:
+        raise CurateError(f"subset {path} is empty; keep at least one instance")
+    if len(np.unique(idx)) != len(idx):
+        raise CurateError(f"subset {path} lists an idx more than once; write it with curate prune")
+    outside = np.setdiff1d(idx, split_idx)
+    if len(outside):
+        raise CurateError(
+            f"subset {path} names {len(outside)} idx the train split of {dataset!r} does not have "
+            f"(e.g. {outside[0]}); prune a run on this dataset"
+        )
+    return Subset(np.sort(idx), checksum(idx), str(Path(path).absolute()))
+
+
+# ----------------------------------------------------------------------------- from a scored run
+
+
+def prune(
+    ws,
+    run: str,
+    keep: float,
+    strategy: str,
+    out: str | Path,
+    score: str = "accessibility",
+    where: str | None = None,
+    seed: int = 0,
+    balanced: bool = True,
+    direction: str = "auto",
+    beta: float | None = None,
+    strata: int = 50,
+) -> dict:
+    """Select a subset of the train split of scored run `run` and write it to `out` (.npy, .csv
+    or .parquet) with its sidecar. Returns the sidecar.
+
+    The pool is the run's train instances (those matching `where`, an SQL filter on the difficulty
+    view); `keep` is the fraction of the pool kept. Everything is checked before anything is
+    written.
+    """
+    from curate.curriculum import LOWER_IS_EASIER
+    from curate.sql import columns, fetch, quote_column
+
+    check_keep(keep)
+    if strategy not in STRATEGIES:
+        raise CurateError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    out = Path(out)
+    if out.suffix not in SUFFIXES:
+        raise CurateError(f"--out {out}: name a .npy, .csv or .parquet file")
+    if not out.parent.is_dir():
+        raise CurateError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    cols = columns(ws, "difficulty")
+    if score not in cols:
+        raise CurateError(
+            f"unknown score {score!r}: not a column of difficulty; numeric scores include "
+            "accessibility, el2n, forgetting_events, confidence, learned_epoch, aum"
+        )
+    have = fetch(
+        ws, "SELECT count(*) AS n FROM difficulty WHERE run = ? AND split = 'train'", [run]
+    )
+    if int(have["n"].iloc[0]) == 0:
+        runs = fetch(ws, "SELECT DISTINCT run FROM difficulty ORDER BY run")["run"].tolist()
+        raise CurateError(
+            f"unknown run {run!r}: no scored train instances (scored runs: "
+            f"{', '.join(runs) or 'none'}); train and score it first"
+        )
+    at = "el2n_epoch" if score == "el2n" and "el2n_epoch" in cols else "epochs"
+    sql = (
+        f"SELECT dataset, idx, label, {quote_column(score, cols)} AS score, ddd, "
+        f"{at} AS score_epoch FROM difficulty "
+        "WHERE run = ? AND split = 'train'"
+        + (f" AND ({where})" if where else "")  # --where is an SQL filter by design
+        + " ORDER BY idx"
+    )
+    df = fetch(ws, sql, [run])
+    if df.empty:
+        raise CurateError(f"no train instances of run {run!r} match --where {where!r}; widen it")
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(df["score"]) or pd.api.types.is_bool_dtype(df["score"]):
+        raise CurateError(f"--score {score!r} is not a numeric column; choose e.g. accessibility")
+    values = df["score"].to_numpy(float)
+    if np.isnan(values).all():
+        raise CurateError(
+            f"score {score!r} is NULL for every instance of run {run!r} (a log written before it "
+            "existed?); rescore the run, or choose another --score"
+        )
+    if direction not in ("auto", "higher", "lower"):
+        raise CurateError(f"--direction {direction!r}: choose auto, higher or lower")
+    higher = score not in LOWER_IS_EASIER if direction == "auto" else direction == "higher"
+    pos = select(
+        values,
+        df["label"].to_numpy(),
+        keep,
+        strategy,
+        higher,
+        df["ddd"].to_numpy().astype(str),
+        seed,
+        balanced,
+        beta,
+        strata,
+    )
+    kept = df.iloc[pos][["idx", "label", "score"]].reset_index(drop=True)
+    sidecar = {
+        "kind": KIND,
+        "dataset": str(df["dataset"].iloc[0]),
+        "split": "train",
+        "run": run,
+        "strategy": strategy,
+        "score": score,
+        # el2n: the epoch it was taken at; other scores: the last epoch of the 1..E they use
+        "score_epoch": int(df["score_epoch"].max()),
+        "higher_is_easier": higher,
+        "keep": keep,
+        "balanced": balanced,
+        "where": where,
+        "seed": seed,
+        "beta": (ccs_beta(keep) if beta is None else beta) if strategy == "ccs" else None,
+        "strata": strata if strategy == "ccs" else None,
+        "pool": len(df),
+        "n": len(kept),
+        "checksum": checksum(kept["idx"].to_numpy()),
+    }
+    _write(out, kept, sidecar)
+    return sidecar

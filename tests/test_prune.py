@@ -1,0 +1,358 @@
+"""Pruning: the strategies against hand-made scores, `curate prune` files, training on a subset
+(only its instances are drawn, the run records its checksum), EL2N, and every refusal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import catalog_rows
+
+from curate import prune as pr
+from curate.cli import main
+from curate.errors import CurateError
+
+# ----------------------------------------------------------------------------- selection by hand
+
+
+def _toy(n_per_class: int = 10, classes: int = 2):
+    """Scores 0..n-1 in every class (higher = easier), labels in blocks."""
+    score = np.tile(np.arange(n_per_class, dtype=float), classes)
+    labels = np.repeat(np.arange(classes), n_per_class)
+    return score, labels
+
+
+def test_hard_and_easy_keep_the_two_ends_of_every_class():
+    score, labels = _toy()
+    hard = pr.select(score, labels, 0.3, "hard")
+    easy = pr.select(score, labels, 0.3, "easy")
+    # class 0 at positions 0..9 (score = position), class 1 at 10..19
+    assert hard.tolist() == [0, 1, 2, 10, 11, 12]
+    assert easy.tolist() == [7, 8, 9, 17, 18, 19]
+    # lower-is-easier scores flip the ends
+    assert pr.select(score, labels, 0.3, "hard", higher_is_easier=False).tolist() == easy.tolist()
+
+
+def test_class_balance_and_no_balance():
+    score = np.arange(20, dtype=float)  # class 1 (positions 10..19) is the easier class
+    labels = np.repeat([0, 1], 10)
+    balanced = pr.select(score, labels, 0.5, "easy")
+    assert np.bincount(labels[balanced]).tolist() == [5, 5]
+    whole = pr.select(score, labels, 0.6, "easy", balanced=False)
+    assert np.bincount(labels[whole], minlength=2).tolist() == [2, 10]
+    with pytest.raises(CurateError, match="keeps no instance of class 0"):
+        pr.select(score, labels, 0.5, "easy", balanced=False)
+
+
+def test_quotas_sum_to_the_rounded_total():
+    labels = np.repeat([0, 1, 2], [7, 7, 6])
+    q = pr.class_quotas(labels, 0.5)
+    assert sum(q.values()) == 10 and sorted(q.values()) == [3, 3, 4]
+
+
+def test_in_between_drops_trivial_and_impossible_first():
+    n = 20
+    score = np.arange(n, dtype=float)  # higher = easier
+    ddd = np.array(["impossible"] * 4 + ["in-between"] * 8 + ["trivial"] * 8)
+    labels = np.zeros(n, int)
+    keep = pr.select(score, labels, 0.4, "in-between", ddd=ddd)  # 8 = exactly the in-between
+    assert (ddd[keep] == "in-between").all() and len(keep) == 8
+    keep = pr.select(score, labels, 0.7, "in-between", ddd=ddd)  # 14: drop 6 of 12 ends
+    # trivial shrink 8 -> 4 and impossible 4 -> 2, at the same rate, from their outer ends
+    assert sorted(keep[ddd[keep] == "trivial"].tolist()) == [12, 13, 14, 15]
+    assert sorted(keep[ddd[keep] == "impossible"].tolist()) == [2, 3]
+    keep = pr.select(score, labels, 0.2, "in-between", ddd=ddd)  # 4 of the 8: the middle ones
+    assert sorted(keep.tolist()) == [6, 7, 8, 9]
+
+
+def test_ccs_drops_the_hardest_then_covers_the_strata():
+    rng = np.random.default_rng(0)
+    # hardness: 900 instances bunched at easy scores, 100 spread; higher = easier
+    score = np.concatenate([rng.uniform(0.9, 1.0, 900), np.linspace(0, 0.9, 100)])
+    labels = np.zeros(len(score), int)
+    keep = pr.select(score, labels, 0.2, "ccs", beta=0.05, strata=10, seed=1)
+    assert len(keep) == 200
+    hardest = np.argsort(score)[:50]  # beta = 5 % of 1,000
+    assert not set(hardest) & set(keep.tolist())
+    # coverage: far more of the sparse hard range kept than a random 20 % would (~20 of 100)
+    assert (keep >= 900).sum() > 35
+    assert pr.ccs_beta(0.9) == 0 and pr.ccs_beta(0.3) == 0.1 and pr.ccs_beta(0.1) == 0.3
+
+
+def test_random_is_seeded_and_nan_counts_as_hardest():
+    score, labels = _toy()
+    a = pr.select(score, labels, 0.5, "random", seed=3)
+    assert a.tolist() == pr.select(score, labels, 0.5, "random", seed=3).tolist()
+    assert a.tolist() != pr.select(score, labels, 0.5, "random", seed=4).tolist()
+    score[[9, 19]] = np.nan  # the easiest become NULL: now the hardest
+    assert 9 not in pr.select(score, labels, 0.1, "easy").tolist()
+    assert pr.select(score, labels, 0.1, "hard").tolist() == [9, 19]
+
+
+@pytest.mark.parametrize("keep", [0, -0.1, 1.01, float("nan")])
+def test_keep_outside_the_unit_interval(keep):
+    score, labels = _toy()
+    with pytest.raises(CurateError, match=r"in \(0, 1\]"):
+        pr.select(score, labels, keep, "easy")
+
+
+def test_error_norm_by_hand():
+    from curate.train.logits import error_norm
+
+    z = torch.tensor([[[0.0, 0.0]], [[np.log(3.0), 0.0]]])  # (B=2, M=1, K=2)
+    y = torch.tensor([0, 1])
+    # softmax (0.5, 0.5) vs (1, 0): sqrt(0.25 + 0.25); (0.75, 0.25) vs (0, 1): sqrt(2) 0.75
+    got = error_norm(z, y)[0].numpy()
+    assert np.allclose(got, [np.sqrt(0.5), np.sqrt(2) * 0.75], atol=1e-6)
+    ml = error_norm(torch.zeros(1, 1, 3), torch.tensor([0b101]), multilabel=True)
+    assert abs(float(ml) - np.sqrt(3 * 0.25)) < 1e-6  # sigmoids 0.5 against 1, 0, 1
+
+
+# ----------------------------------------------------------------------------- with a scored run
+
+
+def _prune(ws, *args: str) -> int:
+    return main(["prune", "digits", *args, "--workspace", str(ws)])
+
+
+def test_prune_writes_a_subset_and_its_sidecar(small_scored_ws, tmp_path, capsys):
+    out = tmp_path / "half.csv"
+    assert _prune(small_scored_ws, "--keep", "0.5", "--strategy", "easy", "--out", str(out)) == 0
+    import pandas as pd
+
+    df = pd.read_csv(out)
+    side = json.loads(pr.sidecar_path(out).read_text())
+    (n_train,) = catalog_rows(
+        small_scored_ws,
+        "SELECT count(*) FROM instance_scores WHERE run = 'digits' AND split = 'train'",
+    )[0]
+    assert side["n"] == len(df) == round(0.5 * n_train) and side["dataset"] == "digits"
+    assert side["checksum"] == pr.checksum(df["idx"].to_numpy())
+    assert side["score_epoch"] == 2  # accessibility of epochs 1..2
+    el2n = tmp_path / "el2n.npy"
+    assert (
+        _prune(
+            small_scored_ws,
+            "--keep",
+            "0.5",
+            "--strategy",
+            "hard",
+            "--score",
+            "el2n",
+            "--out",
+            str(el2n),
+        )
+        == 0
+    )
+    assert json.loads(pr.sidecar_path(el2n).read_text())["score_epoch"] == 1  # --el2n-epoch 1
+    # easy by accessibility: the kept ones are at least as accessible as the dropped, per class
+    rows = catalog_rows(
+        small_scored_ws,
+        "SELECT idx, label, accessibility FROM instance_scores WHERE run = 'digits' "
+        "AND split = 'train'",
+    )
+    kept = set(df["idx"])
+    for k in range(10):
+        acc_in = [a for i, lab, a in rows if lab == k and i in kept]
+        acc_out = [a for i, lab, a in rows if lab == k and i not in kept]
+        assert min(acc_in) >= max(acc_out) - 1e-12  # ties broken at random, so >=
+    assert "kept" in capsys.readouterr().out
+
+
+def test_el2n_is_the_members_mean_at_the_chosen_epoch(small_scored_ws):
+    import pyarrow.parquet as pq
+
+    from curate.train import predlog
+
+    run_dir = small_scored_ws / "runs" / "digits"
+    idx = pq.read_table(predlog.shard_path(run_dir, "eval", "train", 0, 1))["idx"].to_numpy()
+    per_member = [
+        pq.read_table(predlog.shard_path(run_dir, "eval", "train", m, 1))["el2n"].to_numpy()
+        for m in range(4)
+    ]
+    expect = dict(zip(idx.tolist(), np.mean(per_member, axis=0), strict=True))
+    rows = catalog_rows(
+        small_scored_ws,
+        "SELECT idx, el2n, el2n_epoch FROM instance_scores WHERE run = 'digits' "
+        "AND split = 'train'",
+    )
+    assert {e for _, _, e in rows} == {1}
+    assert max(abs(v - expect[i]) for i, v, _ in rows) < 1e-6  # float32 shards
+    assert 0 <= min(v for _, v, _ in rows) and max(v for _, v, _ in rows) <= np.sqrt(2) + 1e-6
+
+
+def test_training_on_a_subset_draws_only_from_it(small_scored_ws, tmp_path):
+    ws = str(small_scored_ws)
+    out = tmp_path / "hard.npy"
+    assert _prune(small_scored_ws, "--keep", "0.3", "--strategy", "hard", "--out", str(out)) == 0
+    args = ["--workspace", ws, "--set", "train.members=2", "--set", "train.epochs=1"]
+    args += ["--set", "train.log_train_pass=true", "--set", "train.precision=fp32"]
+    assert main(["train", "digits", "--run", "sub", "--subset", str(out), *args]) == 0
+    import pyarrow.parquet as pq
+
+    run_dir = small_scored_ws / "runs" / "sub"
+    fwd = list((run_dir / "predictions" / "pass=train-forward").rglob("*.parquet"))
+    seen = set(np.concatenate([pq.read_table(p)["idx"].to_numpy() for p in fwd]).tolist())
+    subset = set(np.load(out).tolist())
+    assert len(fwd) == 2 and seen <= subset and len(seen) > 0.8 * len(subset)
+    # every split is still evaluated, on all its instances
+    ev = pq.read_table(
+        next((run_dir / "predictions" / "pass=eval" / "split=train").rglob("*.parquet"))
+    )
+    assert len(ev) > len(subset)
+    ((recorded,),) = catalog_rows(small_scored_ws, "SELECT subset FROM runs WHERE run = 'sub'")
+    assert recorded == pr.checksum(np.load(out))
+    ident = json.loads((run_dir / "run.json").read_text())
+    assert ident["train"]["subset"] == recorded
+    # another subset under the same run name is another recipe: refused, nothing written
+    other = tmp_path / "easy.npy"
+    assert _prune(small_scored_ws, "--keep", "0.3", "--strategy", "easy", "--out", str(other)) == 0
+    assert main(["train", "digits", "--run", "sub", "--subset", str(other), *args]) == 2
+    assert json.loads((run_dir / "run.json").read_text()) == ident
+
+
+def test_log_splits_logs_only_those(small_scored_ws):
+    args = ["--workspace", str(small_scored_ws), "--set", "train.members=2"]
+    args += ["--set", "train.epochs=1", "--set", "train.log_splits=test"]
+    assert main(["train", "digits", "--run", "testonly", *args]) == 0
+    logged = sorted(
+        p.name
+        for p in (small_scored_ws / "runs" / "testonly" / "predictions" / "pass=eval").iterdir()
+    )
+    assert logged == ["split=test"]
+    bad = ["--workspace", str(small_scored_ws), "--set", "train.log_splits=val"]
+    assert main(["train", "digits", "--run", "badsplits", *bad]) == 2
+    assert not (small_scored_ws / "runs" / "badsplits").exists()
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def _refused(capsys, code: int, *words: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:"), err
+    for w in words:
+        assert w in err[0], err
+
+
+@pytest.mark.parametrize("keep", ["0", "1.5", "-0.2"])
+def test_prune_refuses_keep_outside(small_scored_ws, tmp_path, capsys, keep):
+    out = tmp_path / "s.npy"
+    code = _prune(small_scored_ws, "--keep", keep, "--strategy", "easy", "--out", str(out))
+    _refused(capsys, code, "--keep", "(0, 1]")
+    assert not out.exists() and not pr.sidecar_path(out).exists()
+
+
+def test_prune_refuses_a_fraction_leaving_a_class_empty(small_scored_ws, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    code = _prune(small_scored_ws, "--keep", "0.001", "--strategy", "easy", "--out", str(out))
+    _refused(capsys, code, "empty")
+    assert not out.exists()
+
+
+def test_prune_refuses_an_unknown_run(small_scored_ws, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    code = main(
+        ["prune", "nosuch", "--keep", "0.5", "--strategy", "easy", "--out", str(out)]
+        + ["--workspace", str(small_scored_ws)]
+    )
+    _refused(capsys, code, "unknown run 'nosuch'")
+    assert not out.exists()
+
+
+def test_prune_refuses_an_unknown_score(small_scored_ws, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    code = _prune(
+        small_scored_ws, "--keep", "0.5", "--strategy", "easy", "--score", "nope", "--out", str(out)
+    )
+    _refused(capsys, code, "unknown score 'nope'")
+    assert not out.exists()
+
+
+def test_prune_does_not_overwrite_a_users_file(small_scored_ws, tmp_path, capsys):
+    out = tmp_path / "mine.csv"
+    out.write_text("precious\n")
+    code = _prune(small_scored_ws, "--keep", "0.5", "--strategy", "easy", "--out", str(out))
+    _refused(capsys, code, "not a subset curate wrote")
+    assert out.read_text() == "precious\n"
+
+
+def _train_refused(ws, subset, capsys, *words):
+    args = ["train", "digits", "--run", "refused", "--subset", str(subset), "--workspace", str(ws)]
+    _refused(capsys, main(args + ["--set", "train.members=2", "--set", "train.epochs=1"]), *words)
+    assert not (ws / "runs" / "refused").exists()
+
+
+def test_train_refuses_a_subset_of_another_dataset(small_scored_ws, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    assert _prune(small_scored_ws, "--keep", "0.5", "--strategy", "easy", "--out", str(out)) == 0
+    side = pr.sidecar_path(out)
+    meta = json.loads(side.read_text())
+    side.write_text(json.dumps(meta | {"dataset": "cifar10"}))
+    _train_refused(small_scored_ws, out, capsys, "made for dataset 'cifar10'")
+
+
+def test_train_refuses_idx_outside_the_split(small_scored_ws, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    np.save(out, np.array([0, 1, 2, 10_000_000], np.int64))
+    _train_refused(small_scored_ws, out, capsys, "does not have", "10000000")
+
+
+def test_train_refuses_a_missing_subset(small_scored_ws, tmp_path, capsys):
+    _train_refused(small_scored_ws, tmp_path / "gone.npy", capsys, "does not exist")
+
+
+def test_report_draws_accuracy_against_the_fraction_kept(small_scored_ws, tmp_path):
+    from curate.report import pruning
+    from curate.workspace import Workspace
+
+    ws = Workspace.resolve(str(small_scored_ws))
+    args = ["--workspace", str(small_scored_ws), "--set", "train.members=2"]
+    args += ["--set", "train.epochs=1", "--set", "train.log_splits=test"]
+    args += ["--set", "train.precision=fp32", "--set", "train.seed=5"]
+    for keep in ("0.5", "0.8"):
+        out = tmp_path / f"r{keep}.npy"
+        assert (
+            _prune(small_scored_ws, "--keep", keep, "--strategy", "random", "--out", str(out)) == 0
+        )
+        assert main(["train", "digits", "--run", f"rep-{keep}", "--subset", str(out), *args]) == 0
+    assert main(["train", "digits", "--run", "rep-full", *args]) == 0
+    sec = pruning.section(ws, "digits", tmp_path)
+    assert sec is not None and (tmp_path / "pruning_accuracy.png").stat().st_size > 1000
+    pruned, full = pruning.retrainings(ws, "digits")
+    assert set(full["run"]) == {"rep-full"}  # only the run of the same recipe counts as full data
+    accs = catalog_rows(
+        small_scored_ws,
+        "SELECT final_acc->>'test' FROM members WHERE run = 'rep-full' ORDER BY member",
+    )
+    full_acc = float(np.mean([float(a) for (a,) in accs]))
+    by_name = {h.quantity: h.values["test"] for h in sec.headlines}
+    assert abs(by_name["accuracy on full data, same recipe"] - full_acc) < 1e-9
+    mine = pruned[pruned["run"].str.startswith("rep-")]
+    assert sorted(mine["keep"].unique().tolist()) == [0.5, 0.8]
+    # no retraining drew from another run's scores
+    assert pruning.section(ws, "no-such-run", tmp_path) is None
+
+
+@pytest.mark.slow
+def test_a_streamed_jpeg_dataset_trains_on_its_subset(tmp_path):
+    """JPEG storage streams from ffcv: the subset becomes the loader's indices."""
+    import pyarrow.parquet as pq
+    from test_ingest import _imagenet_tree
+
+    _imagenet_tree(tmp_path / "ILSVRC", flat_val=True)
+    ws = tmp_path / "ws"
+    over = ["--set", "dataset.source=" + repr(str(tmp_path / "ILSVRC")).replace("'", '"')]
+    over += ["--set", "loader.crop_size=16", "--set", "loader.batch_size=2"]
+    assert main(["ingest", "imagenet", "--workspace", str(ws), *over]) == 0
+    idx = sorted(i for (i,) in catalog_rows(ws, "SELECT idx FROM instances WHERE split = 'train'"))
+    keep = np.array(idx[::2], np.int64)
+    np.save(tmp_path / "half.npy", keep)
+    args = ["train", "imagenet-mini", "--workspace", str(ws), "--run", "jpeg-sub", "--arch", "mlp"]
+    args += ["--members", "2", "--epochs", "1", "--subset", str(tmp_path / "half.npy"), *over]
+    assert main(args + ["--set", "train.log_train_pass=true"]) == 0
+    fwd = list((ws / "runs" / "jpeg-sub" / "predictions" / "pass=train-forward").rglob("*.parquet"))
+    seen = set(np.concatenate([pq.read_table(p)["idx"].to_numpy() for p in fwd]).tolist())
+    assert len(fwd) == 2 and seen <= set(keep.tolist()) and len(seen) >= len(keep) - 1
