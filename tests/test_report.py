@@ -156,7 +156,9 @@ def test_every_section_written_and_embedded(report, small_scored_ws):
     # every figure has a caption naming its paper figure and this run's numbers
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", html, re.S)
     assert len(captions) == len(meta["figures"])
-    assert all("Paper" in c or "Hacohen et al. found" in c for c in captions)
+    # the pruning figure (present once a test trained on a pruned subset of this workspace) names
+    # the pruning papers instead of a figure of the three papers
+    assert all("Paper" in c or "Hacohen et al. found" in c or "Paul et al." in c for c in captions)
 
 
 def test_page_is_self_contained(report):

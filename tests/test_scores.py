@@ -261,7 +261,14 @@ def test_query_formats_and_refusals(digits_ws, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0] == "idx,label"
     assert (
         main(
-            ["query", "SELECT count(*) AS n FROM instances", "--format", "json", "--workspace", ws]
+            [
+                "query",
+                "SELECT count(*) AS n FROM instances WHERE dataset = 'digits'",  # shared workspace
+                "--format",
+                "json",
+                "--workspace",
+                ws,
+            ]
         )
         == 0
     )
@@ -271,7 +278,7 @@ def test_query_formats_and_refusals(digits_ws, tmp_path, capsys):
         main(
             [
                 "query",
-                "SELECT * FROM instances",
+                "SELECT * FROM instances WHERE dataset = 'digits'",
                 "--format",
                 "parquet",
                 "--out",

@@ -111,6 +111,7 @@ class _OpenPart:
     pred: np.ndarray
     p_true: np.ndarray
     margin: np.ndarray
+    el2n: np.ndarray
     seen: np.ndarray
     count: int
     lock: ExitStack
@@ -319,10 +320,11 @@ class Recorder:
                 "instance once per part (a new epoch is a new part)"
             )
         y = torch.from_numpy(rows.labels[pos]).to(z.device)
-        pred, p_true, margin = _stats(z, y, self.data.multilabel)
+        pred, p_true, margin, el2n = _stats(z, y, self.data.multilabel)
         if part is None:
             part = self._open[key] = self._start(key, len(rows.idx))
         part.pred[pos], part.p_true[pos], part.margin[pos] = pred, p_true, margin
+        part.el2n[pos] = el2n
         part.seen[pos] = True
         part.count += len(pos)
         self._device = z.device.type
@@ -372,6 +374,7 @@ class Recorder:
             np.zeros(n, wide),
             np.zeros(n, np.float32),
             np.zeros(n, np.float32),
+            np.zeros(n, np.float32),
             np.zeros(n, bool),
             0,
             stack,
@@ -388,6 +391,7 @@ class Recorder:
                 part.p_true,
                 part.margin,
                 wide=self.data.multilabel,
+                el2n=part.el2n,  # as `curate train` logs it: EL2N of these logits
             )
         finally:
             part.lock.close()
@@ -552,11 +556,12 @@ def _as_logits(logits, n: int, k: int, key):
 
 
 def _stats(z, y, multilabel: bool):
-    from curate.train.logits import logit_stats, multilabel_stats
+    from curate.train.logits import error_norm, logit_stats, multilabel_stats
 
     stats = multilabel_stats if multilabel else logit_stats
     pred, p_true, margin = stats(z.unsqueeze(1), y)
-    return (t[0].cpu().numpy() for t in (pred, p_true, margin))
+    el2n = error_norm(z.unsqueeze(1), y, multilabel)
+    return tuple(t[0].cpu().numpy() for t in (pred, p_true, margin, el2n))
 
 
 def _name(key: tuple[str, int, int]) -> str:
