@@ -25,8 +25,19 @@ catalog row) is not trained again. The JSON is written after every retraining wi
 missing listed, so a stopped benchmark leaves its partial figures. `--stop-at HH:MM` (UTC) starts
 no new retraining after that time.
 
+`--equal-steps`: the same cells at equal optimiser steps instead of equal epochs. A subset keeping
+the fraction F retrains for round(E / F) epochs (nearest integer, halves up; F = 0.5 at E = 3 gives
+6), so its steps match the full-data run's E epochs to within one epoch of the subset. These cells
+go to their own section of the JSON, `cells_equal_steps` (run names `<cell>-eqsteps`, each with its
+epochs), next to the fixed-epoch figures, which stay as they are; the scoring run, the subsets and
+the full-data run are reused from the work dir (the JSON's `setting` must match, `--fractions`
+aside). `--methods` restricts the cells to the labels named (`method-strategy` as in the JSON's
+summary, e.g. `accessibility-easy,random-random`, or an accessibility strategy alone, e.g. `ccs`).
+
     python benchmarks/bench_prune.py                        # the full setting: 50,000 images
     python benchmarks/bench_prune.py --train-n 10000 --epochs 4   # a CPU-sized setting
+    python benchmarks/bench_prune.py --train-n 10000 --epochs 3 --width 16 --threads 1 \
+        --equal-steps --fractions 0.5 --methods easy,random-random   # at equal steps
 
 Figures: benchmarks/results/prune.json. The ratio printed: accuracy at 50 % kept (best strategy)
 over the full-data accuracy.
@@ -37,6 +48,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import resource
 import subprocess
@@ -78,12 +90,12 @@ def curate(args, *cli: str, log: Path) -> float:
     return cpu_seconds_children() - t0
 
 
-def sets(args, *extra: str) -> list[str]:
+def sets(args, *extra: str, epochs: int | None = None) -> list[str]:
     values = [
         f"dataset.source={args.source}",
         f"dataset.max_per_split={args.train_n}",
         "score.stats=false",
-        f"train.epochs={args.epochs}",
+        f"train.epochs={epochs or args.epochs}",
         f"train.precision={args.precision}",
         f"train.threads={args.threads}",
         *([f"train.width={args.width}"] if args.width else []),
@@ -106,19 +118,25 @@ def cell_name(method: str, strategy: str, keep: float) -> str:
     return f"{method}-{strategy}-{int(round(keep * 100))}".replace("@", "at")
 
 
-def member_test_acc(args, run: str) -> list[float] | None:
+def equal_steps_epochs(epochs: int, keep: float) -> int:
+    """Epochs on a subset keeping `keep` that match `epochs` full-data epochs in steps:
+    round(epochs / keep), the nearest integer, halves up."""
+    return max(1, math.floor(epochs / keep + 0.5))
+
+
+def member_test_acc(args, run: str, epochs: int | None = None) -> list[float] | None:
     """Every member's test accuracy at the last epoch of a finished run; None if not finished."""
     rows = query(
         args, "SELECT final_acc, epochs_done FROM members WHERE run = ? ORDER BY member", [run]
     )
-    if not rows or any(e < args.epochs for _, e in rows):
+    if not rows or any(e < (epochs or args.epochs) for _, e in rows):
         return None
     return [json.loads(f)["test"] for f, _ in rows]
 
 
-def retrain(args, run: str, subset: Path | None, log: Path) -> dict:
-    """Train the retraining recipe (on the subset); its cell."""
-    done = member_test_acc(args, run)
+def retrain(args, run: str, subset: Path | None, log: Path, epochs: int | None = None) -> dict:
+    """Train the retraining recipe (on the subset, for `epochs`, default `--epochs`); its cell."""
+    done = member_test_acc(args, run, epochs)
     cpu = None
     if done is None:
         extra = [
@@ -129,9 +147,11 @@ def retrain(args, run: str, subset: Path | None, log: Path) -> dict:
         if subset is not None:
             extra.append(f"train.subset={subset}")
         t0 = time.time()
-        cpu = curate(args, "train", RECIPE, "--run-name", run, *sets(args, *extra), log=log)
+        cpu = curate(
+            args, "train", RECIPE, "--run-name", run, *sets(args, *extra, epochs=epochs), log=log
+        )
         wall = time.time() - t0
-        done = member_test_acc(args, run)
+        done = member_test_acc(args, run, epochs)
     else:
         wall = None
     acc = np.array(done)
@@ -205,6 +225,121 @@ def write(args, results: dict, planned: list[str]) -> None:
     tmp.replace(args.out)
 
 
+def select_methods(spec: str | None) -> list[tuple[str, str, str]]:
+    """The METHODS named in `spec` (comma-separated `method-strategy` labels, or an accessibility
+    strategy alone); all of them if `spec` is None."""
+    if not spec:
+        return list(METHODS)
+    chosen = []
+    for name in (n.strip() for n in spec.split(",") if n.strip()):
+        hits = [t for t in METHODS if name in (f"{t[0]}-{t[2]}", cell_name(t[0], t[2], 0)[:-2])]
+        hits = hits or [t for t in METHODS if t[0] in ("accessibility", "random") and t[2] == name]
+        if len(hits) != 1:
+            labels = ", ".join(f"{m}-{s}" for m, _, s in METHODS)
+            print(
+                f"error: --methods: unknown method {name!r}; use one of {labels}", file=sys.stderr
+            )
+            raise SystemExit(2)
+        if hits[0] not in chosen:
+            chosen.append(hits[0])
+    return chosen
+
+
+def write_equal_steps(args, results: dict, planned: list[str]) -> None:
+    """The equal-steps section: its cells, the cells still missing, and per fraction each
+    method's accuracy against full data and against the same cell at fixed epochs."""
+    cells = results["cells_equal_steps"]
+    full = results["full"]["test_acc_mean"] if results.get("full") else None
+    by_fraction: dict = {}
+    for c in cells.values():
+        label = f"{c['method']}-{c['strategy']}"
+        row = by_fraction.setdefault(f"{c['keep']:g}", {"epochs": c["epochs"], "acc": {}})
+        fixed = c.get("fixed_epochs_test_acc_mean")
+        row["acc"][label] = {
+            "equal_steps": c["test_acc_mean"],
+            "minus_full": None if full is None else c["test_acc_mean"] - full,
+            "fixed_epochs": fixed,
+            "minus_fixed_epochs": None if fixed is None else c["test_acc_mean"] - fixed,
+        }
+    for row in by_fraction.values():
+        best = max(row["acc"], key=lambda k: row["acc"][k]["equal_steps"])
+        row["best"] = best
+        row["best_minus_full"] = row["acc"][best]["minus_full"]
+    sec = results.setdefault("equal_steps", {})
+    sec["rule"] = (
+        "a subset keeping F retrains for round(E / F) epochs (nearest, halves up), E = "
+        f"{args.epochs}: training instances seen match the full-data run's to within one "
+        "epoch of the subset; equal steps = equal training compute to full data"
+    )
+    sec["planned"] = sorted(set(sec.get("planned", [])) | set(planned))
+    sec["missing_cells"] = [c for c in sec["planned"] if c not in cells]
+    sec["by_fraction"] = by_fraction
+    half = by_fraction.get("0.5")
+    if half and half["best_minus_full"] is not None:
+        sec["target_50pct_within_1pt_of_full"] = half["best_minus_full"] >= -0.01
+    sec["written_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(args.out)
+
+
+def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log: Path) -> None:
+    """The equal-steps cells, added to the fixed-epoch figures already in `--out`."""
+
+    def bare(setting: dict) -> dict:
+        return {k: v for k, v in setting.items() if k != "fractions"}
+
+    if not old or bare(old.get("setting", {})) != bare(results["setting"]):
+        print(
+            f"error: --equal-steps adds to the fixed-epoch figures in {args.out}, whose setting "
+            "differs or is missing; pass the setting recorded there (--train-n, --epochs, "
+            "--width, --threads, --precision, members, seed) or run without --equal-steps first",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    res = old
+    if res.get("full") is None and not past(args.stop_at):
+        res["full"] = retrain(args, "full", None, log) | {"keep": 1.0}
+    res.setdefault("cells_equal_steps", {})
+    planned = [f"{cell_name(m, s, k)}-eqsteps" for k in args.fractions for m, _, s in methods]
+    write_equal_steps(args, res, planned)
+    n_full = res["setting"]["train_n"]
+    for k in args.fractions:
+        epochs = equal_steps_epochs(args.epochs, k)
+        for m, c, s in methods:
+            name = cell_name(m, s, k)
+            run = f"{name}-eqsteps"
+            if run in res["cells_equal_steps"]:
+                continue
+            if past(args.stop_at) and member_test_acc(args, run, epochs) is None:
+                continue
+            cell = retrain(args, run, subsets / f"{name}.npy", log, epochs)
+            side = json.loads((subsets / f"{name}.subset.json").read_text())
+            fixed = res["cells"].get(name)
+            res["cells_equal_steps"][run] = cell | {
+                "method": m,
+                "score": c,
+                "strategy": s,
+                "keep": k,
+                "n_train": side["n"],
+                "epochs": epochs,
+                "instances_seen_vs_full": epochs * side["n"] / (args.epochs * n_full),
+                "fixed_epochs_test_acc_mean": fixed["test_acc_mean"] if fixed else None,
+            }
+            write_equal_steps(args, res, planned)
+            print(
+                f"{run} ({epochs} epochs): test acc {cell['test_acc_mean']:.4f} "
+                f"+- {cell['test_acc_std']:.4f}",
+                flush=True,
+            )
+    half = res["equal_steps"]["by_fraction"].get("0.5")
+    if half and res.get("full"):
+        ratio = res["equal_steps"]["by_fraction"]["0.5"]["acc"][half["best"]]["equal_steps"]
+        ratio /= res["full"]["test_acc_mean"]
+        print(f"ratio: best at 50 % kept, equal steps / full data = {ratio:.4f} ({half['best']})")
+    print(f"wrote {args.out}; equal steps missing: {len(res['equal_steps']['missing_cells'])}")
+
+
 def past(stop_at: str | None) -> bool:
     if not stop_at:
         return False
@@ -242,7 +377,17 @@ def main() -> None:
     )
     ap.add_argument("--width", type=int, default=0, help="fastconv width (0 = the recipe's 32)")
     ap.add_argument("--stop-at", help="UTC HH:MM after which no new retraining starts")
+    ap.add_argument(
+        "--equal-steps",
+        action="store_true",
+        help="retrain each subset keeping F for round(E / F) epochs (cells_equal_steps)",
+    )
+    ap.add_argument(
+        "--methods",
+        help="comma-separated cells to run, e.g. accessibility-easy,random-random (default all)",
+    )
     args = ap.parse_args()
+    chosen = select_methods(args.methods)
     if not args.source.exists():
         raise SystemExit(f"{args.source} is missing; see ../shared/data/README")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -334,6 +479,9 @@ def main() -> None:
         "cells": {},
     }
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.equal_steps:
+        run_equal_steps(args, results, old, chosen, subsets, log)
+        return
     if old.get("setting") == results["setting"]:
         results["cells"] = old.get("cells", {})
         results["full"] = old.get("full")
@@ -342,7 +490,7 @@ def main() -> None:
         results["full"] = retrain(args, "full", None, log) | {"keep": 1.0}
         write(args, results, planned)
     for k in args.fractions:
-        for m, c, s in METHODS:
+        for m, c, s in chosen:
             name = cell_name(m, s, k)
             if name in results["cells"]:
                 continue
