@@ -74,16 +74,7 @@ def _read_labels(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], 
         raise CurateError(f"--labels {path}: no such file; give {FORMS}")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except Exception as e:
-            raise CurateError(f"--labels {path}: not a readable CSV ({e})") from None
-        df.columns = [c.strip().lower() for c in df.columns]
-        if sorted(df.columns) != ["idx", "label", "split"]:
-            raise CurateError(
-                f"--labels {path}: the header must be split,idx,label (found "
-                f"{','.join(df.columns)})"
-            )
+        df = _read_csv(path, "--labels", "label", skipinitialspace=True)
         idx = pd.to_numeric(df["idx"], errors="coerce")
         bad = idx.isna() | (idx != idx.round()) | (idx < 0)
         if bad.any():
@@ -159,15 +150,7 @@ def _class_indices(values: np.ndarray, classes: list[str], path: Path) -> np.nda
 
 def _read_paths(path: Path, splits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """split -> (N,) object array of file paths (None where the file lists none)."""
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise CurateError(f"--paths {path}: not a readable CSV ({e})") from None
-    df.columns = [c.strip().lower() for c in df.columns]
-    if sorted(df.columns) != ["idx", "path", "split"]:
-        raise CurateError(
-            f"--paths {path}: the header must be split,idx,path (found {','.join(df.columns)})"
-        )
+    df = _read_csv(path, "--paths", "path")
     out = {s: np.full(len(i), None, object) for s, i in splits.items()}
     for split, rows in df.groupby("split", sort=False).groups.items():
         if split not in splits:
@@ -338,3 +321,17 @@ def add_flags(p) -> None:
         help="ingest labels: class names, a file with one per line or a,b,c (default: the CSV's "
         "sorted names, else 0..K-1)",
     )
+
+
+def _read_csv(path: Path, flag: str, value: str, skipinitialspace: bool = False) -> pd.DataFrame:
+    """A split,idx,<value> CSV as strings, its header lower-cased; one error naming `flag` else."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=skipinitialspace)
+    except Exception as e:
+        raise CurateError(f"{flag} {path}: not a readable CSV ({e})") from None
+    df.columns = [c.strip().lower() for c in df.columns]
+    if sorted(df.columns) != sorted(["idx", value, "split"]):
+        raise CurateError(
+            f"{flag} {path}: the header must be split,idx,{value} (found {','.join(df.columns)})"
+        )
+    return df
