@@ -33,12 +33,15 @@ report: install
 	$(BIN)/curate report "$(REPORT_RUN)" --workspace "$(WORKSPACE)" \
 		--out "$(WORKSPACE)/reports/$(REPORT_RUN)" $(REPORT_ARGS)
 
+# one worker per usable core (pytest-xdist); a test module stays on one worker, so its module fixtures
+# are built once; PYTEST_ARGS adds options, e.g. PYTEST_ARGS='-n 0' for one process
+PYTEST_ARGS ?=
 test: install
 	@scripts/install-browser.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check curate tests benchmarks app

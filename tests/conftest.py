@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
+import os
 import pickle
+import shutil
 import struct
 from pathlib import Path
 
@@ -172,16 +175,36 @@ def digits_ws(tmp_path_factory) -> Path:
     return ws
 
 
+def _shared_tmp(tmp_path_factory) -> Path:
+    """This session's temporary root: shared by every worker under `pytest -n`, this process's own
+    otherwise (never a directory an earlier session left behind)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
-def small_scored_ws(tmp_path_factory) -> Path:
-    """`curate run digits` with 4 members, 2 epochs, split tolerance 1: a small real catalog with image
-    statistics, scores and a prediction log, shared by the curriculum, pairs and app tests (read-only
-    for them, apart from extra runs)."""
+def _small_scored_template(tmp_path_factory) -> Path:
+    """`curate run digits` with 4 members, 2 epochs, split tolerance 1, built once per session (the
+    first worker to ask builds it under a lock, the others wait) and never written to afterwards."""
     from curate.cli import main
 
-    ws = tmp_path_factory.mktemp("small-scored")
-    args = ["--set", "train.members=4", "--set", "train.epochs=2", "--set", "score.tol=1"]
-    assert main(["run", "digits", "--workspace", str(ws), *args]) == 0
+    ws = _shared_tmp(tmp_path_factory) / "small-scored-template"
+    with open(str(ws) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # blocks until the builder is done
+        if not (ws / ".built").exists():
+            shutil.rmtree(ws, ignore_errors=True)  # a build that failed part-way
+            args = ["--set", "train.members=4", "--set", "train.epochs=2", "--set", "score.tol=1"]
+            assert main(["run", "digits", "--workspace", str(ws), *args]) == 0
+            (ws / ".built").touch()
+    return ws
+
+
+@pytest.fixture(scope="module")
+def small_scored_ws(_small_scored_template, tmp_path_factory) -> Path:
+    """A small real catalog with image statistics, scores and a prediction log (run `digits`): a
+    fresh copy per test module, so the runs one module adds never reach another's assertions."""
+    ws = tmp_path_factory.mktemp("small-scored") / "ws"
+    shutil.copytree(_small_scored_template, ws, ignore=shutil.ignore_patterns(".built"))
     return ws
 
 

@@ -21,14 +21,10 @@ APP = str(ROOT / "app" / "app.py")
 
 
 @pytest.fixture(scope="module")
-def ws(small_scored_ws, tmp_path_factory):
-    """A copy: AppTest runs the app in this process, and its cached read-only connection would stop
-    other tests from writing to the shared workspace."""
-    import shutil
-
-    copy = tmp_path_factory.mktemp("app") / "ws"
-    shutil.copytree(small_scored_ws, copy)
-    return copy
+def ws(small_scored_ws):
+    """This module's own copy of the small scored workspace (the app's cached read-only connection
+    holds it open)."""
+    return small_scored_ws
 
 
 @pytest.fixture()

@@ -478,3 +478,20 @@ def test_shared_input_pass_equals_each_member_on_its_copy(arch, shape):
         each = torch.stack([mem(x) for mem in members], 1)
     assert shared.shape == (5, 3, 10)
     assert torch.allclose(shared, each, atol=1e-10)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_all_cores_means_the_cores_this_process_may_use():
+    """threads = 0 under `taskset -c <one core>` (or a Slurm step of one core): torch gets 1 thread,
+    not one per core of the machine."""
+    from curate.cores import usable_cores
+
+    mask = os.sched_getaffinity(0)
+    assert usable_cores() == len(mask)
+    code = (
+        "import os; os.sched_setaffinity(0, {%d}); import torch; "
+        "from curate.cores import usable_cores; from curate.train.placement import place; "
+        "place('cpu', 0); print(usable_cores(), torch.get_num_threads())" % min(mask)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from curate import catalog
 from curate.config import DatasetConfig, check_name
+from curate.cores import usable_cores
 from curate.data import labels as label_files
 from curate.data.formats import read_source
 from curate.data.formats.base import SourceData, Split, decode_image
@@ -47,7 +47,7 @@ class IngestResult:
 
 
 def _workers(n: int) -> int:
-    return n if n > 0 else max(1, os.cpu_count() or 1)
+    return n if n > 0 else usable_cores()
 
 
 def _decode_chunk(

@@ -9,7 +9,6 @@ labels and int64 instance ids. Tensors are fresh each batch (safe to keep).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from curate.config import LoaderConfig
+from curate.cores import usable_cores
 from curate.data.augment import augment, normalize
 from curate.errors import CurateError
 from curate.workspace import Workspace
@@ -205,7 +205,7 @@ def make_loader(
         )
     else:
         decoder = NDArrayDecoder()
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = cfg.workers or usable_cores()
     loader = Loader(
         str(info.beton(split)),
         batch_size=batch_size or (cfg.batch_size if mode == "train" else cfg.eval_batch_size),

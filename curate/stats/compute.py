@@ -30,6 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from curate import __version__, catalog
+from curate.cores import usable_cores
 from curate.data.formats.base import decode_image
 from curate.data.loader import dataset_info
 from curate.data.pixels import read_split_uint8
@@ -174,7 +175,7 @@ def compute_stats(
                     )
                 )
             k += 1
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     total = sum(len(j["idx"]) for j, _ in mine)
     with tqdm(total=total, desc=f"stats {dataset}", unit="img", disable=quiet or rank != 0) as bar:
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from curate.cores import usable_cores
 from curate.errors import CurateError
 
 
@@ -43,7 +44,7 @@ def place(device: str, threads: int) -> Placement:
         backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
     dev = _device(device, local)
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world))
+    torch.set_num_threads(threads or max(1, usable_cores() // world))
     return Placement(world, rank(), local, dev)
 
 
