@@ -489,9 +489,9 @@ def test_all_cores_means_the_cores_this_process_may_use():
     mask = os.sched_getaffinity(0)
     assert usable_cores() == len(mask)
     code = (
-        "import os; os.sched_setaffinity(0, {%d}); import torch; "
+        f"import os; os.sched_setaffinity(0, {{{min(mask)}}}); import torch; "
         "from curate.cores import usable_cores; from curate.train.placement import place; "
-        "place('cpu', 0); print(usable_cores(), torch.get_num_threads())" % min(mask)
+        "place('cpu', 0); print(usable_cores(), torch.get_num_threads())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1"]
