@@ -25,9 +25,9 @@ catalog row) is not trained again. The JSON is written after every retraining wi
 missing listed, so a stopped benchmark leaves its partial figures. `--stop-at HH:MM` (UTC) starts
 no new retraining after that time.
 
-`--equal-steps`: the same cells at equal optimiser steps instead of equal epochs. A subset keeping
-the fraction F retrains for round(E / F) epochs (nearest integer, halves up; F = 0.5 at E = 3 gives
-6), so its steps match the full-data run's E epochs to within one epoch of the subset. These cells
+`--equal-steps`: the same cells at equal optimiser steps instead of equal epochs, trained with
+`train.equal_steps = true`: a subset keeping the fraction F retrains for round(E / F) epochs
+(nearest integer, halves up; F = 0.5 at E = 3 gives 6), so its steps match the full-data run's E epochs to within one epoch of the subset. These cells
 go to their own section of the JSON, `cells_equal_steps` (run names `<cell>-eqsteps`, each with its
 epochs), next to the fixed-epoch figures, which stay as they are; the scoring run, the subsets and
 the full-data run are reused from the work dir (the JSON's `setting` must match, `--fractions`
@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import resource
 import subprocess
@@ -118,12 +117,6 @@ def cell_name(method: str, strategy: str, keep: float) -> str:
     return f"{method}-{strategy}-{int(round(keep * 100))}".replace("@", "at")
 
 
-def equal_steps_epochs(epochs: int, keep: float) -> int:
-    """Epochs on a subset keeping `keep` that match `epochs` full-data epochs in steps:
-    round(epochs / keep), the nearest integer, halves up."""
-    return max(1, math.floor(epochs / keep + 0.5))
-
-
 def member_test_acc(args, run: str, epochs: int | None = None) -> list[float] | None:
     """Every member's test accuracy at the last epoch of a finished run; None if not finished."""
     rows = query(
@@ -134,8 +127,11 @@ def member_test_acc(args, run: str, epochs: int | None = None) -> list[float] | 
     return [json.loads(f)["test"] for f, _ in rows]
 
 
-def retrain(args, run: str, subset: Path | None, log: Path, epochs: int | None = None) -> dict:
-    """Train the retraining recipe (on the subset, for `epochs`, default `--epochs`); its cell."""
+def retrain(
+    args, run: str, subset: Path | None, log: Path, epochs: int | None = None, equal_steps=False
+) -> dict:
+    """Train the retraining recipe (on the subset, for `epochs`, default `--epochs`); its cell.
+    equal_steps: `--epochs` with train.equal_steps, which trains the subset `epochs` epochs."""
     done = member_test_acc(args, run, epochs)
     cpu = None
     if done is None:
@@ -146,9 +142,12 @@ def retrain(args, run: str, subset: Path | None, log: Path, epochs: int | None =
         ]
         if subset is not None:
             extra.append(f"train.subset={subset}")
+        if equal_steps:
+            extra.append("train.equal_steps=true")
+        asked = None if equal_steps else epochs
         t0 = time.time()
         cpu = curate(
-            args, "train", RECIPE, "--run-name", run, *sets(args, *extra, epochs=epochs), log=log
+            args, "train", RECIPE, "--run-name", run, *sets(args, *extra, epochs=asked), log=log
         )
         wall = time.time() - t0
         done = member_test_acc(args, run, epochs)
@@ -287,7 +286,8 @@ def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log:
     """The equal-steps cells, added to the fixed-epoch figures already in `--out`."""
 
     def bare(setting: dict) -> dict:
-        return {k: v for k, v in setting.items() if k != "fractions"}
+        out = {k: v for k, v in setting.items() if k != "fractions"}
+        return out | {"score_epochs": setting.get("score_epochs", setting.get("epochs"))}
 
     if not old or bare(old.get("setting", {})) != bare(results["setting"]):
         print(
@@ -303,18 +303,20 @@ def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log:
     res.setdefault("cells_equal_steps", {})
     planned = [f"{cell_name(m, s, k)}-eqsteps" for k in args.fractions for m, _, s in methods]
     write_equal_steps(args, res, planned)
+    from curate.train.run import equal_steps_epochs  # the rule train.equal_steps applies
+
     n_full = res["setting"]["train_n"]
     for k in args.fractions:
-        epochs = equal_steps_epochs(args.epochs, k)
         for m, c, s in methods:
             name = cell_name(m, s, k)
             run = f"{name}-eqsteps"
             if run in res["cells_equal_steps"]:
                 continue
+            side = json.loads((subsets / f"{name}.subset.json").read_text())
+            epochs = equal_steps_epochs(args.epochs, side["n"] / n_full)
             if past(args.stop_at) and member_test_acc(args, run, epochs) is None:
                 continue
-            cell = retrain(args, run, subsets / f"{name}.npy", log, epochs)
-            side = json.loads((subsets / f"{name}.subset.json").read_text())
+            cell = retrain(args, run, subsets / f"{name}.npy", log, epochs, equal_steps=True)
             fixed = res["cells"].get(name)
             res["cells_equal_steps"][run] = cell | {
                 "method": m,
@@ -357,6 +359,12 @@ def main() -> None:
     )
     ap.add_argument("--score-members", type=int, default=4)
     ap.add_argument(
+        "--score-epochs",
+        type=int,
+        default=0,
+        help="epochs of the scoring run (0 = --epochs); el2n@E is scored at its last epoch",
+    )
+    ap.add_argument(
         "--retrain-members", type=int, default=2, help="seeds per cell (members of one run)"
     )
     ap.add_argument("--retrain-seed", type=int, default=1)
@@ -387,6 +395,7 @@ def main() -> None:
         help="comma-separated cells to run, e.g. accessibility-easy,random-random (default all)",
     )
     args = ap.parse_args()
+    args.score_epochs = args.score_epochs or args.epochs
     chosen = select_methods(args.methods)
     if not args.source.exists():
         raise SystemExit(f"{args.source} is missing; see ../shared/data/README")
@@ -404,7 +413,7 @@ def main() -> None:
             RECIPE,
             "--run-name",
             "score",
-            *sets(args, f"train.members={args.score_members}"),
+            *sets(args, f"train.members={args.score_members}", epochs=args.score_epochs),
             log=log,
         )
         state["score_cpu_seconds"] = cpu
@@ -414,7 +423,7 @@ def main() -> None:
     planned = [cell_name(m, s, k) for k in args.fractions for m, _, s in METHODS]
     # subsets of every cell, el2n@E first (scored at the last epoch), then the rest at epoch 1
     for el2n_epoch, methods in (
-        (args.epochs, ["el2n@E"]),
+        (args.score_epochs, ["el2n@E"]),
         (1, [m for m, _, _ in METHODS if m != "el2n@E"]),
     ):
         todo = [
@@ -442,7 +451,7 @@ def main() -> None:
                 log=log,
             )
     run_row = query(args, "SELECT train_seconds, mean_final_acc FROM runs WHERE run = 'score'")
-    m_e = args.score_members * args.epochs
+    m_e = args.score_members * args.score_epochs
     cpu = state["score_cpu_seconds"]
     results = {
         "benchmark": "bench_prune",
@@ -452,6 +461,7 @@ def main() -> None:
             "test_n": min(args.train_n, 10000) if args.train_n else 10000,
             "recipe": RECIPE,
             "epochs": args.epochs,
+            "score_epochs": args.score_epochs,
             "score_members": args.score_members,
             "retrain_members": args.retrain_members,
             "retrain_seed": args.retrain_seed,
@@ -472,7 +482,10 @@ def main() -> None:
             "in-between/ccs (accessibility, ddd)": {"member_epochs": m_e, "cpu_seconds": cpu},
             "forgetting": {"member_epochs": m_e, "cpu_seconds": cpu},
             "el2n@E": {"member_epochs": m_e, "cpu_seconds": cpu},
-            "el2n@1": {"member_epochs": args.score_members, "cpu_seconds": cpu / args.epochs},
+            "el2n@1": {
+                "member_epochs": args.score_members,
+                "cpu_seconds": cpu / args.score_epochs,
+            },
             "random": {"member_epochs": 0, "cpu_seconds": 0.0},
         },
         "full": None,

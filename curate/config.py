@@ -156,6 +156,10 @@ class TrainConfig:
     # an idx list of the train split from `curate prune` (.npy/.csv/.parquet): train on those
     # instances only (every split is still evaluated); the run's identity records its checksum
     subset: str = ""
+    # with train.subset: train round(epochs / F) epochs (nearest, halves up), F the fraction of the
+    # train split the subset keeps, so the run takes as many optimiser steps as `epochs` epochs of
+    # the whole split (equal training compute); the run records the epochs it trained
+    equal_steps: bool = False
     # splits the eval pass logs after every epoch (empty = every split); a run that logs no
     # `train` split cannot be scored, only read for its accuracy (retraining experiments)
     log_splits: tuple[str, ...] = ()

@@ -213,6 +213,53 @@ def test_training_on_a_subset_draws_only_from_it(small_scored_ws, tmp_path):
     assert json.loads((run_dir / "run.json").read_text()) == ident
 
 
+def test_equal_steps_epochs_by_hand():
+    from curate.train.run import equal_steps_epochs
+
+    # round(E / F), halves up: 3 / 0.5 = 6, 3 / 0.3 = 10, 3 / 0.7 = 4.29, 3 / 0.9 = 3.33,
+    # 1 / 0.4 = 2.5 (up to 3), 2 / 0.8 = 2.5 (3), and never below one epoch
+    cases = [(3, 0.5, 6), (3, 0.3, 10), (3, 0.7, 4), (3, 0.9, 3), (1, 0.4, 3), (2, 0.8, 3)]
+    for epochs, keep, want in cases:
+        assert equal_steps_epochs(epochs, keep) == want, (epochs, keep)
+    assert equal_steps_epochs(1, 1.0) == 1
+
+
+def test_equal_steps_trains_the_subset_for_as_many_steps(small_scored_ws, tmp_path):
+    """Half of the train split at E = 1 trains 2 epochs; the run records them; without a subset the
+    key changes nothing."""
+    import pyarrow.parquet as pq
+
+    ws = str(small_scored_ws)
+    out = tmp_path / "half.npy"
+    assert _prune(small_scored_ws, "--keep", "0.5", "--strategy", "random", "--out", str(out)) == 0
+    ((n_train,),) = catalog_rows(
+        small_scored_ws,
+        "SELECT count(*) FROM instances WHERE dataset = 'digits' AND split = 'train'",
+    )
+    assert abs(len(np.load(out)) / n_train - 0.5) < 1 / n_train  # 1 / F within 2 +- 0.01: 2 epochs
+    args = ["--workspace", ws, "--set", "train.members=2", "--set", "train.epochs=1"]
+    args += ["--set", "train.log_train_pass=true", "--set", "train.precision=fp32"]
+    assert (
+        main(["train", "digits", "--run", "eq", "--subset", str(out), "--equal-steps", *args]) == 0
+    )
+    run_dir = small_scored_ws / "runs" / "eq"
+    ident = json.loads((run_dir / "run.json").read_text())
+    assert ident["train"]["epochs"] == 2 and ident["train"]["equal_steps"] is True
+    rows = catalog_rows(small_scored_ws, "SELECT epochs_done FROM members WHERE run = 'eq'")
+    assert sorted(rows) == [(2,), (2,)]
+    fwd = list((run_dir / "predictions" / "pass=train-forward").rglob("*.parquet"))
+    seen = sum(
+        pq.read_table(p).num_rows for p in fwd
+    )  # instances drawn over both epochs, both members
+    assert 2 * 2 * (len(np.load(out)) - 64) <= seen <= 2 * 2 * len(np.load(out))
+    # no subset: equal steps keeps the epochs
+    assert (
+        main(["train", "digits", "--run", "eq-full", "--set", "train.equal_steps=true", *args]) == 0
+    )
+    rows = catalog_rows(small_scored_ws, "SELECT epochs_done FROM members WHERE run = 'eq-full'")
+    assert sorted(rows) == [(1,), (1,)]
+
+
 def test_log_splits_logs_only_those(small_scored_ws):
     args = ["--workspace", str(small_scored_ws), "--set", "train.members=2"]
     args += ["--set", "train.epochs=1", "--set", "train.log_splits=test"]

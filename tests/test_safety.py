@@ -178,11 +178,16 @@ def test_app_serves_on_loopback_only_by_default(scored):
     finally:
         proc.terminate()
         proc.wait(10)
+    # stopping `curate app` stopped the server: nothing listens on the port any more
+    deadline = time.time() + 10
+    while time.time() < deadline and listening_addresses(port):
+        time.sleep(0.2)
+    assert not listening_addresses(port), "the server outlived `curate app`"
 
 
 def test_app_address_is_explicit(scored, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(os, "execve", lambda path, cmd, env: calls.append((cmd, env)))
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     assert main(["app", "--workspace", str(scored)]) == 0
     cmd, env = calls[-1]

@@ -13,7 +13,6 @@ from curate.workspace import Workspace
 def cmd_app(args: argparse.Namespace) -> int:
     """Serve app/app.py with Streamlit; this checkout's `curate` first on the app's PYTHONPATH."""
     import os
-    import subprocess
     from pathlib import Path
 
     checkout = Path(__file__).resolve().parents[2]
@@ -57,7 +56,12 @@ def cmd_app(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     path = os.pathsep.join([str(checkout)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    return subprocess.call(cmd, env={**os.environ, "PYTHONPATH": path})
+    sys.stdout.flush()  # execve drops what is still buffered
+    sys.stderr.flush()
+    # the server replaces this process: whatever stops `curate app` (Ctrl-C, kill, a scheduler
+    # ending the job) stops the server, and no orphan stays listening on the port
+    os.execve(cmd[0], cmd, {**os.environ, "PYTHONPATH": path})
+    return 0  # not reached (execve does not return)
 
 
 def add_app(sub: Subparsers) -> None:

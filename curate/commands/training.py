@@ -21,6 +21,7 @@ TRAIN_FLAGS = {
     "curriculum": "train.curriculum",
     "features": "train.features",
     "subset": "train.subset",
+    "equal_steps": "train.equal_steps",
 }
 
 
@@ -84,6 +85,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         "--subset",
         metavar="FILE",
         help="train on the train-split idx listed by `curate prune` (train.subset)",
+    )
+    p.add_argument(
+        "--equal-steps",
+        action="store_true",
+        default=None,
+        help="with --subset: train round(E / F) epochs, F the fraction kept, as many optimiser "
+        "steps as E epochs of the whole split (train.equal_steps)",
     )
     p.add_argument(
         "--features",
