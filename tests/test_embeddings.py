@@ -216,6 +216,22 @@ def test_an_unfinished_run_is_refused(net, capsys, tmp_path):
     assert "not finished" in err and "member 1 has 1 of 2 epochs" in err
 
 
+def test_a_recorded_run_is_refused_as_features(net, capsys):
+    """A run recorded from the user's own loop holds predictions, not weights: nothing to embed."""
+    from curate.record import Recorder
+
+    rec = Recorder(net, run="mine", dataset="digits", members=2, epochs=1)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        idx, _ = catalog.split_labels(Workspace(net), "digits", split)
+        for m in range(2):
+            for e in range(2):
+                rec.log(split, m, e, idx, rng.normal(size=(len(idx), 10)))
+    assert rec.close().complete
+    err = _refused(net, capsys, ["--learner", "adaboost", "--features", "mine"])
+    assert "recorded from your own training loop" in err and "pixels" in err
+
+
 def test_learner_is_the_strategy_flag():
     from curate.cli import build_parser
     from curate.commands.common import flags

@@ -35,13 +35,23 @@ if TYPE_CHECKING:
 SCHEMA: dict[str, list[tuple[str, str, str]]] = {
     "datasets": [
         ("dataset", "VARCHAR", "catalog name of the dataset"),
-        ("format", "VARCHAR", "ingest format: digits, mnist, cifar10, imagefolder, imagenet, ..."),
+        (
+            "format",
+            "VARCHAR",
+            "ingest format: digits, mnist, cifar10, imagefolder, imagenet, ...; labels for a "
+            "dataset registered from its labels alone (`curate ingest labels`)",
+        ),
         ("source", "VARCHAR", "where the raw data came from (path, or 'sklearn' / 'synthetic')"),
         ("num_classes", "INTEGER", "number of classes K"),
         ("class_names", "VARCHAR[]", "class names, position = label"),
         ("splits", "VARCHAR[]", "split names, e.g. [train, test]"),
         ("counts", "BIGINT[]", "instances per split, in the order of `splits`"),
-        ("storage", "VARCHAR", "how images are stored in the .beton: raw-uint8, float32 or jpeg"),
+        (
+            "storage",
+            "VARCHAR",
+            "how images are stored in the .beton: raw-uint8, float32 or jpeg; none when no "
+            "pixels are stored (registered from labels alone)",
+        ),
         ("image_shape", "INTEGER[]", "H, W, C of raw/float storage; NULL for jpeg (sizes vary)"),
         (
             "checksum",
@@ -122,7 +132,12 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         ("members", "INTEGER", "ensemble size M"),
         ("epochs", "INTEGER", "epochs E (the log also holds epoch 0, before training)"),
         ("seed", "BIGINT", "recipe seed every member's seeds derive from"),
-        ("strategy", "VARCHAR", "fused (members in one model) or separate (one model each)"),
+        (
+            "strategy",
+            "VARCHAR",
+            "the learner: fused (members in one model), separate (one model each), adaboost, "
+            "gboost; recorder for a run recorded in the user's own loop or imported logits",
+        ),
         ("device", "VARCHAR", "cpu or cuda"),
         ("world_size", "INTEGER", "processes that trained it (torchrun ranks)"),
         ("recipe", "JSON", "dataset, loader and train settings of the run"),
@@ -596,7 +611,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 
 # Bump on every change to SCHEMA or MIGRATIONS (see the module docstring). Catalogs made before the
 # version row existed have none: they count as version 0 and migrate on their first write.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: comments on datasets.format, .storage, runs.strategy
 
 # version -> statements run (once, in version order) when a catalog of an older version is opened
 # for writing, after create_statements(). Append new blocks at the end.

@@ -100,6 +100,12 @@ def source_run(ws: Workspace, run: str, dataset: str) -> SourceRun:
             f"train.features = {run!r}: that run trained on dataset {identity.get('dataset')!r}, "
             f"not on {dataset!r}; embed with a network run on {dataset}"
         )
+    if "recorder" in identity:  # curate.record / import-log: the network stayed in the user's loop
+        raise CurateError(
+            f"train.features = {run!r}: that run was recorded from your own training loop (or "
+            "imported), so curate holds none of its weights to embed with; use a run that "
+            f"`curate train {dataset}` trained, or train.features = pixels"
+        )
     net = _recipe(identity)
     epochs = net.train.epochs
     members = net.train.members
