@@ -5,7 +5,8 @@ under EL2N and forgetting scores, against the full-data accuracy.
 1. Ingest `../shared/data/cifar10-jpeg.tar.gz` (`--train-n N`: the first N train images, the
    standard order; the test split keeps min(N, 10,000) images, so N >= 10,000 tests on all of it).
 2. One scoring run: the `cifar10-label-issues` recipe (fastconv, width 32, one-cycle SGD, flips and
-   2-pixel shifts), `--score-members` members x `--epochs` epochs, scored by `curate score`.
+   2-pixel shifts; `--recipe` names another), `--score-members` members x `--score-epochs` epochs
+   (default `--epochs`), scored by `curate score`.
    Scores: accessibility (with the `ddd` split, used by in-between and, for ccs, as the score),
    forgetting_events (Toneva et al.: both from every epoch of the run) and el2n (Paul et al.: the
    members' mean error norm at epoch 1, `el2n@1`, and at the last epoch, `el2n@E`).
@@ -27,8 +28,8 @@ no new retraining after that time.
 
 `--equal-steps`: the same cells at equal optimiser steps instead of equal epochs, trained with
 `train.equal_steps = true`: a subset keeping the fraction F retrains for round(E / F) epochs
-(nearest integer, halves up; F = 0.5 at E = 3 gives 6), so its steps match the full-data run's E epochs to within one epoch of the subset. These cells
-go to their own section of the JSON, `cells_equal_steps` (run names `<cell>-eqsteps`, each with its
+(nearest integer, halves up; F = 0.5 at E = 3 gives 6), so its steps match the full-data run's
+E epochs to within one epoch of the subset. These cells go to their own section of the JSON, `cells_equal_steps` (run names `<cell>-eqsteps`, each with its
 epochs), next to the fixed-epoch figures, which stay as they are; the scoring run, the subsets and
 the full-data run are reused from the work dir (the JSON's `setting` must match, `--fractions`
 aside). `--methods` restricts the cells to the labels named (`method-strategy` as in the JSON's
@@ -38,6 +39,10 @@ summary, e.g. `accessibility-easy,random-random`, or an accessibility strategy a
     python benchmarks/bench_prune.py --train-n 10000 --epochs 4   # a CPU-sized setting
     python benchmarks/bench_prune.py --train-n 10000 --epochs 3 --width 16 --threads 1 \
         --equal-steps --fractions 0.5 --methods easy,random-random   # at equal steps
+    python benchmarks/bench_prune.py --train-n 10000 --epochs 10 --score-epochs 3 --width 16 \
+        --threads 2 --fractions 0.5 0.7 --out benchmarks/results/prune_e10.json   # longer training
+    python benchmarks/bench_prune.py --recipe cifar10-prune-gpu --epochs 200 --score-epochs 20 \
+        --precision auto --work benchmarks/.work/prune-gpu --out benchmarks/results/prune_gpu.json
 
 Figures: benchmarks/results/prune.json. The ratio printed: accuracy at 50 % kept (best strategy)
 over the full-data accuracy.
@@ -60,7 +65,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 SOURCE = DATA / "cifar10-jpeg.tar.gz"
-RECIPE = "cifar10-label-issues"
+RECIPE = "cifar10-label-issues"  # --recipe: another one (pipelines/cifar10-prune-gpu.toml)
 STRATEGIES = ("random", "easy", "hard", "in-between", "ccs")
 # (method label, catalog score column, strategy); el2n@E and el2n@1 differ in the scored epoch
 METHODS = [("accessibility", "accessibility", s) for s in STRATEGIES if s != "random"]
@@ -147,7 +152,13 @@ def retrain(
         asked = None if equal_steps else epochs
         t0 = time.time()
         cpu = curate(
-            args, "train", RECIPE, "--run-name", run, *sets(args, *extra, epochs=asked), log=log
+            args,
+            "train",
+            args.recipe,
+            "--run-name",
+            run,
+            *sets(args, *extra, epochs=asked),
+            log=log,
         )
         wall = time.time() - t0
         done = member_test_acc(args, run, epochs)
@@ -353,6 +364,9 @@ def past(stop_at: str | None) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", type=Path, default=SOURCE)
+    ap.add_argument(
+        "--recipe", default=RECIPE, help="the recipe of the scoring run and of every retraining"
+    )
     ap.add_argument("--train-n", type=int, default=0, help="first N train images (0 = all 50,000)")
     ap.add_argument(
         "--epochs", type=int, default=5, help="epochs of the scoring and every retraining run"
@@ -406,11 +420,11 @@ def main() -> None:
 
     # 1-2. ingest, the scoring run, its scores
     if "score_cpu_seconds" not in state:
-        curate(args, "ingest", RECIPE, *sets(args), log=log)
+        curate(args, "ingest", args.recipe, *sets(args), log=log)
         cpu = curate(
             args,
             "train",
-            RECIPE,
+            args.recipe,
             "--run-name",
             "score",
             *sets(args, f"train.members={args.score_members}", epochs=args.score_epochs),
@@ -459,7 +473,7 @@ def main() -> None:
             "dataset": "CIFAR-10 (cifar10-jpeg)",
             "train_n": args.train_n or 50000,
             "test_n": min(args.train_n, 10000) if args.train_n else 10000,
-            "recipe": RECIPE,
+            "recipe": args.recipe,
             "epochs": args.epochs,
             "score_epochs": args.score_epochs,
             "score_members": args.score_members,
