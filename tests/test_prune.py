@@ -365,11 +365,17 @@ def test_report_draws_accuracy_against_the_fraction_kept(small_scored_ws, tmp_pa
             _prune(small_scored_ws, "--keep", keep, "--strategy", "random", "--out", str(out)) == 0
         )
         assert main(["train", "digits", "--run", f"rep-{keep}", "--subset", str(out), *args]) == 0
+    half = ["--subset", str(tmp_path / "r0.5.npy"), "--equal-steps"]  # 2 epochs, the steps of 1
+    assert main(["train", "digits", "--run", "rep-0.5-eq", *half, *args]) == 0
     assert main(["train", "digits", "--run", "rep-full", *args]) == 0
     sec = pruning.section(ws, "digits", tmp_path)
     assert sec is not None and (tmp_path / "pruning_accuracy.png").stat().st_size > 1000
     pruned, full = pruning.retrainings(ws, "digits")
-    assert set(full["run"]) == {"rep-full"}  # only the run of the same recipe counts as full data
+    mine = pruned[pruned["run"].str.startswith("rep-")]
+    assert mine["family"].nunique() == 1  # equal steps: the family of the E it was asked for
+    family = mine["family"].iloc[0]
+    # only the run of the same recipe counts as full data
+    assert set(full[full["family"] == family]["run"]) == {"rep-full"}
     accs = catalog_rows(
         small_scored_ws,
         "SELECT final_acc->>'test' FROM members WHERE run = 'rep-full' ORDER BY member",
@@ -377,8 +383,11 @@ def test_report_draws_accuracy_against_the_fraction_kept(small_scored_ws, tmp_pa
     full_acc = float(np.mean([float(a) for (a,) in accs]))
     by_name = {h.quantity: h.values["test"] for h in sec.headlines}
     assert abs(by_name["accuracy on full data, same recipe"] - full_acc) < 1e-9
-    mine = pruned[pruned["run"].str.startswith("rep-")]
-    assert sorted(mine["keep"].unique().tolist()) == [0.5, 0.8]
+    assert set(zip(mine["keep"], mine["steps"], strict=True)) == {
+        (0.5, "equal epochs"),
+        (0.8, "equal epochs"),
+        (0.5, "equal steps"),
+    }
     # no retraining drew from another run's scores
     assert pruning.section(ws, "no-such-run", tmp_path) is None
 

@@ -17,21 +17,32 @@ from curate.workspace import Workspace
 
 
 def _without_subset(recipe: str) -> str:
+    """The recipe of the same training on the whole split: no subset, and for a run at equal steps
+    (train.equal_steps) the epochs it was asked for, not the epochs it trained."""
     ident = json.loads(recipe)
-    ident.get("train", {}).pop("subset", None)
+    train = ident.get("train", {})
+    train.pop("subset", None)
+    if train.get("equal_steps") and "epochs_asked" in train:
+        train["epochs"] = train.pop("epochs_asked")
+    train["equal_steps"] = False
     return json.dumps(ident, sort_keys=True)
+
+
+def _equal_steps(recipe: str) -> bool:
+    return bool(json.loads(recipe).get("train", {}).get("equal_steps"))
 
 
 def retrainings(ws: Workspace, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pruned, full): one row per member of every finished run trained on a subset pruned from
-    `run` (method, strategy, keep, split, acc), and of the runs of the same recipes on the whole
-    split (keep = 1)."""
+    `run` (method, strategy, keep, steps, split, acc), and of the runs of the same recipes on the
+    whole split (keep = 1); `family` is that whole-split recipe, as JSON."""
     have = fetch(
         ws,
         "SELECT count(*) AS n FROM duckdb_columns() WHERE table_name = 'runs' "
         "AND column_name = 'subset_info'",
     )
-    empty = pd.DataFrame(columns=["run", "score", "strategy", "keep", "split", "acc"])
+    columns = ["run", "score", "strategy", "keep", "steps", "split", "acc", "family"]
+    empty = pd.DataFrame(columns=columns)
     if int(have["n"].iloc[0]) == 0:
         return empty, empty
     rows = fetch(
@@ -64,8 +75,11 @@ def retrainings(ws: Workspace, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                     ),
                     "strategy": info.get("strategy"),
                     "keep": float(info.get("keep", np.nan)),
+                    # equal epochs: F of the full run's steps; equal steps: as many (train.equal_steps)
+                    "steps": "equal steps" if _equal_steps(r.recipe) else "equal epochs",
                     "split": split,
                     "acc": float(acc),
+                    "family": _without_subset(r.recipe),
                 }
             )
     full = []
@@ -75,7 +89,8 @@ def retrainings(ws: Workspace, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             for split, acc in json.loads(r.final_acc).items():
                 full.append(
                     {"run": r.run, "score": None, "strategy": "full data", "keep": 1.0}
-                    | {"split": split, "acc": float(acc)}
+                    | {"steps": "equal epochs"}
+                    | {"split": split, "acc": float(acc), "family": _without_subset(r.recipe)}
                 )
     return (pd.DataFrame(out) if out else empty), (pd.DataFrame(full) if full else empty)
 
@@ -85,6 +100,12 @@ def section(ws: Workspace, run: str, folder: Path) -> Section | None:
     pruned, full = retrainings(ws, run)
     if pruned.empty:
         return None
+    # one recipe per figure: the one retrained on the most subsets (its full-data line beside it)
+    runs_per_family = pruned.groupby("family")["run"].nunique().sort_values(ascending=False)
+    family = runs_per_family.index[0]
+    others = int(runs_per_family.iloc[1:].sum())
+    pruned = pruned[pruned["family"] == family]
+    full = full[full["family"] == family] if not full.empty else full
     split = "test" if (pruned["split"] == "test").any() else str(pruned["split"].iloc[0])
     p = pruned[pruned["split"] == split]
     f = full[full["split"] == split] if not full.empty else full
@@ -93,19 +114,29 @@ def section(ws: Workspace, run: str, folder: Path) -> Section | None:
         "Pruning by difficulty, proven by retraining",
         f"Runs trained on subsets of the train split that `curate prune` drew from {run}'s scores "
         f"(one line per score and strategy), their {split} accuracy at the last epoch against "
-        "the fraction kept: mean over members (seeds), bars one population standard deviation. "
-        "Full data: the same recipe on the whole split.",
+        "the fraction kept: mean over members (seeds), bars one population standard deviation; "
+        "dashed: trained at equal steps (train.equal_steps: round(E / F) epochs). Full data: the "
+        "same recipe on the whole split, E epochs.",
+    )
+    p = p.assign(
+        label=[
+            ("random" if st == "random" else f"{st} by {sc}")
+            + (", equal steps" if steps == "equal steps" else "")
+            for st, sc, steps in zip(p["strategy"], p["score"], p["steps"], strict=True)
+        ]
     )
     stats = (
-        p.groupby(["score", "strategy", "keep"])["acc"]
+        p.groupby(["label", "score", "strategy", "steps", "keep"])["acc"]
         .agg(mean="mean", std=lambda a: float(np.std(a)), count="count")
         .reset_index()
     )
     fig, ax = plot.figure(1, width=7.5, height=4.4)
-    for (score, strategy), g in stats.groupby(["score", "strategy"]):
+    for (label, steps), g in stats.groupby(["label", "steps"]):
         g = g.sort_values("keep")
-        label = "random" if strategy == "random" else f"{strategy} by {score}"
-        ax.errorbar(g["keep"], g["mean"], yerr=g["std"], fmt="-o", ms=3, capsize=2, label=label)
+        ls = "--" if steps == "equal steps" else "-"
+        ax.errorbar(
+            g["keep"], g["mean"], yerr=g["std"], fmt="o", ls=ls, ms=3, capsize=2, label=label
+        )
     full_mean = float(f["acc"].mean()) if not f.empty else None
     if full_mean is not None:
         ax.axhline(full_mean, color="k", ls="--", lw=0.9, label="full data")
@@ -116,17 +147,17 @@ def section(ws: Workspace, run: str, folder: Path) -> Section | None:
     fig.suptitle(f"{run}: accuracy after pruning")
     name = plot.save(fig, folder, "pruning_accuracy.png")
     best_half = stats[np.isclose(stats["keep"], 0.5)].sort_values("mean", ascending=False)
-    rnd = stats[stats["strategy"] == "random"].set_index("keep")["mean"]
-    beat = []
-    for keep, g in stats[stats["strategy"] != "random"].groupby("keep"):
-        top = g.sort_values("mean").iloc[-1]
-        if keep in rnd.index:
-            beat.append(top["mean"] > rnd[keep])
+    beat = []  # against random at the same fraction and the same steps
+    for _, g in stats.groupby(["keep", "steps"]):
+        rnd = g[g["strategy"] == "random"]["mean"]
+        rest = g[g["strategy"] != "random"]
+        if len(rnd) and len(rest):
+            beat.append(rest["mean"].max() > rnd.iloc[0])
     text = []
     if not best_half.empty:
         b = best_half.iloc[0]
         text.append(
-            f"At 50 % kept the best is {b['strategy']} by {b['score']}: {b['mean']:.4f}"
+            f"At 50 % kept the best is {b['label']}: {b['mean']:.4f}"
             + (
                 f" (full data {full_mean:.4f}, {100 * (b['mean'] - full_mean):+.2f} points)"
                 if full_mean is not None
@@ -136,7 +167,8 @@ def section(ws: Workspace, run: str, folder: Path) -> Section | None:
         )
     if beat:
         text.append(
-            f"The best non-random strategy beats random at {sum(beat)} of {len(beat)} fractions."
+            f"The best non-random strategy beats random at {sum(beat)} of {len(beat)} fractions "
+            "(each at the same steps)."
         )
     sec.figures.append(
         Figure(
@@ -156,6 +188,11 @@ def section(ws: Workspace, run: str, folder: Path) -> Section | None:
         ),
         Headline(sec.title, "accuracy on full data, same recipe", "—", {split: full_mean}),
     ]
+    if others:
+        sec.notes.append(
+            f"{others} run(s) retrained on subsets of {run} with another recipe are not drawn: "
+            "the figure shows the recipe retrained on the most subsets."
+        )
     if full_mean is None:
         sec.notes.append(
             "No run of the same recipe on the whole train split is in the catalog; train one "

@@ -163,8 +163,9 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
             n_train = len(catalog.split_labels(ws, info.name, "train")[0])
             epochs = equal_steps_epochs(t.epochs, len(sub.idx) / n_train)
             recipe = dataclasses.replace(recipe, train=dataclasses.replace(t, epochs=epochs))
-            t = recipe.train
             identity = run_identity(recipe, dataset)
+            identity["train"]["epochs_asked"] = t.epochs  # E, of which `epochs` is the equal steps
+            t = recipe.train
         identity["train"]["subset"] = sub.checksum
     run_dir = prepare_run_dir(ws, run, identity) if where.rank == 0 else ws.run_dir(run)
     where.barrier()
