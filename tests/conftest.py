@@ -168,13 +168,6 @@ def read_all(dataset: str, split: str, ws: Path, batch_size: int = 7):
     return x.permute(0, 2, 3, 1).numpy(), torch.cat(ys).numpy(), torch.cat(ids).numpy()
 
 
-@pytest.fixture(scope="session")
-def digits_ws(tmp_path_factory) -> Path:
-    ws = tmp_path_factory.mktemp("digits-ws")
-    assert ingest_cli("digits", "--workspace", str(ws)) == 0
-    return ws
-
-
 def _shared_tmp(tmp_path_factory) -> Path:
     """This session's temporary root: shared by every worker under `pytest -n`, this process's own
     otherwise (never a directory an earlier session left behind)."""
@@ -182,30 +175,58 @@ def _shared_tmp(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-@pytest.fixture(scope="session")
-def _small_scored_template(tmp_path_factory) -> Path:
-    """`curate run digits` with 4 members, 2 epochs, split tolerance 1, built once per session (the
-    first worker to ask builds it under a lock, the others wait) and never written to afterwards."""
-    from curate.cli import main
-
-    ws = _shared_tmp(tmp_path_factory) / "small-scored-template"
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """A workspace `build(path)` makes once per session: the first worker to ask builds it under a
+    lock, the others wait; nobody writes to it afterwards (tests get copies)."""
+    ws = _shared_tmp(tmp_path_factory) / f"{name}-template"
     with open(str(ws) + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # blocks until the builder is done
         if not (ws / ".built").exists():
             shutil.rmtree(ws, ignore_errors=True)  # a build that failed part-way
-            args = ["--set", "train.members=4", "--set", "train.epochs=2", "--set", "score.tol=1"]
-            assert main(["run", "digits", "--workspace", str(ws), *args]) == 0
+            build(ws)
             (ws / ".built").touch()
     return ws
 
 
+def _module_copy(template: Path, tmp_path_factory, name: str) -> Path:
+    ws = tmp_path_factory.mktemp(name) / "ws"
+    shutil.copytree(template, ws, ignore=shutil.ignore_patterns(".built"))
+    return ws
+
+
+def _ingest_digits(ws: Path) -> None:
+    assert ingest_cli("digits", "--workspace", str(ws)) == 0
+
+
+def _run_small_digits(ws: Path) -> None:
+    from curate.cli import main
+
+    args = ["--set", "train.members=4", "--set", "train.epochs=2", "--set", "score.tol=1"]
+    assert main(["run", "digits", "--workspace", str(ws), *args]) == 0
+
+
+@pytest.fixture(scope="session")
+def _digits_template(tmp_path_factory) -> Path:
+    return _built_once(tmp_path_factory, "digits", _ingest_digits)
+
+
+@pytest.fixture(scope="session")
+def _small_scored_template(tmp_path_factory) -> Path:
+    return _built_once(tmp_path_factory, "small-scored", _run_small_digits)
+
+
+@pytest.fixture(scope="module")
+def digits_ws(_digits_template, tmp_path_factory) -> Path:
+    """sklearn's digits, ingested (no runs): a fresh copy per test module."""
+    return _module_copy(_digits_template, tmp_path_factory, "digits-ws")
+
+
 @pytest.fixture(scope="module")
 def small_scored_ws(_small_scored_template, tmp_path_factory) -> Path:
-    """A small real catalog with image statistics, scores and a prediction log (run `digits`): a
-    fresh copy per test module, so the runs one module adds never reach another's assertions."""
-    ws = tmp_path_factory.mktemp("small-scored") / "ws"
-    shutil.copytree(_small_scored_template, ws, ignore=shutil.ignore_patterns(".built"))
-    return ws
+    """`curate run digits` with 4 members, 2 epochs, split tolerance 1: a small real catalog with
+    image statistics, scores and a prediction log (run `digits`), a fresh copy per test module, so
+    the runs one module adds never reach another's assertions."""
+    return _module_copy(_small_scored_template, tmp_path_factory, "small-scored")
 
 
 def headless_chromium(tmp_path: Path, downloads: Path | None = None, window: str = "1400,1000"):
@@ -256,3 +277,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(proc, grace: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if the process has not ended within `grace` seconds (a Streamlit
+    server on a loaded machine can take longer than 10 s to shut down)."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import catalog_rows, free_port, headless_chromium
+from conftest import catalog_rows, free_port, headless_chromium, stop_process
 
 from curate import catalog, explore
 from curate.cli import main
@@ -302,8 +302,7 @@ def test_served_app_in_headless_chromium(ws, tmp_path):
             browser.save_screenshot(str(artifacts / f"app-{view.lower().replace(' ', '-')}.png"))
     finally:
         browser.quit()
-        server.terminate()
-        server.wait(10)
+        stop_process(server)
 
 
 def test_reliability_curves_are_queried(con):

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from conftest import ROOT, free_port, write_idx
+from conftest import ROOT, free_port, stop_process, write_idx
 
 from curate import catalog, explore
 from curate.cli import main
@@ -176,8 +176,7 @@ def test_app_serves_on_loopback_only_by_default(scored):
         assert addrs, "the app never listened"
         assert addrs <= {"0100007F"}, addrs  # 127.0.0.1 only, not 0.0.0.0 or ::
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)  # SIGKILL too leaves no server behind, the server being proc itself
     # stopping `curate app` stopped the server: nothing listens on the port any more
     deadline = time.time() + 10
     while time.time() < deadline and listening_addresses(port):
