@@ -417,6 +417,24 @@ def main() -> None:
     log = args.work / "log.txt"
     state_path = args.work / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    # what the scoring run and the subsets depend on: another setting needs another work dir
+    scoring = {
+        "recipe": args.recipe,
+        "source": str(args.source),
+        "train_n": args.train_n,
+        "score_members": args.score_members,
+        "score_epochs": args.score_epochs,
+        "precision": args.precision,
+        "width": args.width,
+    }
+    if state.get("scoring", scoring) != scoring:
+        diff = ", ".join(k for k in scoring if state["scoring"].get(k) != scoring[k])
+        print(
+            f"error: {args.work} holds the scoring run of another setting ({diff} differ); "
+            "pass another --work, or the setting recorded in its state.json",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
     # 1-2. ingest, the scoring run, its scores
     if "score_cpu_seconds" not in state:
@@ -431,6 +449,7 @@ def main() -> None:
             log=log,
         )
         state["score_cpu_seconds"] = cpu
+        state["scoring"] = scoring
         state_path.write_text(json.dumps(state))
     subsets = args.work / "subsets"
     subsets.mkdir(exist_ok=True)
