@@ -29,8 +29,8 @@ no new retraining after that time.
 `--equal-steps`: the same cells at equal optimiser steps instead of equal epochs, trained with
 `train.equal_steps = true`: a subset keeping the fraction F retrains for round(E / F) epochs
 (nearest integer, halves up; F = 0.5 at E = 3 gives 6), so its steps match the full-data run's
-E epochs to within one epoch of the subset. These cells go to their own section of the JSON, `cells_equal_steps` (run names `<cell>-eqsteps`, each with its
-epochs), next to the fixed-epoch figures, which stay as they are; the scoring run, the subsets and
+E epochs to within one epoch of the subset. These cells go to their own section of the JSON,
+`cells_equal_steps` (run names `<cell>-eqsteps`, each with its epochs), next to the fixed-epoch figures, which stay as they are; the scoring run, the subsets and
 the full-data run are reused from the work dir (the JSON's `setting` must match, `--fractions`
 aside). `--methods` restricts the cells to the labels named (`method-strategy` as in the JSON's
 summary, e.g. `accessibility-easy,random-random`, or an accessibility strategy alone, e.g. `ccs`).

@@ -28,10 +28,6 @@ def _without_subset(recipe: str) -> str:
     return json.dumps(ident, sort_keys=True)
 
 
-def _equal_steps(recipe: str) -> bool:
-    return bool(json.loads(recipe).get("train", {}).get("equal_steps"))
-
-
 def retrainings(ws: Workspace, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pruned, full): one row per member of every finished run trained on a subset pruned from
     `run` (method, strategy, keep, steps, split, acc), and of the runs of the same recipes on the
@@ -62,7 +58,14 @@ def retrainings(ws: Workspace, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         info = json.loads(r.subset_info)
         if info.get("run") != run:
             continue
-        recipes.add(_without_subset(r.recipe))
+        family = _without_subset(r.recipe)
+        # equal epochs: F of the full run's steps; equal steps: as many (train.equal_steps)
+        steps = (
+            "equal steps"
+            if json.loads(r.recipe).get("train", {}).get("equal_steps")
+            else "equal epochs"
+        )
+        recipes.add(family)
         for split, acc in json.loads(r.final_acc).items():
             out.append(
                 {
@@ -75,22 +78,22 @@ def retrainings(ws: Workspace, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                     ),
                     "strategy": info.get("strategy"),
                     "keep": float(info.get("keep", np.nan)),
-                    # equal epochs: F of the full run's steps; equal steps: as many (train.equal_steps)
-                    "steps": "equal steps" if _equal_steps(r.recipe) else "equal epochs",
+                    "steps": steps,
                     "split": split,
                     "acc": float(acc),
-                    "family": _without_subset(r.recipe),
+                    "family": family,
                 }
             )
     full = []
     for r in rows.itertuples():
         whole = r.subset_info is None or pd.isna(r.subset_info)
-        if whole and r.run != run and _without_subset(r.recipe) in recipes:
+        family = _without_subset(r.recipe) if whole and r.run != run else None
+        if family in recipes:
             for split, acc in json.loads(r.final_acc).items():
                 full.append(
                     {"run": r.run, "score": None, "strategy": "full data", "keep": 1.0}
-                    | {"steps": "equal epochs"}
-                    | {"split": split, "acc": float(acc), "family": _without_subset(r.recipe)}
+                    | {"steps": "equal epochs", "split": split, "acc": float(acc)}
+                    | {"family": family}
                 )
     return (pd.DataFrame(out) if out else empty), (pd.DataFrame(full) if full else empty)
 

@@ -160,8 +160,7 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
             )
         sub = check_subset(ws, recipe, info)
         if t.equal_steps:
-            n_train = len(catalog.split_labels(ws, info.name, "train")[0])
-            epochs = equal_steps_epochs(t.epochs, len(sub.idx) / n_train)
+            epochs = equal_steps_epochs(t.epochs, len(sub.idx) / info.splits["train"])
             recipe = dataclasses.replace(recipe, train=dataclasses.replace(t, epochs=epochs))
             identity = run_identity(recipe, dataset)
             identity["train"]["epochs_asked"] = t.epochs  # E, of which `epochs` is the equal steps
