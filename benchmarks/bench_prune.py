@@ -19,12 +19,20 @@ under EL2N and forgetting scores, against the full-data accuracy.
 Scoring compute of each method, in member-epochs of training the scores need and in measured CPU
 seconds of the scoring run pro rata: accessibility and forgetting use every epoch of every member
 (M x E); el2n@1 only the first epoch (M x 1, what an early-stopped run would cost); el2n@E the
-whole run (the same as accessibility, the equal-compute comparison).
+whole run (the same as accessibility, the equal-compute comparison). `accessibility-b30-ccs` is
+ccs with `--beta 0.3` at every fraction (the hardest 30 % dropped first, where the default drops
+none at 50 % kept and above): the variant for noisy labels, whose wrong labels sit among the hardest.
 
 Resumable: the work dir (`benchmarks/.work/prune`) keeps the workspace; a finished retraining (its
 catalog row) is not trained again. The JSON is written after every retraining with the cells still
 missing listed, so a stopped benchmark leaves its partial figures. `--stop-at HH:MM` (UTC) starts
 no new retraining after that time.
+
+`--labels aggre` (or `worse`): train on CIFAR-10N's human labels instead of CIFAR-10's
+(`../shared/data/refs/cifar10n-human-labels-train.npz`, `aggre_label`: 9.1 % of the first 10,000
+wrong; `worse_label`: 41 %), passed to every command as `dataset.labels`; test accuracy stays on the
+clean CIFAR-10 test labels. Each cell then also records the share of wrong labels in its subset
+(`wrong_labels_kept`), against the full split's (`full.wrong_labels_kept`).
 
 `--equal-steps`: the same cells at equal optimiser steps instead of equal epochs, trained with
 `train.equal_steps = true`: a subset keeping the fraction F retrains for round(E / F) epochs
@@ -65,6 +73,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 SOURCE = DATA / "cifar10-jpeg.tar.gz"
+NOISY = DATA / "refs" / "cifar10n-human-labels-train.npz"  # --labels aggre / worse
 RECIPE = "cifar10-label-issues"  # --recipe: another one (pipelines/cifar10-prune-gpu.toml)
 STRATEGIES = ("random", "easy", "hard", "in-between", "ccs")
 # (method label, catalog score column, strategy); el2n@E and el2n@1 differ in the scored epoch
@@ -74,7 +83,9 @@ METHODS += [
     ("el2n@1", "el2n", "hard"),
     ("el2n@E", "el2n", "hard"),
     ("forgetting", "forgetting_events", "hard"),
+    ("accessibility-b30", "accessibility", "ccs"),  # ccs dropping the hardest 30 % first
 ]
+BETA = {"accessibility-b30": 0.3}  # --beta of the ccs cells that do not take ccs_beta(keep)
 
 
 def cpu_seconds_children() -> float:
@@ -103,6 +114,7 @@ def sets(args, *extra: str, epochs: int | None = None) -> list[str]:
         f"train.precision={args.precision}",
         f"train.threads={args.threads}",
         *([f"train.width={args.width}"] if args.width else []),
+        *([f"dataset.labels={args.labels_file}"] if args.labels_file else []),
         *extra,
     ]
     return [a for v in values for a in ("--set", v)]
@@ -116,6 +128,79 @@ def query(args, sql: str, params: list | None = None):
         return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
+
+
+def noisy_labels(args) -> tuple[Path | None, np.ndarray | None]:
+    """`--labels aggre|worse`: the first N CIFAR-10N labels as a .npy in the work dir (the form
+    `dataset.labels` takes: one label per train image, in idx order) and the (N,) mask of those
+    that differ from the CIFAR-10 label; (None, None) for the clean labels."""
+    if args.labels == "clean":
+        return None, None
+    if not NOISY.exists():
+        raise SystemExit(f"{NOISY} is missing; see ../shared/data/README")
+    z = np.load(NOISY)
+    n = args.train_n or len(z["clean_label"])
+    given, clean = z[f"{args.labels}_label"][:n].astype(np.int64), z["clean_label"][:n]
+    path = args.work / f"cifar10n-{args.labels}-first{n}.npy"
+    if not path.exists() or not np.array_equal(np.load(path), given):
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, given)
+        tmp.replace(path)
+    return path, given != clean
+
+
+def check_labels(args) -> None:
+    """The ingested train labels are the file's, and the source's are CIFAR-10N's clean_label:
+    else the idx order is not the standard one and every wrong_labels_kept would be meaningless."""
+    if args.wrong is None:
+        return
+    rows = query(
+        args,
+        "SELECT label <> true_label FROM instances WHERE split = 'train' ORDER BY idx",
+    )
+    got = np.array([r[0] for r in rows], dtype=bool)
+    if not np.array_equal(got, args.wrong):
+        raise SystemExit(
+            f"the ingested train labels differ from CIFAR-10N's {args.labels}_label in "
+            f"{int((got != args.wrong).sum())} images; ingest from the standard-order source"
+        )
+
+
+def wrong_share(args, subset: Path | None) -> float | None:
+    """The share of wrong labels among the train images a run trains on (None: clean labels)."""
+    if args.wrong is None:
+        return None
+    if subset is None:
+        return float(args.wrong.mean())
+    from curate.prune import read_idx
+
+    return float(args.wrong[read_idx(subset)].mean())
+
+
+def check_same_subsets(args, old: dict, subsets: Path) -> None:
+    """Refuse to add cells to `--out` if this work dir's subsets are not the ones its cells were
+    trained on (a work dir scored again, on another CPU, prunes at other boundaries)."""
+    from curate.prune import checksum, read_idx
+
+    cells = [*old.get("cells", {}).values(), *old.get("cells_equal_steps", {}).values()]
+    differ = sorted(
+        {
+            c["run"].removesuffix("-eqsteps")
+            for c in cells
+            if c.get("subset_checksum")
+            and (subsets / f"{c['run'].removesuffix('-eqsteps')}.npy").exists()
+            and checksum(read_idx(subsets / f"{c['run'].removesuffix('-eqsteps')}.npy"))
+            != c["subset_checksum"]
+        }
+    )
+    if differ:
+        print(
+            f"error: the subsets in {subsets} differ from those {args.out}'s cells were trained "
+            f"on, in {len(differ)} cells ({', '.join(differ[:3])}{', ...' * (len(differ) > 3)}): "
+            "its scoring run is another; pass another --out",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
 
 def cell_name(method: str, strategy: str, keep: float) -> str:
@@ -175,6 +260,7 @@ def retrain(
         "cpu_seconds": cpu,
         "wall_seconds": wall,
         "subset_checksum": (json.loads(n[0][0])["train"].get("subset") or None) if n else None,
+        **({"wrong_labels_kept": wrong_share(args, subset)} if args.wrong is not None else {}),
     }
 
 
@@ -308,6 +394,7 @@ def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    check_same_subsets(args, old, subsets)
     res = old
     if res.get("full") is None and not past(args.stop_at):
         res["full"] = retrain(args, "full", None, log) | {"keep": 1.0}
@@ -405,6 +492,12 @@ def main() -> None:
         help="retrain each subset keeping F for round(E / F) epochs (cells_equal_steps)",
     )
     ap.add_argument(
+        "--labels",
+        default="clean",
+        choices=["clean", "aggre", "worse"],
+        help="train labels: CIFAR-10's, or CIFAR-10N's aggre_label (9 %% wrong) / worse_label",
+    )
+    ap.add_argument(
         "--methods",
         help="comma-separated cells to run, e.g. accessibility-easy,random-random (default all)",
     )
@@ -415,6 +508,7 @@ def main() -> None:
         raise SystemExit(f"{args.source} is missing; see ../shared/data/README")
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / "log.txt"
+    args.labels_file, args.wrong = noisy_labels(args)
     state_path = args.work / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     # what the scoring run and the subsets depend on: another setting needs another work dir
@@ -426,9 +520,20 @@ def main() -> None:
         "score_epochs": args.score_epochs,
         "precision": args.precision,
         "width": args.width,
+        **({"labels": args.labels} if args.labels != "clean" else {}),
     }
+    if "score_cpu_seconds" in state and "scoring" not in state and args.labels != "clean":
+        print(
+            f"error: {args.work} holds a scoring run made before --labels existed, on the clean "
+            "labels; pass another --work for --labels " + args.labels,
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     if state.get("scoring", scoring) != scoring:
-        diff = ", ".join(k for k in scoring if state["scoring"].get(k) != scoring[k])
+        keys = dict.fromkeys(
+            [*scoring, *state["scoring"]]
+        )  # "labels" is recorded only if not clean
+        diff = ", ".join(k for k in keys if state["scoring"].get(k) != scoring.get(k))
         print(
             f"error: {args.work} holds the scoring run of another setting ({diff} differ); "
             "pass another --work, or the setting recorded in its state.json",
@@ -479,17 +584,20 @@ def main() -> None:
                 s,
                 "--score",
                 c,
+                *(["--beta", str(BETA[m])] if m in BETA else []),
                 "--out",
                 str(subsets / f"{cell_name(m, s, k)}.npy"),
                 log=log,
             )
+    check_labels(args)
     run_row = query(args, "SELECT train_seconds, mean_final_acc FROM runs WHERE run = 'score'")
     m_e = args.score_members * args.score_epochs
     cpu = state["score_cpu_seconds"]
     results = {
         "benchmark": "bench_prune",
         "setting": {
-            "dataset": "CIFAR-10 (cifar10-jpeg)",
+            "dataset": "CIFAR-10 (cifar10-jpeg)"
+            + (f", CIFAR-10N {args.labels}_label train labels" if args.labels_file else ""),
             "train_n": args.train_n or 50000,
             "test_n": min(args.train_n, 10000) if args.train_n else 10000,
             "recipe": args.recipe,
@@ -529,8 +637,12 @@ def main() -> None:
         run_equal_steps(args, results, old, chosen, subsets, log)
         return
     if old.get("setting") == results["setting"]:
+        check_same_subsets(args, old, subsets)
         results["cells"] = old.get("cells", {})
         results["full"] = old.get("full")
+        for key in ("cells_equal_steps", "equal_steps"):  # a later fixed-epoch pass keeps them
+            if key in old:
+                results[key] = old[key]
     # 3-4. the full-data run, then every cell in the order planned
     if results["full"] is None and not past(args.stop_at):
         results["full"] = retrain(args, "full", None, log) | {"keep": 1.0}
