@@ -25,8 +25,10 @@ none at 50 % kept and above): the variant for noisy labels, whose wrong labels s
 
 Resumable: the work dir (`benchmarks/.work/prune`) keeps the workspace; a finished retraining (its
 catalog row) is not trained again. The JSON is written after every retraining with the cells still
-missing listed, so a stopped benchmark leaves its partial figures. `--stop-at HH:MM` (UTC) starts
-no new retraining after that time.
+missing listed, so a stopped benchmark leaves its partial figures. A work dir scored again (a fresh
+clone) adds cells to an existing `--out` only if every subset it prunes has the checksum the
+cells there recorded; the first scoring run's figures stay, the repeat's go to
+`scoring_run_repeats`. `--stop-at HH:MM` (UTC) starts no new retraining after that time.
 
 `--labels aggre` (or `worse`): train on CIFAR-10N's human labels instead of CIFAR-10's
 (`../shared/data/refs/cifar10n-human-labels-train.npz`, `aggre_label`: 9.1 % of the first 10,000
@@ -639,6 +641,13 @@ def main() -> None:
     if old.get("setting") == results["setting"]:
         check_same_subsets(args, old, subsets)
         results["cells"] = old.get("cells", {})
+        if "scoring_run" in old and old["scoring_run"] != results["scoring_run"]:
+            # the same subsets from a run scored again: keep the figures of the run they came
+            # from, and list the repeat's
+            repeats = old.get("scoring_run_repeats", [])
+            repeats += [results["scoring_run"]] if results["scoring_run"] not in repeats else []
+            results["scoring_run"], results["scoring_run_repeats"] = old["scoring_run"], repeats
+            results["scoring_compute"] = old.get("scoring_compute", results["scoring_compute"])
         results["full"] = old.get("full")
         for key in ("cells_equal_steps", "equal_steps"):  # a later fixed-epoch pass keeps them
             if key in old:
