@@ -310,6 +310,42 @@ def test_kill_and_resume_gives_the_same_log(digits_ws, tmp_path):
     assert_same_log(read_log(digits_ws / "runs" / "whole"), read_log(digits_ws / "runs" / "killed"))
 
 
+class _Killed(BaseException):
+    """Stands in for SIGKILL at an exact point; BaseException so nothing on the way catches it."""
+
+
+@pytest.mark.parametrize("marks_before_kill", [0, 1])
+def test_killed_between_checkpoint_and_progress_resumes(digits_ws, monkeypatch, marks_before_kill):
+    # the kill lands after epoch 2's shards and checkpoint are written, with `marks_before_kill`
+    # of the unit's 4 members recorded as done: the rerun must find epoch 1's checkpoint
+    from curate.train import predlog
+
+    real, calls = predlog.mark_epoch_done, []
+
+    def mark(run_dir, member, epoch, record):
+        if epoch == 2:
+            if len(calls) == marks_before_kill:
+                raise _Killed
+            calls.append(member)
+        real(run_dir, member, epoch, record)
+
+    assert train_cli(digits_ws, "--run", "rep-a", *FAST) == 0
+    run = f"cut-{marks_before_kill}"
+    monkeypatch.setattr(predlog, "mark_epoch_done", mark)
+    with pytest.raises(_Killed):
+        train_cli(digits_ws, "--run", run, *FAST)
+    monkeypatch.setattr(predlog, "mark_epoch_done", real)
+    assert sorted(p.name for p in (digits_ws / "runs" / run / "checkpoints").rglob("*.pt")) == [
+        "epoch=1.pt",
+        "epoch=2.pt",
+    ]
+    assert train_cli(digits_ws, "--run", run, *FAST) == 0
+    assert [p.name for p in (digits_ws / "runs" / run / "checkpoints").rglob("*.pt")] == [
+        "epoch=3.pt"
+    ]
+    assert_same_log(read_log(digits_ws / "runs" / "rep-a"), read_log(digits_ws / "runs" / run))
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(digits_ws):
     assert train_cli(digits_ws, "--run", "rep-a", *FAST) == 0

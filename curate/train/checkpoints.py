@@ -1,5 +1,7 @@
 """A unit's checkpoint: its state after its last complete epoch, one file per unit
-(`<run>/checkpoints/<unit>/epoch=<e>.pt`, written atomically, older epochs removed)."""
+(`<run>/checkpoints/<unit>/epoch=<e>.pt`, written atomically). Older epochs are removed only
+once the new epoch is recorded as done, so a run killed in between still finds the checkpoint
+of the epoch its progress records name."""
 
 from __future__ import annotations
 
@@ -15,7 +17,11 @@ def save(run_dir: Path, unit: str, epoch: int, state: dict) -> None:
     d = run_dir / "checkpoints" / unit
     with atomic_path(d / f"epoch={epoch}.pt") as tmp:
         torch.save({"epoch": epoch, **state}, tmp)
-    for old in d.glob("epoch=*.pt"):
+
+
+def remove_older(run_dir: Path, unit: str, epoch: int) -> None:
+    """Delete the unit's checkpoints of epochs other than `epoch` (call once `epoch` is done)."""
+    for old in (run_dir / "checkpoints" / unit).glob("epoch=*.pt"):
         if old.name != f"epoch={epoch}.pt":
             old.unlink()
 

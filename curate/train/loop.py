@@ -2,8 +2,8 @@
 
 Each unit resumes from its last complete epoch or, new, logs its untrained epoch 0; then it fits
 and logs one epoch at a time. An epoch is complete once its shards, the unit's checkpoint and the
-members' progress records are written, in that order, so a killed run rerun with the same command
-ends with the same log.
+members' progress records are written, in that order; the previous checkpoint is removed after
+that, so a killed run rerun with the same command ends with the same log.
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ def log_epoch(
     if forward is not None:
         predlog.write_predictions(run_dir, "train-forward", "train", unit.members, epoch, forward)
     checkpoints.save(run_dir, unit.name, epoch, unit.state_dict())
-    for j, m in enumerate(unit.members):
+    # the unit's first member is marked last: resume reads it, so it must imply all the others
+    for j, m in reversed(list(enumerate(unit.members))):
         record = {"acc": {s: float(a[j]) for s, a in acc.items()}, "seconds": seconds}
         predlog.mark_epoch_done(run_dir, m, epoch, {**record, "unit": unit.name})
+    # only now: a run killed above resumes from epoch - 1, whose checkpoint is still there
+    checkpoints.remove_older(run_dir, unit.name, epoch)
     line = "  ".join(f"{s} " + " ".join(f"{a:.3f}" for a in acc[s]) for s in splits)
     bar.write(f"{unit.name} epoch {epoch}/{epochs}  acc per member: {line}")
