@@ -4,6 +4,7 @@ under EL2N and forgetting scores, against the full-data accuracy.
 
 1. Ingest `../shared/data/cifar10-jpeg.tar.gz` (`--train-n N`: the first N train images, the
    standard order; the test split keeps min(N, 10,000) images, so N >= 10,000 tests on all of it).
+   `--source` names another dataset for `--recipe` (e.g. `../shared/data/mnist` for `mnist`).
 2. One scoring run: the `cifar10-label-issues` recipe (fastconv, width 32, one-cycle SGD, flips and
    2-pixel shifts; `--recipe` names another), `--score-members` members x `--score-epochs` epochs
    (default `--epochs`), scored by `curate score`.
@@ -51,6 +52,12 @@ summary, e.g. `accessibility-easy,random-random`, or an accessibility strategy a
         --equal-steps --fractions 0.5 --methods easy,random-random   # at equal steps
     python benchmarks/bench_prune.py --train-n 10000 --epochs 10 --score-epochs 3 --width 16 \
         --threads 2 --fractions 0.5 0.7 --out benchmarks/results/prune_e10.json   # longer training
+    python benchmarks/bench_prune.py --train-n 10000 --epochs 10 --score-epochs 10 --width 16 \
+        --threads 2 --fractions 0.5 --work benchmarks/.work/prune-s10 \
+        --out benchmarks/results/prune_e10_s10.json   # scores from a longer scoring run
+    python benchmarks/bench_prune.py --recipe mnist --source ../shared/data/mnist --epochs 4 \
+        --threads 2 --fractions 0.5 0.3 --work benchmarks/.work/prune-mnist \
+        --out benchmarks/results/prune_mnist.json   # another recipe and dataset: MNIST, LeNet-5
     python benchmarks/bench_prune.py --recipe cifar10-prune-gpu --epochs 200 --score-epochs 20 \
         --precision auto --work benchmarks/.work/prune-gpu --out benchmarks/results/prune_gpu.json
 
@@ -130,6 +137,20 @@ def query(args, sql: str, params: list | None = None):
         return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
+
+
+def dataset_label(args) -> str:
+    """The JSON's `setting.dataset`: CIFAR-10 for the default source, else recipe and source."""
+    if args.source.resolve() != SOURCE.resolve():
+        return f"{args.recipe} ({args.source.name})"
+    return "CIFAR-10 (cifar10-jpeg)" + (
+        f", CIFAR-10N {args.labels}_label train labels" if args.labels_file else ""
+    )
+
+
+def split_size(args, split: str) -> int:
+    """Instances of `split` as ingested (the first --train-n, or every one)."""
+    return int(query(args, "SELECT count(*) FROM instances WHERE split = ?", [split])[0][0])
 
 
 def noisy_labels(args) -> tuple[Path | None, np.ndarray | None]:
@@ -315,7 +336,9 @@ def write(args, results: dict, planned: list[str]) -> None:
     results["missing_cells"] = [c for c in planned if c not in results["cells"]]
     if results.get("full") is None:
         results["missing_cells"].insert(0, "full")
-    results["summary"] = summarise(results, args.fractions)
+    results["summary"] = summarise(results, results["setting"]["fractions"])
+    if "cells_equal_steps" in results:  # their fixed-epoch comparisons may have just been run
+        equal_steps_section(args, results, [])
     results["written_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
@@ -343,15 +366,19 @@ def select_methods(spec: str | None) -> list[tuple[str, str, str]]:
     return chosen
 
 
-def write_equal_steps(args, results: dict, planned: list[str]) -> None:
+def equal_steps_section(args, results: dict, planned: list[str]) -> None:
     """The equal-steps section: its cells, the cells still missing, and per fraction each
-    method's accuracy against full data and against the same cell at fixed epochs."""
+    method's accuracy against full data and against the same cell at fixed epochs (the
+    fixed-epoch cell as `results` has it now, which may have been run after the other)."""
     cells = results["cells_equal_steps"]
     full = results["full"]["test_acc_mean"] if results.get("full") else None
     by_fraction: dict = {}
-    for c in cells.values():
+    for run, c in cells.items():
         label = f"{c['method']}-{c['strategy']}"
         row = by_fraction.setdefault(f"{c['keep']:g}", {"epochs": c["epochs"], "acc": {}})
+        same = results["cells"].get(run.removesuffix("-eqsteps"))
+        if same is not None:
+            c["fixed_epochs_test_acc_mean"] = same["test_acc_mean"]
         fixed = c.get("fixed_epochs_test_acc_mean")
         row["acc"][label] = {
             "equal_steps": c["test_acc_mean"],
@@ -376,18 +403,23 @@ def write_equal_steps(args, results: dict, planned: list[str]) -> None:
     if half and half["best_minus_full"] is not None:
         sec["target_50pct_within_1pt_of_full"] = half["best_minus_full"] >= -0.01
     sec["written_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_equal_steps(args, results: dict, planned: list[str]) -> None:
+    equal_steps_section(args, results, planned)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1))
     tmp.replace(args.out)
 
 
+def bare(setting: dict) -> dict:
+    """A JSON's setting, fractions aside: what must match for its cells to be added to."""
+    out = {k: v for k, v in setting.items() if k != "fractions"}
+    return out | {"score_epochs": setting.get("score_epochs", setting.get("epochs"))}
+
+
 def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log: Path) -> None:
     """The equal-steps cells, added to the fixed-epoch figures already in `--out`."""
-
-    def bare(setting: dict) -> dict:
-        out = {k: v for k, v in setting.items() if k != "fractions"}
-        return out | {"score_epochs": setting.get("score_epochs", setting.get("epochs"))}
-
     if not old or bare(old.get("setting", {})) != bare(results["setting"]):
         print(
             f"error: --equal-steps adds to the fixed-epoch figures in {args.out}, whose setting "
@@ -456,7 +488,7 @@ def main() -> None:
     ap.add_argument(
         "--recipe", default=RECIPE, help="the recipe of the scoring run and of every retraining"
     )
-    ap.add_argument("--train-n", type=int, default=0, help="first N train images (0 = all 50,000)")
+    ap.add_argument("--train-n", type=int, default=0, help="first N train images (0 = all)")
     ap.add_argument(
         "--epochs", type=int, default=5, help="epochs of the scoring and every retraining run"
     )
@@ -510,6 +542,8 @@ def main() -> None:
         raise SystemExit(f"{args.source} is missing; see ../shared/data/README")
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / "log.txt"
+    if args.labels != "clean" and args.source.resolve() != SOURCE.resolve():
+        raise SystemExit(f"--labels {args.labels} holds CIFAR-10N labels: use it with {SOURCE}")
     args.labels_file, args.wrong = noisy_labels(args)
     state_path = args.work / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -598,10 +632,9 @@ def main() -> None:
     results = {
         "benchmark": "bench_prune",
         "setting": {
-            "dataset": "CIFAR-10 (cifar10-jpeg)"
-            + (f", CIFAR-10N {args.labels}_label train labels" if args.labels_file else ""),
-            "train_n": args.train_n or 50000,
-            "test_n": min(args.train_n, 10000) if args.train_n else 10000,
+            "dataset": dataset_label(args),
+            "train_n": split_size(args, "train"),
+            "test_n": split_size(args, "test"),
             "recipe": args.recipe,
             "epochs": args.epochs,
             "score_epochs": args.score_epochs,
@@ -612,7 +645,7 @@ def main() -> None:
             "class_balanced": True,
             "precision": args.precision,
             "threads": args.threads,
-            "width": args.width or 32,
+            "width": args.width or (32 if args.recipe == RECIPE else None),  # the recipe's
             "machine": f"{os.cpu_count()} cores, shared with other jobs",
         },
         "scoring_run": {
@@ -638,8 +671,12 @@ def main() -> None:
     if args.equal_steps:
         run_equal_steps(args, results, old, chosen, subsets, log)
         return
-    if old.get("setting") == results["setting"]:
+    if old and bare(old.get("setting", {})) == bare(results["setting"]):
         check_same_subsets(args, old, subsets)
+        fractions = old["setting"]["fractions"]
+        fractions += [k for k in args.fractions if k not in fractions]
+        results["setting"]["fractions"] = fractions  # every fraction the JSON holds cells for
+        planned = [cell_name(m, s, k) for k in fractions for m, _, s in METHODS]
         results["cells"] = old.get("cells", {})
         if "scoring_run" in old and old["scoring_run"] != results["scoring_run"]:
             # the same subsets from a run scored again: keep the figures of the run they came
