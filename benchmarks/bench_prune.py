@@ -23,6 +23,11 @@ seconds of the scoring run pro rata: accessibility and forgetting use every epoc
 whole run (the same as accessibility, the equal-compute comparison). `accessibility-b30-ccs` is
 ccs with `--beta 0.3` at every fraction (the hardest 30 % dropped first, where the default drops
 none at 50 % kept and above): the variant for noisy labels, whose wrong labels sit among the hardest.
+`random-d1`, `random-d2` and `accessibility-d1-hard` are the same rules with other draws
+(`curate prune --seed 1`, `2`): random another sample, `hard` its ties (a score of M x E
+member-epochs takes M E + 1 values) in another order. A cell's spread is over the members trained
+on one subset; these cells show how much of it is owed to the subset drawn (the summary's
+`random_draw_std`, the population std over random's draws).
 
 Resumable: the work dir (`benchmarks/.work/prune`) keeps the workspace; a finished retraining (its
 catalog row) is not trained again. The JSON is written after every retraining with the cells still
@@ -93,8 +98,13 @@ METHODS += [
     ("el2n@E", "el2n", "hard"),
     ("forgetting", "forgetting_events", "hard"),
     ("accessibility-b30", "accessibility", "ccs"),  # ccs dropping the hardest 30 % first
+    # other draws of the same rule (curate prune --seed): how much a cell owes to the subset drawn
+    ("random-d1", "accessibility", "random"),
+    ("random-d2", "accessibility", "random"),
+    ("accessibility-d1", "accessibility", "hard"),  # ties of the discrete score in another order
 ]
 BETA = {"accessibility-b30": 0.3}  # --beta of the ccs cells that do not take ccs_beta(keep)
+DRAW = {"random-d1": 1, "random-d2": 2, "accessibility-d1": 1}  # --seed of curate prune
 
 
 def cpu_seconds_children() -> float:
@@ -303,6 +313,9 @@ def summarise(results: dict, fractions: list[float]) -> dict:
             continue
         best = max(row, key=row.get)
         rnd = row.get("random-random")
+        draws = [
+            row[d] for d in ("random-random", "random-d1-random", "random-d2-random") if d in row
+        ]
         out["by_fraction"][f"{keep:g}"] = {
             "best": best,
             "best_acc": row[best],
@@ -310,6 +323,11 @@ def summarise(results: dict, fractions: list[float]) -> dict:
             "best_minus_random": None if rnd is None else row[best] - rnd,
             "best_minus_full": None if full is None else row[best] - full["test_acc_mean"],
             "acc": dict(sorted(row.items(), key=lambda kv: -kv[1])),
+            **(
+                {"random_draws": draws, "random_draw_std": float(np.std(draws))}
+                if len(draws) > 1
+                else {}
+            ),
         }
     methods = {f"{m}-{s}" for m, _, s in METHODS} - {"random-random"}
     beats = {}
@@ -621,6 +639,7 @@ def main() -> None:
                 "--score",
                 c,
                 *(["--beta", str(BETA[m])] if m in BETA else []),
+                *(["--seed", str(DRAW[m])] if m in DRAW else []),
                 "--out",
                 str(subsets / f"{cell_name(m, s, k)}.npy"),
                 log=log,

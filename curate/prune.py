@@ -223,6 +223,40 @@ def select(
     return np.sort(chosen)
 
 
+def drawn_among_ties(
+    score: np.ndarray, labels: np.ndarray, chosen: np.ndarray, balanced: bool = True
+) -> int:
+    """How many chosen instances the seed chose rather than the score: those whose score value is
+    shared by a dropped instance of the same group (its class, or the whole pool when not
+    balanced). For hard and easy these are the instances drawn at random among the ties at the
+    cut (random and ccs draw at random by design; in-between also cuts by the ddd split).
+
+    Parameters
+    ----------
+    score : (N,) the score (NaN counts as one value).
+    labels : (N,) class of each instance.
+    chosen : positions of the kept instances, as `select` returns them.
+    balanced : whether the groups are the classes.
+
+    Returns
+    -------
+    The count, 0 .. len(chosen); 0 means the score alone decided the subset.
+    """
+    score = np.where(np.isnan(score), np.inf, np.asarray(score, dtype=float))
+    group = np.asarray(labels) if balanced else np.zeros(len(score), np.int64)
+    kept = np.zeros(len(score), bool)
+    kept[chosen] = True
+    _, key = np.unique(
+        np.stack([np.unique(group, return_inverse=True)[1], score]), axis=1, return_inverse=True
+    )
+    key = key.ravel()
+    n_keys = int(key.max()) + 1 if len(key) else 0
+    split = (np.bincount(key[kept], minlength=n_keys) > 0) & (
+        np.bincount(key[~kept], minlength=n_keys) > 0
+    )  # a value both kept and dropped within its group
+    return int(split[key[kept]].sum())
+
+
 def check_keep(keep: float) -> None:
     """Raise a CurateError unless `keep` is a fraction in (0, 1] (NaN is not)."""
     if not (isinstance(keep, int | float) and 0 < keep <= 1):
@@ -450,6 +484,13 @@ def prune(
         "pool": len(df),
         "n": len(kept),
         "checksum": checksum(kept["idx"].to_numpy()),
+        # hard / easy: kept instances chosen by the seed among ties at the cut
+        "drawn_among_ties": (
+            None
+            if strategy not in ("hard", "easy")
+            else drawn_among_ties(values, df["label"].to_numpy(), pos, balanced)
+        ),
+        "score_values": int(len(np.unique(values[~np.isnan(values)]))),
     }
     _write(out, kept, sidecar)
     return sidecar

@@ -91,6 +91,27 @@ def test_random_is_seeded_and_nan_counts_as_hardest():
     assert pr.select(score, labels, 0.1, "hard").tolist() == [9, 19]
 
 
+def test_drawn_among_ties_by_hand():
+    # one class; hard keeps the highest. Values 3 (x1), 2 (x2), 1 (x3)
+    score = np.array([1.0, 1, 1, 2, 2, 3])
+    labels = np.zeros(6, int)
+    count = pr.drawn_among_ties
+    assert count(score, labels, np.array([3, 4, 5])) == 0  # the cut falls between 2 and 1
+    assert count(score, labels, np.array([0, 3, 4, 5])) == 1  # one of the three 1s, by the seed
+    assert count(score, labels, np.array([4, 5])) == 1  # one of the two 2s
+    assert count(score, labels, np.array([0, 1, 3, 4, 5])) == 2
+    # two classes: a value is a tie only within its class. Class 0 keeps its 5; class 1 keeps one
+    # of its two 5s
+    score, labels = np.array([5.0, 1, 5, 5]), np.array([0, 0, 1, 1])
+    assert count(score, labels, np.array([0, 2])) == 1
+    assert count(score, labels, np.array([0, 2]), balanced=False) == 2  # one pool: 5 kept, 5 not
+    # NaN is one value: two NaN, one kept
+    assert count(np.array([np.nan, np.nan, 0.0]), np.zeros(3, int), np.array([0])) == 1
+    # select's hard on all-tied scores: every kept instance came from the seed
+    pos = pr.select(np.ones(10), np.zeros(10, int), 0.4, "hard")
+    assert count(np.ones(10), np.zeros(10, int), pos) == 4
+
+
 @pytest.mark.parametrize("keep", [0, -0.1, 1.01, float("nan")])
 def test_keep_outside_the_unit_interval(keep):
     score, labels = _toy()
@@ -158,7 +179,18 @@ def test_prune_writes_a_subset_and_its_sidecar(small_scored_ws, tmp_path, capsys
         acc_in = [a for i, lab, a in rows if lab == k and i in kept]
         acc_out = [a for i, lab, a in rows if lab == k and i not in kept]
         assert min(acc_in) >= max(acc_out) - 1e-12  # ties broken at random, so >=
-    assert "kept" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "kept" in printed
+    # accessibility of 2 epochs of a few members takes few values: most of a half is tie-drawn
+    n_ties = side["drawn_among_ties"]
+    assert ("drawn at random (--seed 0)" in printed) == (n_ties >= 0.1 * side["n"])
+    assert 0 < n_ties <= side["n"] and side["score_values"] >= 2
+    assert n_ties == pr.drawn_among_ties(
+        np.array([a for _, _, a in rows], float),
+        np.array([lab for _, lab, _ in rows]),
+        np.flatnonzero(np.isin([i for i, _, _ in rows], df["idx"])),
+    )
+    assert json.loads(pr.sidecar_path(el2n).read_text())["drawn_among_ties"] == 0  # continuous
 
 
 def test_el2n_is_the_members_mean_at_the_chosen_epoch(small_scored_ws):

@@ -34,6 +34,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
         f"of {side['dataset']} ({side['checksum']}) in {args.out}; train on them with "
         f"`curate train RECIPE --subset {args.out}`"
     )
+    ties = side.get("drawn_among_ties") or 0
+    if ties >= 0.1 * side["n"]:  # worth a word: the seed, not the score, chose these
+        print(
+            f"note: {ties} of the {side['n']} kept ({ties / side['n']:.0%}) were drawn at random "
+            f"(--seed {args.seed}) among instances with the same {side['score']} at the cut "
+            f"({side['score_values']} distinct values in the pool): the score cannot rank them. "
+            "More members or epochs give a finer score; el2n is continuous"
+        )
     return 0
 
 
