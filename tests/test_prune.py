@@ -193,6 +193,51 @@ def test_prune_writes_a_subset_and_its_sidecar(small_scored_ws, tmp_path, capsys
     assert json.loads(pr.sidecar_path(el2n).read_text())["drawn_among_ties"] == 0  # continuous
 
 
+@pytest.mark.parametrize(
+    ("strategy", "train_acc", "warned"),
+    [
+        ("hard", 0.55, True),  # under FIT_LOW: hard lost to random in every such benchmark
+        ("hard", 0.80, False),  # FIT_LOW itself is not under it
+        ("hard", 0.99, False),
+        ("easy", 0.95, True),  # FIT_HIGH itself counts as fitting
+        ("easy", 0.949, False),
+        ("easy", 0.30, False),
+        ("random", 0.99, False),
+        ("ccs", 0.10, False),
+        ("hard", None, False),  # train split not logged: nothing to say
+        ("hard", float("nan"), False),
+    ],
+)
+def test_regime_note_by_hand(strategy, train_acc, warned):
+    note = pr.regime_note(strategy, train_acc)
+    assert (note is not None) == warned
+    if warned:
+        assert f"fit {100 * train_acc:.1f} %" in note and f"made {strategy} lose" in note
+
+
+def test_prune_records_the_runs_fit_and_says_when_it_goes_against_it(
+    small_scored_ws, tmp_path, capsys
+):
+    (fit, epoch) = catalog_rows(
+        small_scored_ws,
+        "SELECT acc_mean, epoch FROM epoch_metrics WHERE run = 'digits' AND split = 'train' "
+        "ORDER BY epoch DESC LIMIT 1",
+    )[0]
+    for strategy in ("easy", "hard"):
+        out = tmp_path / f"{strategy}.npy"
+        capsys.readouterr()
+        assert (
+            _prune(small_scored_ws, "--keep", "0.5", "--strategy", strategy, "--out", str(out)) == 0
+        )
+        side = json.loads(pr.sidecar_path(out).read_text())
+        assert abs(side["run_train_acc"] - fit) < 1e-12 and side["run_train_acc_epoch"] == epoch
+        printed = capsys.readouterr().out
+        expected = pr.regime_note(strategy, fit)
+        assert ("which strategy for which regime" in printed) == (expected is not None)
+        if expected:
+            assert expected in printed
+
+
 def test_el2n_is_the_members_mean_at_the_chosen_epoch(small_scored_ws):
     import pyarrow.parquet as pq
 

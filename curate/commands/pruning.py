@@ -11,7 +11,7 @@ from curate.prune import STRATEGIES
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from curate.prune import prune
+    from curate.prune import prune, regime_note
     from curate.workspace import Workspace
 
     ws = Workspace.resolve(args.workspace)
@@ -41,6 +41,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"(--seed {args.seed}) among instances with the same {side['score']} at the cut "
             f"({side['score_values']} distinct values in the pool): the score cannot rank them. "
             "More members or epochs give a finer score; el2n is continuous"
+        )
+    regime = regime_note(args.strategy, side.get("run_train_acc"))
+    if regime:
+        print(
+            f"note: run {args.run}, epoch {side['run_train_acc_epoch']}: {regime} (README: "
+            "Pruning, which strategy for which regime)"
         )
     return 0
 
