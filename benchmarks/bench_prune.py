@@ -63,6 +63,12 @@ summary, e.g. `accessibility-easy,random-random`, or an accessibility strategy a
     python benchmarks/bench_prune.py --recipe mnist --source ../shared/data/mnist --epochs 4 \
         --threads 2 --fractions 0.5 0.3 --work benchmarks/.work/prune-mnist \
         --out benchmarks/results/prune_mnist.json   # another recipe and dataset: MNIST, LeNet-5
+    python benchmarks/bench_prune.py --epochs 10 --score-epochs 3 --width 16 --threads 2 \
+        --fractions 0.5 --work benchmarks/.work/prune-c50k \
+        --out benchmarks/results/prune_c50k_e10.json   # all 50,000 images
+    python benchmarks/bench_prune.py --train-n 5000 --epochs 20 --threads 2 --precision bf16 \
+        --work benchmarks/.work/prune-c5k \
+        --out benchmarks/results/prune_c5k_e20.json   # members that fit the train split
     python benchmarks/bench_prune.py --recipe cifar10-prune-gpu --epochs 200 --score-epochs 20 \
         --precision auto --work benchmarks/.work/prune-gpu --out benchmarks/results/prune_gpu.json
 

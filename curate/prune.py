@@ -529,14 +529,15 @@ def prune(
         ),
         "score_values": int(len(np.unique(values[~np.isnan(values)]))),
     }
-    sidecar["run_train_acc"], sidecar["run_train_acc_epoch"] = _train_fit(ws, run)
+    sidecar["run_train_acc"], sidecar["run_train_acc_epoch"] = train_fit(ws, run)
     _write(out, kept, sidecar)
     return sidecar
 
 
-def _train_fit(ws, run: str) -> tuple[float | None, int | None]:
-    """The run's mean member accuracy on its train split at the last scored epoch, and that
-    epoch; (None, None) when the run did not log its train split."""
+def train_fit(ws, run: str) -> tuple[float | None, int | None]:
+    """How much of its train split scored run `run` fits: the members' mean accuracy on it at the
+    last scored epoch (`epoch_metrics`; higher = fitted), and that epoch; (None, None) when the
+    run did not log its train split. `regime_note` reads the regime off it."""
     from curate.sql import fetch
 
     row = fetch(

@@ -465,6 +465,9 @@ def test_report_draws_accuracy_against_the_fraction_kept(small_scored_ws, tmp_pa
         (0.8, "equal epochs"),
         (0.5, "equal steps"),
     }
+    # the caption says how much of its train split the scoring run fits, the regime's measure
+    fit, epoch = pr.train_fit(ws, "digits")
+    assert f"fit {100 * fit:.1f} % of the train split at epoch {epoch}" in sec.figures[0].caption
     # no retraining drew from another run's scores
     assert pruning.section(ws, "no-such-run", tmp_path) is None
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curate.prune import FIT_HIGH, FIT_LOW, train_fit
 from curate.report import plot
 from curate.report.page import Figure, Headline, Section
 from curate.sql import fetch
@@ -172,6 +173,14 @@ def section(ws: Workspace, run: str, folder: Path) -> Section | None:
         text.append(
             f"The best non-random strategy beats random at {sum(beat)} of {len(beat)} fractions "
             "(each at the same steps)."
+        )
+    fit, fit_epoch = train_fit(ws, run)
+    if fit is not None:
+        text.append(
+            f"The scores come from members that fit {100 * fit:.1f} % of the train split at "
+            f"epoch {fit_epoch}. In curate's pruning benchmarks keeping the hard won where the "
+            f"scoring run fit {100 * FIT_HIGH:.0f} % or more, and lost to random at 50 % kept "
+            f"where it fit under {100 * FIT_LOW:.0f} %."
         )
     sec.figures.append(
         Figure(
