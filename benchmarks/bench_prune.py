@@ -454,7 +454,7 @@ def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log:
         raise SystemExit(2)
     check_same_subsets(args, old, subsets)
     res = old
-    if res.get("full") is None and not past(args.stop_at):
+    if res.get("full") is None and not past(args.stop):
         res["full"] = retrain(args, "full", None, log) | {"keep": 1.0}
     res.setdefault("cells_equal_steps", {})
     planned = [f"{cell_name(m, s, k)}-eqsteps" for k in args.fractions for m, _, s in methods]
@@ -470,7 +470,7 @@ def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log:
                 continue
             side = json.loads((subsets / f"{name}.subset.json").read_text())
             epochs = equal_steps_epochs(args.epochs, side["n"] / n_full)
-            if past(args.stop_at) and member_test_acc(args, run, epochs) is None:
+            if past(args.stop) and member_test_acc(args, run, epochs) is None:
                 continue
             cell = retrain(args, run, subsets / f"{name}.npy", log, epochs, equal_steps=True)
             fixed = res["cells"].get(name)
@@ -498,12 +498,22 @@ def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log:
     print(f"wrote {args.out}; equal steps missing: {len(res['equal_steps']['missing_cells'])}")
 
 
-def past(stop_at: str | None) -> bool:
+def deadline(stop_at: str | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """The next UTC time HH:MM from `now` on (tomorrow's when today's has gone): a benchmark
+    started at 23:30 with --stop-at 00:55 stops at 00:55 the next day, not at once."""
     if not stop_at:
-        return False
-    now = dt.datetime.now(dt.timezone.utc)
-    h, m = map(int, stop_at.split(":"))
-    return (now.hour, now.minute) >= (h, m)
+        return None
+    try:
+        h, m = map(int, stop_at.split(":"))
+        now = now or dt.datetime.now(dt.timezone.utc)
+        at = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    except ValueError:
+        raise SystemExit(f"--stop-at {stop_at!r}: give a UTC time as HH:MM, e.g. 23:30") from None
+    return at if at > now else at + dt.timedelta(days=1)
+
+
+def past(stop: dt.datetime | None) -> bool:
+    return stop is not None and dt.datetime.now(dt.timezone.utc) >= stop
 
 
 def main() -> None:
@@ -561,6 +571,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     args.score_epochs = args.score_epochs or args.epochs
+    args.stop = deadline(args.stop_at)
     chosen = select_methods(args.methods)
     if not args.source.exists():
         raise SystemExit(f"{args.source} is missing; see ../shared/data/README")
@@ -715,7 +726,7 @@ def main() -> None:
             if key in old:
                 results[key] = old[key]
     # 3-4. the full-data run, then every cell in the order planned
-    if results["full"] is None and not past(args.stop_at):
+    if results["full"] is None and not past(args.stop):
         results["full"] = retrain(args, "full", None, log) | {"keep": 1.0}
         write(args, results, planned)
     for k in args.fractions:
@@ -723,7 +734,7 @@ def main() -> None:
             name = cell_name(m, s, k)
             if name in results["cells"]:
                 continue
-            if past(args.stop_at) and member_test_acc(args, name) is None:
+            if past(args.stop) and member_test_acc(args, name) is None:
                 continue
             cell = retrain(args, name, subsets / f"{name}.npy", log)
             side = json.loads((subsets / f"{name}.subset.json").read_text())
