@@ -194,35 +194,44 @@ def test_prune_writes_a_subset_and_its_sidecar(small_scored_ws, tmp_path, capsys
 
 
 @pytest.mark.parametrize(
-    ("strategy", "train_acc", "warned"),
+    ("strategy", "acc", "warned"),
     [
-        ("hard", 0.55, True),  # under FIT_LOW: hard lost to random in every such benchmark
-        ("hard", 0.80, False),  # FIT_LOW itself is not under it
+        ("hard", 0.55, True),  # under HELD_OUT_LOW: hard lost to random in every such benchmark
+        ("hard", 0.80, False),  # HELD_OUT_LOW itself is not under it
         ("hard", 0.99, False),
-        ("easy", 0.95, True),  # FIT_HIGH itself counts as fitting
-        ("easy", 0.949, False),
+        ("easy", 0.90, True),  # HELD_OUT_HIGH itself counts
+        ("easy", 0.899, False),
         ("easy", 0.30, False),
         ("random", 0.99, False),
         ("ccs", 0.10, False),
-        ("hard", None, False),  # train split not logged: nothing to say
+        ("hard", None, False),  # no held-out split logged: nothing to say
         ("hard", float("nan"), False),
     ],
 )
-def test_regime_note_by_hand(strategy, train_acc, warned):
-    note = pr.regime_note(strategy, train_acc)
+def test_regime_note_by_hand(strategy, acc, warned):
+    note = pr.regime_note(strategy, acc)
     assert (note is not None) == warned
     if warned:
-        assert f"fit {100 * train_acc:.1f} %" in note and f"made {strategy} lose" in note
+        assert f"made {strategy} lose to random" in note
 
 
-def test_prune_records_the_runs_fit_and_says_when_it_goes_against_it(
+def test_held_out_prefers_test_then_val():
+    assert pr.held_out({"train": 0.9, "test": 0.7, "val": 0.8}) == ("test", 0.7)
+    assert pr.held_out({"train": 0.9, "val": 0.8}) == ("val", 0.8)
+    assert pr.held_out({"train": 0.9, "holdout": 0.6}) == ("holdout", 0.6)
+    assert pr.held_out({"train": 0.9}) is None and pr.held_out({}) is None
+
+
+def test_prune_records_the_runs_accuracy_and_says_when_it_goes_against_it(
     small_scored_ws, tmp_path, capsys
 ):
-    (fit, epoch) = catalog_rows(
+    rows = catalog_rows(
         small_scored_ws,
-        "SELECT acc_mean, epoch FROM epoch_metrics WHERE run = 'digits' AND split = 'train' "
-        "ORDER BY epoch DESC LIMIT 1",
-    )[0]
+        "SELECT split, acc_mean, epoch FROM epoch_metrics WHERE run = 'digits' "
+        "AND epoch = (SELECT max(epoch) FROM epoch_metrics WHERE run = 'digits') ORDER BY split",
+    )
+    assert {r[0] for r in rows} == {"train", "test"}
+    test_acc, epoch = next((a, e) for s, a, e in rows if s == "test")
     for strategy in ("easy", "hard"):
         out = tmp_path / f"{strategy}.npy"
         capsys.readouterr()
@@ -230,12 +239,13 @@ def test_prune_records_the_runs_fit_and_says_when_it_goes_against_it(
             _prune(small_scored_ws, "--keep", "0.5", "--strategy", strategy, "--out", str(out)) == 0
         )
         side = json.loads(pr.sidecar_path(out).read_text())
-        assert abs(side["run_train_acc"] - fit) < 1e-12 and side["run_train_acc_epoch"] == epoch
+        assert side["run_acc_epoch"] == epoch
+        assert all(abs(side["run_acc"][s] - a) < 1e-12 for s, a, _ in rows)
         printed = capsys.readouterr().out
-        expected = pr.regime_note(strategy, fit)
+        expected = pr.regime_note(strategy, test_acc)
         assert ("which strategy for which regime" in printed) == (expected is not None)
         if expected:
-            assert expected in printed
+            assert expected in printed and f"score {test_acc:.3f} on test" in printed
 
 
 def test_el2n_is_the_members_mean_at_the_chosen_epoch(small_scored_ws):
@@ -465,9 +475,9 @@ def test_report_draws_accuracy_against_the_fraction_kept(small_scored_ws, tmp_pa
         (0.8, "equal epochs"),
         (0.5, "equal steps"),
     }
-    # the caption says how much of its train split the scoring run fits, the regime's measure
-    fit, epoch = pr.train_fit(ws, "digits")
-    assert f"fit {100 * fit:.1f} % of the train split at epoch {epoch}" in sec.figures[0].caption
+    # the caption gives the scoring run's held-out accuracy, what the regime is read off
+    accs, epoch = pr.run_accuracy(ws, "digits")
+    assert f"reach {accs['test']:.3f} on test at epoch {epoch}" in sec.figures[0].caption
     # no retraining drew from another run's scores
     assert pruning.section(ws, "no-such-run", tmp_path) is None
 

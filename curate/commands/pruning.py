@@ -11,7 +11,7 @@ from curate.prune import STRATEGIES
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from curate.prune import prune, regime_note
+    from curate.prune import held_out, prune, regime_note
     from curate.workspace import Workspace
 
     ws = Workspace.resolve(args.workspace)
@@ -42,11 +42,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"({side['score_values']} distinct values in the pool): the score cannot rank them. "
             "More members or epochs give a finer score; el2n is continuous"
         )
-    regime = regime_note(args.strategy, side.get("run_train_acc"))
+    scored = held_out(side.get("run_acc") or {})
+    regime = regime_note(args.strategy, scored[1] if scored else None)
     if regime:
         print(
-            f"note: run {args.run}, epoch {side['run_train_acc_epoch']}: {regime} (README: "
-            "Pruning, which strategy for which regime)"
+            f"note: the members of run {args.run} score {scored[1]:.3f} on {scored[0]} (epoch "
+            f"{side['run_acc_epoch']}): {regime} (README: Pruning, which strategy for which "
+            "regime)"
         )
     return 0
 

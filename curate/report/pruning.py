@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curate.prune import FIT_HIGH, FIT_LOW, train_fit
+from curate.prune import HELD_OUT_HIGH, HELD_OUT_LOW, held_out, run_accuracy
 from curate.report import plot
 from curate.report.page import Figure, Headline, Section
 from curate.sql import fetch
@@ -174,13 +174,16 @@ def section(ws: Workspace, run: str, folder: Path) -> Section | None:
             f"The best non-random strategy beats random at {sum(beat)} of {len(beat)} fractions "
             "(each at the same steps)."
         )
-    fit, fit_epoch = train_fit(ws, run)
-    if fit is not None:
+    accs, epoch = run_accuracy(ws, run)
+    scored = held_out(accs)
+    if scored is not None:
         text.append(
-            f"The scores come from members that fit {100 * fit:.1f} % of the train split at "
-            f"epoch {fit_epoch}. In curate's pruning benchmarks keeping the hard won where the "
-            f"scoring run fit {100 * FIT_HIGH:.0f} % or more, and lost to random at 50 % kept "
-            f"where it fit under {100 * FIT_LOW:.0f} %."
+            f"The scores come from members that reach {scored[1]:.3f} on {scored[0]} at epoch "
+            f"{epoch}"
+            + (f" (train {accs['train']:.3f})" if "train" in accs else "")
+            + ". In curate's pruning benchmarks keeping the hard beat random at 50 % kept where "
+            f"the scoring run reached {HELD_OUT_HIGH:.2f} or more on held-out data, and lost to "
+            f"it where the run stayed under {HELD_OUT_LOW:.2f}."
         )
     sec.figures.append(
         Figure(
