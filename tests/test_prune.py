@@ -209,6 +209,8 @@ def test_prune_writes_a_subset_and_its_sidecar(small_scored_ws, tmp_path, capsys
     ],
 )
 def test_regime_note_by_hand(strategy, acc, warned):
+    assert pr.regime_note("hard", 0.55, keep=0.9) is None  # mild pruning went both ways
+    assert pr.regime_note("hard", 0.55, keep=0.7) is not None
     note = pr.regime_note(strategy, acc)
     assert (note is not None) == warned
     if warned:
@@ -242,7 +244,7 @@ def test_prune_records_the_runs_accuracy_and_says_when_it_goes_against_it(
         assert side["run_acc_epoch"] == epoch
         assert all(abs(side["run_acc"][s] - a) < 1e-12 for s, a, _ in rows)
         printed = capsys.readouterr().out
-        expected = pr.regime_note(strategy, test_acc)
+        expected = pr.regime_note(strategy, test_acc, 0.5)
         assert ("which strategy for which regime" in printed) == (expected is not None)
         if expected:
             assert expected in printed and f"score {test_acc:.3f} on test" in printed

@@ -43,7 +43,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             "More members or epochs give a finer score; el2n is continuous"
         )
     scored = held_out(side.get("run_acc") or {})
-    regime = regime_note(args.strategy, scored[1] if scored else None)
+    regime = regime_note(args.strategy, scored[1] if scored else None, args.keep)
     if regime:
         print(
             f"note: the members of run {args.run} score {scored[1]:.3f} on {scored[0]} (epoch "
