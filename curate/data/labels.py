@@ -14,6 +14,7 @@ Everything is checked before ingest writes anything; every problem is one `Curat
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,8 +166,14 @@ def _csv_labels(col: pd.Series, class_names: list[str], spec: str) -> np.ndarray
     for r, v in enumerate(col.str.strip()):
         if v in names:
             out[r] = names[v]
-        elif v.lstrip("-").isdigit():
-            out[r] = int(v)
+        elif re.fullmatch(r"-?[0-9]+", v):  # ASCII digits only: int() refuses '²'
+            k = int(v)
+            if not 0 <= k < len(class_names):  # before it meets int64: 23 digits overflow it
+                raise CurateError(
+                    f"--labels {spec}: label {v} on line {r + 2} is outside "
+                    f"0..{len(class_names) - 1}; the dataset has {len(class_names)} classes"
+                )
+            out[r] = k
         else:
             shown = ", ".join(class_names[:10]) + (" ..." if len(class_names) > 10 else "")
             raise CurateError(

@@ -15,10 +15,24 @@ Label files:
 ``--paths FILE.csv`` (header ``split,idx,path``) gives the image files, shown as `instances.source`
 (e.g. by `label-issues`); ``--classes`` names the classes (a file with one name per line, or
 ``a,b,c``), by default the sorted names used in a CSV, else ``0..K-1``.
+
+What is refused, before anything is written (one `CurateError` each):
+
+- labels that mix class indices and class names (a name among numbers would sort every class as
+  text), a number that is not a whole number (``0.5``; ``3.0`` reads as ``3``), an empty label;
+- a class index outside ``0..2**20-1`` (`MAX_CLASSES`: a run logs one logit per class and
+  instance, so a larger id is a typo, not a class), before anything is allocated per class;
+- an idx outside ``0..2**31-1`` (`MAX_IDX`: the catalog stores idx as a 32-bit integer), or one
+  listed twice in the labels or in ``--paths``;
+- a split name that cannot be a file name (`curate.config.check_name`, as for run names): it
+  names the prediction log's files;
+- replacing a dataset registered from other labels without ``--force``, and one that runs were
+  recorded against without ``--force --invalidate-runs`` (the runs are named).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from pathlib import Path
@@ -37,6 +51,17 @@ STORAGE = "none"  # datasets.storage: no pixels stored
 FORMS = (
     "a CSV with header split,idx,label, an .npz with one array of labels per split (key = split), "
     "or an .npy of the train split's labels in idx order"
+)
+# class indices must be below this: a run logs one logit per class and instance (2**20 classes are
+# 4 MB of float32 per instance already), so a larger id is a typo or a hash, not a class index
+MAX_CLASSES = 2**20
+MAX_IDX = 2**31  # instances.idx is a 32-bit INTEGER
+_Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (idx, labels)
+_INTEGER = r"([+-]?)0*([0-9]+)(?:\.0*)?"  # an integer, also written as a float: 3.0, 3.
+_NUMBER = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"  # any number, e.g. 0.5, 1e3
+_OUT_OF_RANGE = (
+    f"is out of range: class indices are whole numbers 0..{MAX_CLASSES - 1} (below 2**20, since a "
+    "run logs one logit per class); number the classes 0..K-1, or label with class names"
 )
 
 
@@ -68,53 +93,162 @@ def _digest(*paths: Path | None) -> str:
     return h.hexdigest()
 
 
-def _read_labels(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str] | None]:
+def _integers(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Which strings of a column are integers (``7``, ``+7``, ``007``, ``7.0``), and their values.
+
+    Parameters
+    ----------
+    col : stripped strings.
+
+    Returns
+    -------
+    is_int : (R,) bool.
+    value : (R,) int64, the value where `is_int` (else 0); one of more than 18 digits is saturated
+        at +-2**62, so that a bound check refuses it instead of it wrapping around.
+    """
+    m = col.str.extract(rf"^{_INTEGER}$")
+    digits = m[1].fillna("0")
+    long = (digits.str.len() > 18).to_numpy()
+    value = digits.mask(long, "0").astype(np.int64).to_numpy().copy()
+    value[long] = 2**62
+    value[(m[0] == "-").to_numpy()] *= -1
+    return m[1].notna().to_numpy(), value
+
+
+def _shown(values: pd.Series, rows: np.ndarray, limit: int = 3) -> str:
+    """Some values of a CSV column with their line numbers: ``'a' (line 2), 'b' (line 7) and 3
+    more``."""
+    parts = [f"{values.iloc[r]!r} (line {r + 2})" for r in rows[:limit]]
+    return ", ".join(parts) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def _idx_column(col: pd.Series, flag: str, path: Path) -> np.ndarray:
+    """A CSV's idx column as int64: integers in 0..2**31-1, else one CurateError naming the line."""
+    col = col.str.strip()
+    is_int, value = _integers(col)
+    bad = np.flatnonzero(~is_int | (value < 0))
+    if len(bad):
+        raise CurateError(
+            f"{flag} {path}: idx {_shown(col, bad, 1)} is not an integer >= 0; give each "
+            "instance's idx as a whole number (0, 1, 2, ...)"
+        )
+    big = np.flatnonzero(value >= MAX_IDX)
+    if len(big):
+        raise CurateError(
+            f"{flag} {path}: idx {_shown(col, big, 1)} is too large: the catalog stores idx as a "
+            f"32-bit integer, so it must be below 2**31 = {MAX_IDX}; number the instances 0..N-1"
+        )
+    return value
+
+
+def _label_column(col: pd.Series, path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """A CSV's labels: (class indices, None) when every label is an integer, (names, the sorted
+    names) when none is; a mix, a number that is not an integer, an empty label or a class index
+    out of range is one CurateError."""
+    v = col.str.strip()
+    empty = np.flatnonzero((v == "").to_numpy())
+    if len(empty):
+        raise CurateError(
+            f"--labels {path}: the label on line {empty[0] + 2} is empty; give every instance a "
+            "class index or a class name"
+        )
+    is_int, value = _integers(v)
+    odd = np.flatnonzero(v.str.fullmatch(_NUMBER).to_numpy() & ~is_int)
+    if len(odd):
+        raise CurateError(
+            f"--labels {path}: label {_shown(v, odd)} is a number but not a class index; labels "
+            "are whole numbers 0..K-1 (3.0 reads as 3) or class names"
+        )
+    if is_int.all():
+        big = np.flatnonzero((value < 0) | (value >= MAX_CLASSES))
+        if len(big):
+            raise CurateError(f"--labels {path}: label {_shown(v, big, 1)} {_OUT_OF_RANGE}")
+        return value, None
+    if is_int.any():
+        ints, names = np.flatnonzero(is_int), np.flatnonzero(~is_int)
+        few, many = (names, "class indices") if len(names) <= len(ints) else (ints, "class names")
+        raise CurateError(
+            f"--labels {path}: labels mix class indices and class names: {_shown(v, few)} among "
+            f"{len(v) - len(few)} {many}; give every label as a class index 0..K-1, or every "
+            "label as a class name"
+        )
+    return v.to_numpy(object), sorted(set(v))
+
+
+def _read_labels(path: Path) -> tuple[_Splits, list[str] | None]:
     """split -> (idx, labels as given (int64 or str)), and the class names a CSV used."""
     if not path.is_file():
         raise CurateError(f"--labels {path}: no such file; give {FORMS}")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df = _read_csv(path, "--labels", "label", skipinitialspace=True)
-        idx = pd.to_numeric(df["idx"], errors="coerce")
-        bad = idx.isna() | (idx != idx.round()) | (idx < 0)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise CurateError(
-                f"--labels {path}: idx {df['idx'].iloc[row]!r} on line {row + 2} is not an "
-                "integer >= 0"
-            )
-        labels = df["label"].str.strip()
-        numeric = bool(labels.str.fullmatch(r"\d+").all())  # class indices, else class names
-        out = {}
-        for split, rows in df.groupby("split", sort=False).groups.items():
-            i = idx.loc[rows].to_numpy(np.int64)
-            v = labels.loc[rows]
-            out[str(split)] = (i, v.astype(np.int64).to_numpy() if numeric else v.to_numpy(object))
-        return out, None if numeric else sorted(set(labels))
+        return _read_labels_csv(path)
     if suffix in (".npy", ".npz"):
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except Exception as e:
-            raise CurateError(f"--labels {path}: not a readable numpy file ({e})") from None
-        arrays = {"train": loaded} if suffix == ".npy" else {k: loaded[k] for k in loaded.files}
-        out = {}
-        for split, a in arrays.items():
-            if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-                raise CurateError(
-                    f"--labels {path}: split {split!r} must be a 1-d array of integer class "
-                    f"indices, got {a.dtype} of shape {a.shape}"
-                )
-            out[split] = (np.arange(len(a), dtype=np.int64), a.astype(np.int64))
-        return out, None
+        return _read_label_arrays(path, suffix), None
     raise CurateError(f"--labels {path}: unknown kind of file {suffix!r}; give {FORMS}")
 
 
+def _read_labels_csv(path: Path) -> tuple[_Splits, list[str] | None]:
+    """A labels CSV split,idx,label, every value checked (see `_idx_column`, `_label_column`)."""
+    df = _read_csv(path, "--labels", "label", skipinitialspace=True)
+    if df.empty:
+        raise CurateError(
+            f"--labels {path}: no labels below the header; give one row split,idx,label per "
+            "instance"
+        )
+    split = df["split"].str.strip()
+    for s in split.unique():
+        check_name(s, f"--labels {path}: split")  # a split names files of the prediction log
+    idx = _idx_column(df["idx"], "--labels", path)
+    values, used = _label_column(df["label"], path)
+    out = {}
+    for s, rows in split.groupby(split, sort=False).groups.items():
+        pos = np.asarray(rows)
+        out[str(s)] = (idx[pos], values[pos])
+    return out, used
+
+
+def _read_label_arrays(path: Path, suffix: str) -> _Splits:
+    """An .npy (the train split) or .npz (one array per split) of class indices in idx order."""
+    try:
+        if suffix == ".npy":
+            arrays = {"train": np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise CurateError(f"--labels {path}: not a readable numpy file ({e})") from None
+    if not arrays:
+        raise CurateError(f"--labels {path}: holds no arrays; give one array of labels per split")
+    out = {}
+    for split, a in arrays.items():
+        check_name(split, f"--labels {path}: split")  # a split names files of the prediction log
+        integral = np.issubdtype(a.dtype, np.integer) or (
+            np.issubdtype(a.dtype, np.floating) and bool(np.all(np.isfinite(a) & (a == a.round())))
+        )
+        if a.ndim != 1 or not len(a) or not integral:
+            raise CurateError(
+                f"--labels {path}: split {split!r} must be a non-empty 1-d array of class indices "
+                f"(whole numbers), got {a.dtype} of shape {a.shape}"
+            )
+        big = np.flatnonzero((a < 0) | (a >= MAX_CLASSES))
+        if len(big):
+            shown = f"{a[big[0]].item()!r} (position {big[0]} of split {split!r})"
+            raise CurateError(f"--labels {path}: label {shown} {_OUT_OF_RANGE}")
+        out[split] = (np.arange(len(a), dtype=np.int64), a.astype(np.int64))
+    return out
+
+
 def _classes(spec: str | None, used: list[str] | None, top: int) -> list[str]:
+    """The class names: --classes, else the names a CSV used, else 0..top (top < MAX_CLASSES)."""
     if spec:
         p = Path(spec)
+        try:
+            text = p.read_text() if p.is_file() else None
+        except (OSError, UnicodeDecodeError) as e:
+            raise CurateError(f"--classes {spec}: not a readable text file ({e})") from None
         names = (
-            [line.strip() for line in p.read_text().splitlines() if line.strip()]
-            if p.is_file()
+            [line.strip() for line in text.splitlines() if line.strip()]
+            if text is not None
             else [n.strip() for n in spec.split(",") if n.strip()]
         )
         if len(set(names)) != len(names):
@@ -130,15 +264,12 @@ def _class_indices(values: np.ndarray, classes: list[str], path: Path) -> np.nda
         pos = {n: k for k, n in enumerate(classes)}
         out = np.empty(len(values), np.int64)
         for r, v in enumerate(values):
-            if v in pos:
-                out[r] = pos[v]
-            elif v.isdigit():
-                out[r] = int(v)
-            else:
+            if v not in pos:
                 raise CurateError(
                     f"--labels {path}: unknown class {v!r}; classes are "
                     f"{', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}"
                 )
+            out[r] = pos[v]
     bad = (out < 0) | (out >= len(classes))
     if bad.any():
         raise CurateError(
@@ -148,26 +279,49 @@ def _class_indices(values: np.ndarray, classes: list[str], path: Path) -> np.nda
     return out
 
 
+def _checked_splits(raw: dict, names: list[str], lpath: Path) -> dict:
+    """split -> (idx ascending, class indices), train first; an idx listed twice is refused."""
+    order = sorted(raw, key=lambda s: (s != "train", list(raw).index(s)))
+    splits = {}
+    for s in order:
+        i, v = raw[s]
+        srt = np.argsort(i, kind="stable")
+        i, v = i[srt], v[srt]
+        dup = np.flatnonzero(np.diff(i) == 0)
+        if len(dup):
+            raise CurateError(f"--labels {lpath}: {s} idx {int(i[dup[0]])} is listed twice")
+        splits[s] = (i, _class_indices(v, names, lpath))
+    return splits
+
+
 def _read_paths(path: Path, splits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """split -> (N,) object array of file paths (None where the file lists none)."""
     df = _read_csv(path, "--paths", "path")
+    split = df["split"].str.strip()
+    idx = _idx_column(df["idx"], "--paths", path)
     out = {s: np.full(len(i), None, object) for s, i in splits.items()}
-    for split, rows in df.groupby("split", sort=False).groups.items():
-        if split not in splits:
+    for s, rows in split.groupby(split, sort=False).groups.items():
+        if s not in splits:
             raise CurateError(
-                f"--paths {path}: split {split!r} is not in the labels (splits: "
-                f"{', '.join(splits)})"
+                f"--paths {path}: split {s!r} is not in the labels (splits: {', '.join(splits)})"
             )
-        i = pd.to_numeric(df["idx"].loc[rows], errors="coerce").to_numpy()
-        pos = np.searchsorted(splits[split], i)
-        pos = np.minimum(pos, len(splits[split]) - 1)
-        bad = np.isnan(i) | (splits[split][pos] != i)
-        if bad.any():
+        rows = np.asarray(rows)
+        i = idx[rows]
+        dup = np.flatnonzero(pd.Series(i).duplicated().to_numpy())
+        if len(dup):
+            lines = " and ".join(str(r + 2) for r in rows[i == i[dup[0]]][:2])
             raise CurateError(
-                f"--paths {path}: {split} idx {df['idx'].loc[rows].iloc[int(np.flatnonzero(bad)[0])]}"
-                " has no label in the label file"
+                f"--paths {path}: {s} idx {int(i[dup[0]])} is listed twice (lines {lines}); give "
+                "one path per instance"
             )
-        out[split][pos] = df["path"].loc[rows].to_numpy(object)
+        pos = np.minimum(np.searchsorted(splits[s], i), len(splits[s]) - 1)
+        bad = np.flatnonzero(splits[s][pos] != i)
+        if len(bad):
+            raise CurateError(
+                f"--paths {path}: {s} idx {int(i[bad[0]])} has no label in the label file "
+                f"(line {rows[bad[0]] + 2}); list only instances the labels list"
+            )
+        out[s][pos] = df["path"].to_numpy(object)[rows]
     return out
 
 
@@ -178,8 +332,12 @@ def ingest_labels(
     paths: str | None = None,
     classes: str | None = None,
     force: bool = False,
+    invalidate_runs: bool = False,
 ) -> tuple[str, dict[str, int]]:
     """Register dataset `name` from a label file (and optional image paths), without pixels.
+
+    Everything is read and checked before anything is written; every problem is one
+    CurateError, and a refused call leaves the workspace as it was.
 
     Parameters
     ----------
@@ -189,6 +347,7 @@ def ingest_labels(
     paths : optional CSV split,idx,path of the image files.
     classes : class names: a file with one per line, or comma-separated.
     force : replace a dataset of that name registered from other labels.
+    invalidate_runs : with `force`, replace it even when runs were recorded against it.
 
     Returns
     -------
@@ -203,40 +362,77 @@ def ingest_labels(
     if ppath is not None and not ppath.is_file():
         raise CurateError(f"--paths {ppath}: no such file; give a CSV with header split,idx,path")
     raw, used = _read_labels(lpath)
-    order = sorted(raw, key=lambda s: (s != "train", list(raw).index(s)))
-    top = max((int(v.max()) for _, v in raw.values() if v.dtype != object and len(v)), default=0)
-    names = _classes(classes, used, top)
-    splits = {}
-    for s in order:
-        i, v = raw[s]
-        srt = np.argsort(i, kind="stable")
-        i, v = i[srt], v[srt]
-        dup = np.flatnonzero(np.diff(i) == 0)
-        if len(dup):
-            raise CurateError(f"--labels {lpath}: {s} idx {int(i[dup[0]])} is listed twice")
-        splits[s] = (i, _class_indices(v, names, lpath))
+    top = max((int(v.max()) for _, v in raw.values() if v.dtype != object), default=0)
+    names = _classes(classes, used, top)  # top < MAX_CLASSES: checked as the labels were read
+    splits = _checked_splits(raw, names, lpath)
     sources = _read_paths(ppath, {s: i for s, (i, _) in splits.items()}) if ppath else None
     checksum = _digest(lpath, ppath) + ":" + ",".join(names)
     recipe = {"format": FORMAT, "labels": _digest(lpath), "paths": ppath and _digest(ppath)}
     counts = {s: len(i) for s, (i, _) in splits.items()}
-    with dataset_lock(ws.dataset_dir(name)):
-        old = _existing(ws, name)
-        if old is not None:
-            fmt, old_sum = old
-            if fmt != FORMAT:
-                raise CurateError(
-                    f"dataset {name!r} is already in {ws.catalog} with its images ({fmt}); "
-                    "register the labels under another --name"
-                )
-            if old_sum == checksum:
+    try:
+        with dataset_lock(ws.dataset_dir(name)):
+            if not _may_write(ws, name, checksum, force, invalidate_runs):
                 return "up to date", counts
-            if not force:
-                raise CurateError(
-                    f"dataset {name!r} is already registered from other labels; rerun with "
-                    "--force to replace it, or choose another --name"
-                )
-        _record(ws, name, lpath, names, splits, sources, checksum, recipe)
+            _record(ws, name, lpath, names, splits, sources, checksum, recipe)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise CurateError(
+            f"cannot write in the workspace {ws.root} ({e.strerror}: {e.filename}); make it "
+            "writable or pass another --workspace, and rerun (nothing was registered)"
+        ) from None
     return "written", counts
+
+
+def _may_write(ws: Workspace, name: str, checksum: str, force: bool, invalidate: bool) -> bool:
+    """False when `name` is already registered from these very labels; True when it may be
+    (re)written; a CurateError when it is registered otherwise and the flags do not allow
+    replacing it (--force, plus --invalidate-runs when runs were recorded against it)."""
+    old = _existing(ws, name)
+    if old is None:
+        return True
+    fmt, old_sum = old
+    if fmt != FORMAT:
+        raise CurateError(
+            f"dataset {name!r} is already in {ws.catalog} with its images ({fmt}); "
+            "register the labels under another --name"
+        )
+    if old_sum == checksum:
+        return False
+    runs = _runs_of(ws, name)
+    if not runs:
+        if force:
+            return True
+        raise CurateError(
+            f"dataset {name!r} is already registered from other labels; rerun with "
+            "--force to replace it, or choose another --name"
+        )
+    shown = ", ".join(runs[:10]) + (f" and {len(runs) - 10} more" if len(runs) > 10 else "")
+    if force and invalidate:
+        print(f"{name}: replacing the labels that runs {shown} were recorded against")
+        return True
+    raise CurateError(
+        f"dataset {name!r} is already registered from other labels, and run(s) {shown} were "
+        "recorded against them: replacing the labels invalidates their scores and label issues; "
+        "rerun with --force --invalidate-runs to replace them anyway, or choose another --name"
+    )
+
+
+def _runs_of(ws: Workspace, name: str) -> list[str]:
+    """The runs recorded against dataset `name`: in the catalog, or still being recorded."""
+    runs: set[str] = set()
+    if ws.catalog.exists():
+        with catalog.read(ws) as con:
+            if "runs" in {r[0] for r in con.execute("SHOW TABLES").fetchall()}:
+                rows = con.execute("SELECT run FROM runs WHERE dataset = ?", [name]).fetchall()
+                runs.update(r[0] for r in rows)
+    for rec in (ws.root / "runs").glob("*/run.json"):
+        try:
+            if json.loads(rec.read_text()).get("dataset") == name:
+                runs.add(rec.parent.name)
+        except (OSError, ValueError, AttributeError):
+            continue  # not a run folder we can read: not one of this dataset's
+    return sorted(runs)
 
 
 def _existing(ws: Workspace, name: str) -> tuple[str, str] | None:
@@ -302,7 +498,13 @@ def cmd_ingest_labels(args) -> int:
         raise CurateError(f"curate ingest labels needs --labels FILE: {FORMS} (and --name NAME)")
     ws = Workspace.resolve(args.workspace)
     status, counts = ingest_labels(
-        ws, args.name or "", args.labels, args.paths, args.classes, args.force
+        ws,
+        args.name or "",
+        args.labels,
+        args.paths,
+        args.classes,
+        args.force,
+        getattr(args, "invalidate_runs", False),
     )
     shown = ", ".join(f"{k} {v}" for k, v in counts.items())
     print(f"{args.name}: {status} ({shown}; labels only, no images) in {ws.catalog}")
@@ -320,6 +522,13 @@ def add_flags(p) -> None:
         "--classes",
         help="ingest labels: class names, a file with one per line or a,b,c (default: the CSV's "
         "sorted names, else 0..K-1)",
+    )
+    p.add_argument(
+        "--invalidate-runs",
+        action="store_true",
+        help="ingest labels: with --force, replace the labels even when runs were recorded "
+        "against them (their scores and label issues then no longer match); without it, "
+        "--force names those runs and refuses",
     )
 
 
