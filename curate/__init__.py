@@ -4,6 +4,8 @@ Train an ensemble, log every member's prediction on every image after every epoc
 into per-image difficulty scores in a DuckDB catalog, and export curricula and human-study pairs.
 """
 
+from curate.errors import CurateError as CurateError  # imports nothing: `import curate` stays light
+
 __version__ = "0.1.0"
 
 

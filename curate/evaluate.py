@@ -84,7 +84,8 @@ def read_reference(
     return None, _numeric(a, path), used
 
 
-def _read_csv(path: Path, column: str | None):
+def _read_csv(path: Path, column: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(idx, values, column) of a reference CSV with an idx column and a value column."""
     df = pd.read_csv(path)
     if "idx" not in df.columns:
         raise CurateError(
@@ -96,24 +97,59 @@ def _read_csv(path: Path, column: str | None):
         raise CurateError(
             f"--reference {path}: choose the value column with --column (one of {', '.join(others)})"
         )
-    idx = pd.to_numeric(df["idx"], errors="coerce")
-    if idx.isna().any():
-        raise CurateError(f"--reference {path}: idx must be integers")
-    if idx.duplicated().any():
+    idx = _whole_idx(df["idx"], path)
+    dup = pd.Series(idx).duplicated().to_numpy()
+    if dup.any():
+        raise CurateError(f"--reference {path}: idx {int(idx[dup][0])} is listed twice")
+    return idx, _numeric(df[col].to_numpy(), path, col), col
+
+
+def _whole_idx(raw: pd.Series, path: Path) -> np.ndarray:
+    """The CSV's idx column as int64; a CurateError naming the values that are not whole numbers
+    (text, empty cells, fractions: a fraction is never truncated to an idx)."""
+    if pd.api.types.is_integer_dtype(raw):
+        return raw.to_numpy(np.int64)
+    num = pd.to_numeric(raw, errors="coerce").to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(num) | (num != np.round(num))
+    if bad.any():
+        shown = ", ".join(repr(v) if isinstance(v, str) else f"{v:g}" for v in raw[bad][:3])
         raise CurateError(
-            f"--reference {path}: idx {int(idx[idx.duplicated()].iloc[0])} is listed twice"
+            f"--reference {path}: column idx holds {int(bad.sum())} values that are not whole "
+            f"numbers ({shown}{', ...' if bad.sum() > 3 else ''}); write the catalog's integer "
+            "idx of each row"
         )
-    return idx.to_numpy(np.int64), _numeric(df[col].to_numpy(), path), col
+    return num.astype(np.int64)
 
 
-def _numeric(a: np.ndarray, path: Path) -> np.ndarray:
+def _numeric(a: np.ndarray, path: Path, column: str | None = None) -> np.ndarray:
+    """Reference values as numbers or booleans (true/false text, empty cells as NaN); a
+    CurateError naming the column and the values that are neither."""
+    name = f"column {column!r}" if column else "the reference"
     if a.dtype == object:
-        low = pd.Series(a).astype(str).str.strip().str.lower()
-        if low.isin(["true", "false"]).all():
-            return (low == "true").to_numpy()
-        a = pd.to_numeric(pd.Series(a), errors="coerce").to_numpy()
+        s = pd.Series(a)
+        text = s.astype(str).str.strip()
+        given = (s.notna() & (text != "")).to_numpy()
+        low = text.str.lower().to_numpy()
+        if given.any() and np.isin(low[given], ["true", "false"]).all():
+            if given.all():
+                return low == "true"
+            return np.where(given, low == "true", np.nan)  # 1/0, NaN where the cell is empty
+        num = pd.to_numeric(s, errors="coerce").to_numpy(float)
+        bad = given & np.isnan(num)
+        if bad.any():
+            shown = ", ".join(repr(v) for v in s[bad][:3])
+            raise CurateError(
+                f"--reference {path}: {name} holds {int(bad.sum())} values that are not numbers "
+                f"or booleans ({shown}{', ...' if bad.sum() > 3 else ''}); choose a numeric or "
+                "true/false column with --column"
+            )
+        a = num
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise CurateError(f"--reference {path}: values must be numbers or booleans, got {a.dtype}")
+        raise CurateError(
+            f"--reference {path}: values must be numbers or booleans, got {a.dtype}; save a "
+            "numeric or boolean array"
+        )
     return a
 
 

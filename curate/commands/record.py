@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 
 from curate.commands.common import Subparsers
-from curate.errors import CurateError
 from curate.workspace import Workspace
 
 SCHEME = (
@@ -24,28 +23,36 @@ Files in --dir, one of two schemes per split:
                                             are in the split's order (ascending idx)
 .npz: one array, or `logits`/`probs` (+ `idx`); .pt: a tensor or a dict with `logits`/`probs`.
 --kind auto takes rows in [0, 1] summing to 1 as probabilities (entered as their log).
-Parts already written by an earlier import are kept; then: curate score RUN."""
+Outputs must be real numbers (complex or text arrays are refused).
+
+All or nothing: the log is written aside and registered only once every part is there; a failed
+or interrupted import leaves the workspace as it was. The run records a checksum of its arrays:
+importing the same arrays again changes nothing; other arrays under the same run name are refused
+unless --replace (which also drops the scores of the old log). Then: curate score RUN."""
 
 
 def cmd_import_log(args) -> int:
-    """`curate import-log RUN --dataset D --dir FOLDER`."""
+    """`curate import-log RUN --dataset D --dir FOLDER [--replace]`."""
     from curate.record.importlog import import_log
 
     ws = Workspace.resolve(args.workspace)
     res = import_log(
-        ws, args.run, args.dataset, args.dir, args.members, args.epochs, args.kind, args.arch
+        ws,
+        args.run,
+        args.dataset,
+        args.dir,
+        args.members,
+        args.epochs,
+        args.kind,
+        args.arch,
+        replace=args.replace,
     )
-    if not res.complete:
-        shown = ", ".join(f"{s}_m{m}_e{e}" for s, m, e in res.missing[:6])
-        more = f" and {len(res.missing) - 6} more" if len(res.missing) > 6 else ""
-        raise CurateError(
-            f"run {res.run}: {len(res.missing)} parts have no array in {args.dir} ({shown}{more}); "
-            "add them under those names and rerun (the parts written are kept)"
-        )
-    print(
-        f"run {res.run}: prediction log in {res.run_dir / 'predictions'}; next: "
-        f"curate score {res.run}"
-    )
+    what = {
+        "imported": "prediction log in",
+        "replaced": "prediction log replaced (the scores of the old one dropped) in",
+        "unchanged": "already imported from these arrays, nothing changed; prediction log in",
+    }[res.action]
+    print(f"run {res.run}: {what} {res.run_dir / 'predictions'}; next: curate score {res.run}")
     return 0
 
 
@@ -64,6 +71,11 @@ def add_import_log(sub: Subparsers) -> None:
     p.add_argument("--epochs", type=int, help="last epoch E (default: from the files)")
     p.add_argument("--kind", default="auto", choices=["auto", "logits", "probs"])
     p.add_argument("--arch", default="imported", help="architecture name for the runs table")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the run when it was imported from other arrays (its scores are dropped)",
+    )
     p.add_argument(
         "--workspace", help="workspace folder (default $CURATE_WORKSPACE or ./workspace)"
     )
