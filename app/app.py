@@ -21,6 +21,7 @@ import streamlit as st
 
 from curate import explore
 from curate.errors import CurateError
+from curate.sql import QueryLimitError
 from curate.workspace import Workspace
 
 
@@ -424,10 +425,31 @@ def view_references(path, run, split=None):
 
 
 def view_sql(path, run=None, split=None):
+    """The SQL console: one read-only SELECT, stopped at its time limit, refused past its row limit."""
     sql = st.text_area("read-only SQL", "SELECT ddd, count(*) AS n FROM difficulty GROUP BY ddd")
+    c1, c2, _ = st.columns([1, 1, 2])
+    seconds = c1.number_input(
+        "time limit (s)",
+        min_value=1,
+        max_value=600,
+        value=int(explore.CONSOLE_TIMEOUT),
+        help="the query is stopped after this long; while it runs, curate stages wait for the "
+        "catalog",
+    )
+    rows = c2.number_input(
+        "row limit",
+        min_value=1,
+        max_value=1_000_000,
+        value=explore.CONSOLE_MAX_ROWS,
+        step=10_000,
+        help="a result with more rows is refused: add LIMIT, or export with `curate query --out`",
+    )
     if st.button("run"):
         try:
-            df = explore.call(path, "sql_console", sql)
+            df = explore.call(path, "sql_console", sql, float(seconds), int(rows))
+        except QueryLimitError as e:
+            st.error(str(e))
+            return
         except CurateError as e:
             st.error(f"SQL error: {e}")
             return

@@ -457,6 +457,8 @@ def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log:
     if res.get("full") is None and not past(args.stop):
         res["full"] = retrain(args, "full", None, log) | {"keep": 1.0}
     res.setdefault("cells_equal_steps", {})
+    from curate.prune import read_sidecar  # <name>.npy.json, or <name>.subset.json of old runs
+
     planned = [f"{cell_name(m, s, k)}-eqsteps" for k in args.fractions for m, _, s in methods]
     write_equal_steps(args, res, planned)
     from curate.train.run import equal_steps_epochs  # the rule train.equal_steps applies
@@ -468,7 +470,7 @@ def run_equal_steps(args, results: dict, old: dict, methods, subsets: Path, log:
             run = f"{name}-eqsteps"
             if run in res["cells_equal_steps"]:
                 continue
-            side = json.loads((subsets / f"{name}.subset.json").read_text())
+            side = read_sidecar(subsets / f"{name}.npy")
             epochs = equal_steps_epochs(args.epochs, side["n"] / n_full)
             if past(args.stop) and member_test_acc(args, run, epochs) is None:
                 continue
@@ -517,6 +519,8 @@ def past(stop: dt.datetime | None) -> bool:
 
 
 def main() -> None:
+    from curate.prune import read_sidecar  # <name>.npy.json, or <name>.subset.json of old runs
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", type=Path, default=SOURCE)
     ap.add_argument(
@@ -737,7 +741,7 @@ def main() -> None:
             if past(args.stop) and member_test_acc(args, name) is None:
                 continue
             cell = retrain(args, name, subsets / f"{name}.npy", log)
-            side = json.loads((subsets / f"{name}.subset.json").read_text())
+            side = read_sidecar(subsets / f"{name}.npy")
             results["cells"][name] = cell | {
                 "method": m,
                 "score": c,

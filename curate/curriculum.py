@@ -229,12 +229,17 @@ def load_ordering(path: str | Path) -> np.ndarray:
 
 
 def load_sidecar(path: str | Path) -> dict:
-    side = Path(path).with_suffix(".json")
-    if not side.exists():
-        raise CurateError(
-            f"{side} (the pacing parameters of {path}) is missing; export the curriculum again"
-        )
-    return json.loads(side.read_text())
+    """The pacing parameters exported beside curriculum file `path`: `<name>.json` (order.npy.json),
+    else `<stem>.json` as earlier versions wrote it."""
+    from curate.outputs import sidecar_of
+
+    p = Path(path)
+    for side in (sidecar_of(p), p.with_suffix(".json")):
+        if side.is_file():
+            return json.loads(side.read_text())
+    raise CurateError(
+        f"{sidecar_of(p)} (the pacing parameters of {path}) is missing; export the curriculum again"
+    )
 
 
 @dataclass(frozen=True)
@@ -263,29 +268,35 @@ class CurriculumSpec:
 
 
 def export_curriculum(
-    ws, run: str, out: str | Path, spec: CurriculumSpec = CurriculumSpec()
+    ws, run: str, out: str | Path, spec: CurriculumSpec = CurriculumSpec(), force: bool = False
 ) -> dict:
-    """Write <out>.csv, <out>.parquet, <out>.npy (idx, easiest first, with the score) and <out>.json
-    (pacing, its parameters, run, score, seed).
+    """Write the ordering to `out` (.npy: idx, easiest first; .csv or .parquet: rank, idx, label
+    and score) and its sidecar `<out>.json` beside it (pacing, its parameters, run, score, seed).
 
     Parameters
     ----------
     ws : the workspace holding the scored run
     run : a scored run
-    out : the output path; the four files are written beside it, each atomically
+    out : the ordering's file (.npy, .csv or .parquet)
     spec : the score, direction, ordering mode and pacing
+    force : replace files at `out` and its sidecar that curate did not write
 
     Returns
     -------
     dict
         the sidecar written to <out>.json
     """
+    from curate.outputs import check_file, sidecar_of
+
+    if Path(out).suffix not in (".npy", ".csv", ".parquet"):
+        raise CurateError(f"--out {out}: name a .npy, .csv or .parquet file, e.g. order.npy")
+    check_file(out, force)  # before any work: the ordering and its sidecar may be written
+    check_file(sidecar_of(out), force)
     score, pacing, mode, balanced = spec.score, spec.pacing, spec.mode, spec.balanced
     where, seed, direction, params = spec.where, spec.seed, spec.direction, spec.params
     import pandas as pd
 
     from curate.sql import columns, fetch, quote_column
-    from curate.workspace import atomic_path
 
     cols = columns(ws, "difficulty")
     if score not in cols:
@@ -316,7 +327,6 @@ def export_curriculum(
     ranked = df.iloc[order].reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(len(ranked)))
     out = Path(out)
-    stem = out.with_suffix("") if out.suffix in (".csv", ".parquet", ".npy", ".json") else out
     sidecar = {
         "run": run,
         "score": score,
@@ -328,16 +338,21 @@ def export_curriculum(
         "pacing": pacing,
         "pacing_params": params or {},
         "n": len(ranked),
+        "file": out.name,
     }
-    for suffix, write in (
-        (".csv", lambda p: ranked.to_csv(p, index=False)),
-        (".parquet", lambda p: ranked.to_parquet(p, index=False)),
-        (".npy", lambda p: _save_npy(p, ranked["idx"].to_numpy(np.int64))),
-        (".json", lambda p: p.write_text(json.dumps(sidecar, indent=1))),
-    ):
-        target = stem.with_suffix(suffix)
-        with atomic_path(target, suffix) as tmp:
-            write(tmp)
+    from curate.outputs import csv_writer, write_files
+
+    ordering = {
+        ".csv": csv_writer(ranked),
+        ".parquet": lambda p: ranked.to_parquet(p, index=False),
+        ".npy": lambda p: _save_npy(p, ranked["idx"].to_numpy(np.int64)),
+    }[out.suffix]
+    side = json.dumps(sidecar, indent=1)
+    write_files(
+        {out: ordering, sidecar_of(out): lambda p: p.write_text(side)},
+        force=force,
+        by="curate curriculum",
+    )
     return sidecar
 
 

@@ -311,13 +311,46 @@ def consistency_matrix(
     return mat
 
 
-def sql_console(con, sql: str, limit: int = 1000) -> pd.DataFrame:
-    """One read-only SELECT, at most `limit` rows; a refused or bad statement is a CurateError."""
+# The SQL console's limits, which its page can raise. 30 s: a page that has not answered in half a
+# minute has gone wrong for the person waiting, and the catalog is free again well within the 120 s
+# a stage waits for it. 100,000 rows: more than a browser table is useful for, and as much as the
+# page sends comfortably (`curate query --out` exports more).
+CONSOLE_TIMEOUT = 30.0
+CONSOLE_MAX_ROWS = 100_000
+
+
+def sql_console(
+    con, sql: str, timeout: float = CONSOLE_TIMEOUT, max_rows: int = CONSOLE_MAX_ROWS
+) -> pd.DataFrame:
+    """One read-only SELECT of the console, within its limits.
+
+    Parameters
+    ----------
+    con : an open `catalog.Reader` (or read-only DuckDB connection)
+    sql : the statement
+    timeout : seconds before the query is stopped
+    max_rows : the most rows the result may have
+
+    Returns
+    -------
+    pd.DataFrame
+        The result (empty for a statement without one).
+
+    Raises
+    ------
+    CurateError
+        A refused or bad statement; `curate.sql.QueryLimitError` when a limit is hit.
+    """
+    from curate.sql import Limits, run_limited
+
+    limits = Limits(
+        seconds=timeout,
+        rows=max_rows,
+        raise_seconds="the console's 'time limit (s)'",
+        raise_rows="the console's 'row limit'",
+    )
     try:
-        cur = con.execute(sql)
-        if cur.description is None:
-            return pd.DataFrame()
-        return pd.DataFrame(cur.fetchmany(limit), columns=[d[0] for d in cur.description])
+        return run_limited(con, sql, (), limits)
     except duckdb.PermissionException as e:
         raise CurateError(
             f"not allowed: {str(e).splitlines()[0]}. The console reads the catalog and the "

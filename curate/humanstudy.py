@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
-from curate.workspace import Workspace, atomic_path
+from curate.workspace import Workspace
 
 SIDE = 224  # pixels of the exported images
 POOL = 1000  # trivial images drawn from the 1,000 most accessible, impossible from the 1,000 least
@@ -129,11 +129,9 @@ def export_pairs(ws: Workspace, run: str, out: str | Path, spec: PairsSpec = Pai
         spec.seed,
         spec.split,
     )
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CurateError(
-            f"{out} exists and is not empty; choose a new --out (nothing is overwritten)"
-        )
+    from curate.outputs import check_folder, csv_safe, write_folder
+
+    check_folder(out, [ws.root], renew=False)  # before any work: a new or empty folder
     df, split = _pool(ws, run, split)
     pairs = choose_pairs(df, n + train_trials, same_class, seed)
     rows = df.set_index("idx")
@@ -150,7 +148,8 @@ def export_pairs(ws: Workspace, run: str, out: str | Path, spec: PairsSpec = Pai
         )
     )
     rng = np.random.default_rng([seed, 1])
-    with atomic_path(out) as tmp:
+
+    def build(tmp: Path) -> None:
         (tmp / "images").mkdir(parents=True)
         trials = []
         for k, (t_idx, i_idx) in enumerate(pairs):
@@ -177,9 +176,10 @@ def export_pairs(ws: Workspace, run: str, out: str | Path, spec: PairsSpec = Pai
                     "seed": seed,
                 }
             )
-        pd.DataFrame(trials).to_csv(tmp / "manifest.csv", index=False)
+        csv_safe(pd.DataFrame(trials)).to_csv(tmp / "manifest.csv", index=False)  # class names
         (tmp / "index.html").write_text(render_html(trials, run))
-    return out
+
+    return write_folder(out, build, keep=[ws.root], by="curate pairs", renew=False)
 
 
 def render_html(trials: list[dict], run: str) -> str:
@@ -278,12 +278,16 @@ def observer_accuracy(correct: np.ndarray) -> dict:
     }
 
 
-def analyse(out: str | Path, answer_files: list[str]) -> pd.DataFrame:
+def analyse(out: str | Path, answer_files: list[str], force: bool = False) -> pd.DataFrame:
     """Per observer accuracy and binomial p; kappa between observers; writes DIR/analysis.csv,
     DIR/consistency.csv and DIR/analysis.png. Returns the per-observer table."""
+    from curate.outputs import check_file, csv_writer, write_files
     from curate.scores.definitions import error_consistency
 
     out = Path(out)
+    written = [out / "analysis.csv", out / "consistency.csv", out / "analysis.png"]
+    for f in written:
+        check_file(f, force)  # before any work
     man_path = out / "manifest.csv"
     if not man_path.exists():
         raise CurateError(f"{man_path} is missing; give the folder `curate pairs` wrote")
@@ -331,9 +335,8 @@ def analyse(out: str | Path, answer_files: list[str]) -> pd.DataFrame:
                 }
             )
     cons = pd.DataFrame(pairs, columns=["observer_a", "observer_b", "trials", "kappa"])
-    table.to_csv(out / "analysis.csv", index=False)
-    cons.to_csv(out / "consistency.csv", index=False)
-    _plot(table, cons, names, out / "analysis.png")
+    writers = [csv_writer(table), csv_writer(cons), lambda p: _plot(table, cons, names, p)]
+    write_files(dict(zip(written, writers, strict=True)), force=force, by="curate pairs-analyse")
     return table
 
 
@@ -364,5 +367,5 @@ def _plot(table: pd.DataFrame, cons: pd.DataFrame, names: list[str], path: Path)
     axes[1].set_title("error consistency (kappa)")
     fig.colorbar(im, ax=axes[1])
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # a temporary name has no .png to go by
     plt.close(fig)

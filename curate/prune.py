@@ -20,7 +20,7 @@ is easy, EL2N and forgetting events high are hard. NULL scores count as the hard
 count is NULL for never-learned instances).
 
 The subset is written as an idx list (.npy, .csv or .parquet, sorted by idx) and a JSON sidecar
-beside it (`<stem>.subset.json`): dataset, split, run, strategy, score, fraction, seed and the
+beside it (`<name>.json`, e.g. keep.npy.json): dataset, split, run, strategy, score, fraction, seed and the
 checksum that a training run on it records.
 """
 
@@ -313,22 +313,28 @@ def checksum(idx: np.ndarray) -> str:
 
 
 def sidecar_path(path: str | Path) -> Path:
-    """Where the sidecar of subset file `path` lives: `<stem>.subset.json` beside it."""
+    """Where the sidecar of subset file `path` lives: `<name>.json` beside it (keep.npy.json), one
+    per file, so the .npy and the .csv of one stem never share one."""
+    from curate.outputs import sidecar_of
+
+    return sidecar_of(path)
+
+
+def _find_sidecar(path: str | Path) -> Path | None:
+    """The sidecar of `path` curate prune wrote: `<name>.json`, else the `<stem>.subset.json` of
+    earlier versions; None when there is none."""
     p = Path(path)
-    return p.with_name(p.stem + ".subset.json")
+    for side in (sidecar_path(p), p.with_name(p.stem + ".subset.json")):
+        if side.is_file() and _is_ours(side):
+            return side
+    return None
 
 
-def _write(path: Path, df, sidecar: dict) -> None:
-    from curate.workspace import atomic_path
+def _write(path: Path, df, sidecar: dict, force: bool = False) -> list[Path]:
+    """The subset file and its sidecar, through the one writer of outputs."""
+    from curate.outputs import write_files
 
-    side = sidecar_path(path)
-    for target in (path, side):
-        if target.exists() and not _is_ours(side):
-            raise CurateError(
-                f"{target} exists and is not a subset curate wrote; choose another --out or "
-                "delete it"
-            )
-    with atomic_path(path, path.suffix) as tmp:
+    def subset(tmp: Path) -> None:
         if path.suffix == ".npy":
             with open(tmp, "wb") as f:  # a file object: np.save would append .npy
                 np.save(f, df["idx"].to_numpy(np.int64))
@@ -336,8 +342,13 @@ def _write(path: Path, df, sidecar: dict) -> None:
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-    with atomic_path(side) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=1))
+
+    side = json.dumps(sidecar | {"file": path.name}, indent=1)
+    return write_files(
+        {path: subset, sidecar_path(path): lambda tmp: tmp.write_text(side)},
+        force=force,
+        by="curate prune",
+    )
 
 
 def _is_ours(side: Path) -> bool:
@@ -349,8 +360,8 @@ def _is_ours(side: Path) -> bool:
 
 def read_sidecar(path: str | Path) -> dict:
     """The sidecar `curate prune` wrote beside a subset file; {} when there is none."""
-    side = sidecar_path(path)
-    return json.loads(side.read_text()) if side.is_file() and _is_ours(side) else {}
+    side = _find_sidecar(path)
+    return json.loads(side.read_text()) if side is not None else {}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -362,6 +373,11 @@ def read_idx(path: str | Path) -> np.ndarray:
         )
     if p.suffix not in SUFFIXES:
         raise CurateError(f"subset file {p}: expected {', '.join(SUFFIXES)}")
+    if p.stat().st_size == 0:
+        raise CurateError(
+            f"subset file {p} is empty (0 bytes); write it again with `curate prune RUN --keep F "
+            f"--out {p}`"
+        )
     try:
         if p.suffix == ".npy":
             idx = np.load(p, allow_pickle=False)
@@ -372,7 +388,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             if "idx" not in df:
                 raise CurateError(f"subset file {p} has no idx column; write it with curate prune")
             idx = df["idx"].to_numpy()
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:  # EOFError: a truncated .npy
         raise CurateError(f"subset file {p} is unreadable ({e}); write it again") from e
     idx = np.asarray(idx)
     if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
@@ -396,9 +412,8 @@ def load_subset(path: str | Path, dataset: str, split_idx: np.ndarray) -> Subset
     it repeats an idx, is empty, or names an idx the train split does not have.
     """
     idx = read_idx(path)
-    side = sidecar_path(path)
-    if side.is_file() and _is_ours(side):
-        meta = json.loads(side.read_text())
+    meta = read_sidecar(path)
+    if meta:
         if meta.get("dataset") not in (None, dataset):
             raise CurateError(
                 f"subset {path} was made for dataset {meta['dataset']!r}, not {dataset!r}; prune a "
@@ -433,6 +448,7 @@ def prune(
     direction: str = "auto",
     beta: float | None = None,
     strata: int = 50,
+    force: bool = False,
 ) -> dict:
     """Select a subset of the train split of scored run `run` and write it to `out` (.npy, .csv
     or .parquet) with its sidecar. Returns the sidecar.
@@ -450,8 +466,10 @@ def prune(
     out = Path(out)
     if out.suffix not in SUFFIXES:
         raise CurateError(f"--out {out}: name a .npy, .csv or .parquet file")
-    if not out.parent.is_dir():
-        raise CurateError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    from curate.outputs import check_file
+
+    check_file(out, force)  # before any work: the subset file and its sidecar may be written
+    check_file(sidecar_path(out), force)
     cols = columns(ws, "difficulty")
     if score not in cols:
         raise CurateError(
@@ -532,7 +550,7 @@ def prune(
         "score_values": int(len(np.unique(values[~np.isnan(values)]))),
     }
     sidecar["run_acc"], sidecar["run_acc_epoch"] = run_accuracy(ws, run)
-    _write(out, kept, sidecar)
+    _write(out, kept, sidecar, force)
     return sidecar
 
 

@@ -2,32 +2,67 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from curate import catalog
 from curate.errors import CurateError
-from curate.sql import fetch
-from curate.workspace import Workspace, atomic_path
+from curate.sql import Limits, fetch
+from curate.workspace import Workspace
+
+# `curate query`'s limits. 60 s: a scan of a large prediction log takes seconds, and a query that is
+# still running after a minute has gone wrong (a cross join, a forgotten filter); it stays well below
+# the 120 s a stage waits for the catalog, so a waiting stage always gets its turn. A million rows:
+# every per-image table of CIFAR or ImageNet-val, well under 1 GiB in memory; the same limit on the
+# terminal, where a table shows 200 of them anyway.
+TIMEOUT = 60.0
+MAX_ROWS = 1_000_000
 
 
-def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = None) -> str:
-    df = fetch(ws, sql)
+def run_query(
+    ws: Workspace,
+    sql: str,
+    fmt: str = "table",
+    out: str | None = None,
+    force: bool = False,
+    timeout: float | None = TIMEOUT,
+    max_rows: int | None = MAX_ROWS,
+) -> str:
+    """Run one read-only statement of the user's; its result as text, or written to `out`.
+
+    Parameters
+    ----------
+    ws : the workspace whose catalog is read
+    sql : the statement (one SELECT, see `catalog.Reader`)
+    fmt : table, csv, json or parquet (parquet needs `out`)
+    out, force : the file to write instead, and whether it may replace one curate did not write
+    timeout : seconds the query may run before it is stopped (None: no limit)
+    max_rows : the most rows the result may have (None: no limit)
+
+    Returns
+    -------
+    str
+        The result as text, or a line saying where it was written.
+
+    Raises
+    ------
+    CurateError
+        Bad or refused SQL; `curate.sql.QueryLimitError` when a limit is hit.
+    """
     if fmt == "parquet" and not out:
         raise CurateError("--format parquet writes a file: add --out FILE.parquet")
     if out:
-        target = Path(out)
-        if target.exists() and target.is_dir():
-            raise CurateError(f"--out {target} is a folder; give a file path")
-        refuse_workspace_file(ws, target)
-        with atomic_path(target) as tmp:
-            if fmt == "parquet":
-                df.to_parquet(tmp, index=False)
-            elif fmt == "json":
-                df.to_json(tmp, orient="records", lines=False, date_format="iso")
-            elif fmt == "csv":
-                df.to_csv(tmp, index=False)
-            else:
-                tmp.write_text(df.to_string(index=False) + "\n")
+        from curate.outputs import check_file
+
+        check_file(out, force)  # before the query runs: a refused --out costs nothing
+    df = fetch(ws, sql, limits=Limits(seconds=timeout, rows=max_rows))
+    if out:
+        from curate.outputs import csv_writer, write_file
+
+        writers = {
+            "parquet": lambda p: df.to_parquet(p, index=False),
+            "json": lambda p: df.to_json(p, orient="records", lines=False, date_format="iso"),
+            "csv": csv_writer(df),
+            "table": lambda p: p.write_text(df.to_string(index=False) + "\n"),
+        }
+        target = write_file(out, writers[fmt], force=force, by="curate query")
         return f"wrote {len(df)} rows to {target}"
     if fmt == "csv":
         return df.to_csv(index=False).rstrip("\n")
@@ -41,19 +76,6 @@ def run_query(ws: Workspace, sql: str, fmt: str = "table", out: str | None = Non
         "display.max_rows", 200, "display.width", 200, "display.max_columns", 50
     ):
         return df.to_string(index=False, max_rows=200)
-
-
-def refuse_workspace_file(ws: Workspace, target: Path) -> None:
-    """--out may not replace what the stages wrote: the catalog, datasets, sources or runs."""
-    t = target.expanduser().absolute().resolve()
-    root = ws.root.resolve()
-    guarded = [root / "catalog.duckdb", root / "catalog.duckdb.wal"]
-    inside = [root / d for d in ("datasets", "sources", "runs")]
-    if t in guarded or any(t.is_relative_to(d) for d in inside):
-        raise CurateError(
-            f"--out {target} would overwrite the workspace's own files; write the result "
-            "elsewhere (e.g. --out result.csv)"
-        )
 
 
 def list_tables(ws: Workspace) -> str:

@@ -8,8 +8,7 @@ import pandas as pd
 
 from curate import catalog
 from curate.errors import CurateError
-from curate.query import refuse_workspace_file
-from curate.workspace import Workspace, atomic_path
+from curate.workspace import Workspace
 
 COLUMNS = (
     "split, idx, label, class_name, suggested_label, suggested_class, consensus, issue_score, "
@@ -69,12 +68,9 @@ def label_issue_list(
         return con.execute(sql, [run, split] + ([top] if top else [])).df()
 
 
-def write_list(ws: Workspace, df: pd.DataFrame, out: str) -> Path:
-    """The list as CSV at `out`, written whole or not at all; never over the workspace's files."""
-    target = Path(out)
-    if target.is_dir():
-        raise CurateError(f"--out {target} is a folder; give a file path such as issues.csv")
-    refuse_workspace_file(ws, target)
-    with atomic_path(target) as tmp:
-        df.to_csv(tmp, index=False)
-    return target
+def write_list(df: pd.DataFrame, out: str, force: bool = False) -> Path:
+    """The list as CSV at `out`, written whole or not at all, formula-looking cells escaped; never
+    over a file curate did not write (unless `force`) nor the workspace's files."""
+    from curate.outputs import csv_writer, write_file
+
+    return write_file(out, csv_writer(df), force=force, by="curate label-issues")

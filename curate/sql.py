@@ -1,10 +1,14 @@
-"""Parameterised reads of the catalog for the library's own queries.
+"""Parameterised reads of the catalog for the library's own queries, and the bounded run of a user's
+query (`curate query`, the app's SQL console): a time limit and a row limit.
 
 Values always travel as `?` parameters. A name that has to be written into the SQL text (a column
 chosen by the user) is checked against the relation's actual columns first, then quoted.
 """
 
 from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
@@ -13,16 +17,55 @@ from curate import catalog
 from curate.errors import CurateError
 from curate.workspace import Workspace
 
+# The most memory a bounded result may take as a DataFrame (pandas' deep count), whatever its row
+# count: a million rows of a per-image table take well under 1 GiB; wider rows are refused here
+# instead of ending in a MemoryError.
+MAX_RESULT_BYTES = 2 * 2**30
 
-def fetch(ws: Workspace, sql: str, params: list | tuple = ()) -> pd.DataFrame:
+
+class QueryLimitError(CurateError):
+    """A user's query stopped by its time, row or memory limit; the message says how to raise it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a user's query may run and how large its result may be.
+
+    Attributes
+    ----------
+    seconds : float or None
+        Wall-clock limit of the query, execution and fetching (not the wait for a busy catalog);
+        when it passes, DuckDB is interrupted and the connection closed. None: no limit.
+    rows : int or None
+        The most rows the result may have; the row after them ends the query. None: no limit.
+    raise_seconds, raise_rows : str
+        How the user raises each limit (a flag, a setting), named in the message.
+    max_bytes : int
+        The most memory the result may take as a DataFrame.
+    """
+
+    seconds: float | None = None
+    rows: int | None = None
+    raise_seconds: str = "--timeout SECONDS"
+    raise_rows: str = "--max-rows N"
+    max_bytes: int = MAX_RESULT_BYTES
+
+
+def fetch(
+    ws: Workspace, sql: str, params: list | tuple = (), limits: Limits | None = None
+) -> pd.DataFrame:
     """Run one read-only statement with `?` parameters; return a pandas DataFrame.
 
     The connection is `catalog.Reader`'s sandbox, held only while the statement runs. Bad SQL, a write,
-    a second statement or a file outside the workspace's prediction log is a CurateError.
+    a second statement or a file outside the workspace's prediction log is a CurateError. Given
+    `limits` (a user's query), the run is bounded as `run_limited` says; without, it is not (the
+    library's own reads).
     """
     with catalog.read(ws) as con:
         try:
-            return con.execute(sql, list(params)).df()
+            if limits is None:
+                return con.execute(sql, list(params)).df()
+            return run_limited(con, sql, params, limits)
         except duckdb.PermissionException as e:
             raise CurateError(
                 f"not allowed: {_first_line(e)}. Queries read the catalog and the prediction log "
@@ -33,6 +76,103 @@ def fetch(ws: Workspace, sql: str, params: list | tuple = ()) -> pd.DataFrame:
                 f"SQL error: {_first_line(e)}. Check the statement; `curate query --tables` "
                 "lists tables and columns"
             ) from None
+
+
+def run_limited(
+    con, sql: str, params: list | tuple = (), limits: Limits = Limits()
+) -> pd.DataFrame:
+    """Run `sql` on an open reader within `limits`; its result as a DataFrame (empty for no result).
+
+    Parameters
+    ----------
+    con : catalog.Reader or duckdb.DuckDBPyConnection
+        The open connection; the caller closes it (which releases the catalog).
+    sql, params : the statement and its `?` parameters
+    limits : the time, row and memory limits
+
+    Returns
+    -------
+    pd.DataFrame
+        At most `limits.rows` rows; DuckDB's own errors (bad SQL, refused reads) pass through.
+
+    Raises
+    ------
+    QueryLimitError
+        When a limit is hit: the time limit interrupts the query; rows are fetched a chunk at a
+        time, so no more than one chunk past the row limit is ever held.
+    """
+    deadline = _Deadline(getattr(con, "_con", con), limits.seconds)  # Reader wraps the connection
+    try:
+        cur = con.execute(sql, list(params))
+        if cur.description is None:
+            return pd.DataFrame()
+        return _fetch_bounded(cur, limits)
+    except duckdb.Error:
+        if deadline.fired:
+            raise QueryLimitError(
+                f"the query ran past its time limit of {limits.seconds:g} s and was stopped; "
+                f"narrow it (WHERE, LIMIT, fewer joins) or raise the limit with "
+                f"{limits.raise_seconds}"
+            ) from None
+        raise
+    finally:
+        deadline.end()
+
+
+def _fetch_bounded(cur: duckdb.DuckDBPyConnection, limits: Limits) -> pd.DataFrame:
+    """The streaming result of `cur`, a chunk at a time, refused once past the row or byte limit."""
+    rows = limits.rows
+    vectors = 16 if rows is None else min(16, max(1, rows // 2048))  # 2,048 rows a vector
+    frames: list[pd.DataFrame] = []
+    n = size = 0
+    while True:
+        chunk = cur.fetch_df_chunk(vectors)
+        if chunk.empty:
+            break
+        n += len(chunk)
+        if rows is not None and n > rows:
+            raise QueryLimitError(
+                f"the result has more than {rows:,} rows, the row limit; add LIMIT (or WHERE, "
+                f"GROUP BY) to the query, or raise the limit with {limits.raise_rows}"
+            )
+        size += int(chunk.memory_usage(deep=True).sum())
+        if size > limits.max_bytes:
+            raise QueryLimitError(
+                f"the result passed {limits.max_bytes / 2**20:,.0f} MiB in memory at {n:,} rows; "
+                "select fewer or narrower columns, or fewer rows (LIMIT, WHERE)"
+            )
+        frames.append(chunk)
+    if not frames:
+        return chunk  # no rows, the columns and their types
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+class _Deadline:
+    """Interrupts the query running on `con` once `seconds` have passed, and again every 0.1 s (an
+    interrupt that lands between two steps of the query is not lost) until ended."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float | None):
+        self._con, self._lock, self._ended = con, threading.Lock(), threading.Event()
+        self.fired = False
+        self._thread = None
+        if seconds is not None:
+            self._thread = threading.Thread(target=self._run, args=(seconds,), daemon=True)
+            self._thread.start()
+
+    def _run(self, seconds: float) -> None:
+        wait = seconds
+        while not self._ended.wait(wait):
+            with self._lock:  # never after end(): the connection may be closed by then
+                if self._ended.is_set():
+                    return
+                self.fired = True
+                self._con.interrupt()
+            wait = 0.1
+
+    def end(self) -> None:
+        """The query is over: no interrupt from now on."""
+        with self._lock:
+            self._ended.set()
 
 
 def _first_line(e: BaseException) -> str:

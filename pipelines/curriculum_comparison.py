@@ -53,7 +53,7 @@ def main() -> None:
         ("anti-curriculum", ["--anti"]),
         ("random", ["--random"]),
     ):
-        path = out / f"order-{mode}"
+        path = out / f"order-{mode}.npy"
         rc = curate(
             [
                 "curriculum",
@@ -72,7 +72,7 @@ def main() -> None:
         )
         if rc:
             sys.exit(f"exporting the {mode} ordering failed")
-        arms[mode] = path.with_suffix(".npy")
+        arms[mode] = path
     rows = []
     for arm, order in arms.items():
         run = f"{args.recipe}-cc-{arm.replace(' ', '-')}"

@@ -109,36 +109,31 @@ def scored_digits(small_scored_ws):
 
 
 def test_export_writes_every_format(scored_digits, tmp_path, capsys):
-    out = tmp_path / "cur"
-    assert (
-        main(
-            [
-                "curriculum",
-                "digits",
-                "--score",
-                "accessibility",
-                "--pacing",
-                "fixed-exp",
-                "--balanced",
-                "--where",
-                "ddd <> 'impossible'",
-                "--out",
-                str(out),
-                "--workspace",
-                str(scored_digits),
-            ]
-        )
-        == 0
-    )
-    csv = pd.read_csv(out.with_suffix(".csv"))
-    assert (pd.read_parquet(out.with_suffix(".parquet"))["idx"] == csv["idx"]).all()
-    assert np.array_equal(np.load(out.with_suffix(".npy")), csv["idx"].to_numpy())
-    side = json.loads(out.with_suffix(".json").read_text())
+    """Each format is the file the user names, with its own sidecar <name>.json beside it, and
+    nothing else: no sibling formats written over a user's files."""
+    flags = ["--score", "accessibility", "--pacing", "fixed-exp", "--balanced"]
+    flags += ["--where", "ddd <> 'impossible'", "--workspace", str(scored_digits)]
+    for suffix in (".csv", ".parquet", ".npy"):
+        assert main(["curriculum", "digits", *flags, "--out", str(tmp_path / f"cur{suffix}")]) == 0
+        assert f"cur{suffix}.json" in capsys.readouterr().out  # the companion file is named
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "cur.csv",
+        "cur.csv.json",
+        "cur.npy",
+        "cur.npy.json",
+        "cur.parquet",
+        "cur.parquet.json",
+    ]
+    csv = pd.read_csv(tmp_path / "cur.csv")
+    assert (pd.read_parquet(tmp_path / "cur.parquet")["idx"] == csv["idx"]).all()
+    assert np.array_equal(np.load(tmp_path / "cur.npy"), csv["idx"].to_numpy())
+    side = json.loads((tmp_path / "cur.npy.json").read_text())
     assert (
         side["run"] == "digits"
         and side["pacing"] == "fixed-exp"
         and side["balanced"]
         and side["seed"] == 0
+        and side["file"] == "cur.npy"
     )
 
     con = catalog.read(Workspace(scored_digits))
@@ -154,7 +149,7 @@ def test_export_writes_every_format(scored_digits, tmp_path, capsys):
                 "curriculum",
                 "digits",
                 "--out",
-                str(tmp_path / "plain"),
+                str(tmp_path / "plain.csv"),
                 "--workspace",
                 str(scored_digits),
             ]
@@ -172,14 +167,14 @@ def test_export_writes_every_format(scored_digits, tmp_path, capsys):
                 "learned_epoch",
                 "--anti",
                 "--out",
-                str(tmp_path / "le"),
+                str(tmp_path / "le.npy"),
                 "--workspace",
                 str(scored_digits),
             ]
         )
         == 0
     )
-    assert json.loads((tmp_path / "le.json").read_text())["higher_is_easier"] is False
+    assert json.loads((tmp_path / "le.npy.json").read_text())["higher_is_easier"] is False
 
 
 def test_export_refusals(scored_digits, tmp_path, capsys):
@@ -192,7 +187,7 @@ def test_export_refusals(scored_digits, tmp_path, capsys):
                 "--score",
                 "nope",
                 "--out",
-                str(tmp_path / "x"),
+                str(tmp_path / "x.csv"),
                 "--workspace",
                 ws,
             ]
@@ -208,7 +203,7 @@ def test_export_refusals(scored_digits, tmp_path, capsys):
                 "--where",
                 "idx <",
                 "--out",
-                str(tmp_path / "x"),
+                str(tmp_path / "x.csv"),
                 "--workspace",
                 ws,
             ]
@@ -224,7 +219,7 @@ def test_export_refusals(scored_digits, tmp_path, capsys):
                 "--pacing",
                 "cubic",
                 "--out",
-                str(tmp_path / "x"),
+                str(tmp_path / "x.csv"),
                 "--workspace",
                 ws,
             ]
@@ -236,7 +231,7 @@ def test_export_refusals(scored_digits, tmp_path, capsys):
 
 def test_train_with_a_curriculum_draws_from_the_easiest(scored_digits, tmp_path):
     ws = str(scored_digits)
-    out = tmp_path / "easy"
+    out = tmp_path / "easy.npy"
     assert (
         main(
             ["curriculum", "digits", "--pacing", "fixed-exp", "--out", str(out), "--workspace", ws]

@@ -411,7 +411,7 @@ def test_prune_does_not_overwrite_a_users_file(small_scored_ws, tmp_path, capsys
     out = tmp_path / "mine.csv"
     out.write_text("precious\n")
     code = _prune(small_scored_ws, "--keep", "0.5", "--strategy", "easy", "--out", str(out))
-    _refused(capsys, code, "not a subset curate wrote")
+    _refused(capsys, code, "curate did not write it", "--force")
     assert out.read_text() == "precious\n"
 
 

@@ -170,7 +170,7 @@ def test_page_is_self_contained(report):
     )
     assert "<script" not in html and "<link" not in html
     assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', html))
-    assert not list(report.parent.glob(".*.tmp"))  # the temporary folder is gone
+    assert not list(report.parent.glob(".*curate-tmp"))  # the temporary folder is gone
 
 
 def _row(head: pd.DataFrame, quantity: str, split: str) -> pd.Series:
@@ -258,7 +258,7 @@ def test_refusals(small_scored_ws, report, tmp_path, capsys):
     (mine / "notes.txt").write_text("keep me")
     assert main(["report", "digits", "--workspace", ws, "--out", str(mine)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "not a report" in err and err.count("\n") == 1
+    assert err.startswith("error:") and "curate did not write" in err and err.count("\n") == 1
     assert (mine / "notes.txt").read_text() == "keep me" and len(list(mine.iterdir())) == 1
     for args, words in (
         (["nope"], "no run 'nope'"),
@@ -270,7 +270,7 @@ def test_refusals(small_scored_ws, report, tmp_path, capsys):
         assert main(["report", *args, "--workspace", ws, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and words in err, (args, err)
-        assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+        assert not out.exists() and not list(tmp_path.glob(".*curate-tmp"))
     # a previous report is replaced as a whole
     stale = report / "stale.png"
     stale.write_bytes(b"x")
@@ -344,7 +344,7 @@ def test_out_never_deletes_a_user_folder(small_scored_ws, tmp_path, capsys):
     (proj / "main.py").write_text("keep me")
     assert main(["report", "digits", "--workspace", ws, "--out", str(proj)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "not a report" in err and err.count("\n") == 1
+    assert err.startswith("error:") and "curate did not write" in err and err.count("\n") == 1
     assert (proj / "main.py").read_text() == "keep me"
     # a parent that is a file, a parent that cannot be written: one error line, nothing made
     (tmp_path / "afile").write_text("x")
@@ -359,7 +359,7 @@ def test_out_never_deletes_a_user_folder(small_scored_ws, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error:") and words in err and err.count("\n") == 1, err
     assert (tmp_path / "afile").read_text() == "x"
-    assert not list(tmp_path.rglob(".*.tmp"))
+    assert not list(tmp_path.rglob(".*curate-tmp"))
 
 
 def test_out_holding_user_files_or_the_workspace(report, small_scored_ws, tmp_path, capsys):
@@ -390,16 +390,18 @@ def test_out_holding_user_files_or_the_workspace(report, small_scored_ws, tmp_pa
 
 def test_a_killed_report_leaves_nothing_after_a_rerun(small_scored_ws, tmp_path):
     """SIGKILL mid-write leaves the temporary folder beside --out (the old report intact); the
-    next report removes it. Another folder of a similar name is left alone."""
+    next report removes it. A live process's temporary and a folder of a similar name stay."""
     out = tmp_path / "rep"
-    killed = tmp_path / ".rep.k1ll_3d0.tmp"  # as atomic_path names it
+    killed = tmp_path / ".rep.999999999-ab12cd34.curate-tmp"  # a process that is gone
     killed.mkdir()
     (killed / "hacohen_tpa_hist_train.png").write_bytes(b"half")
+    alive = tmp_path / ".rep.1-ab12cd34.curate-tmp"  # pid 1 is alive: another report's work
+    alive.mkdir()
     other = tmp_path / ".rep.mine.tmp"
     other.mkdir()
     assert main(["report", "digits", "--workspace", str(small_scored_ws), "--out", str(out)]) == 0
-    assert (out / HTML).is_file() and not killed.exists() and other.is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".rep.mine.tmp", "rep"]  # no lock left
+    assert (out / HTML).is_file() and not killed.exists() and other.is_dir() and alive.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, ".rep.mine.tmp", "rep"]
 
 
 def test_an_unfinished_run_is_named_as_such(small_scored_ws, tmp_path, capsys):

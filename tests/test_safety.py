@@ -575,9 +575,7 @@ def test_query_out_cannot_replace_the_workspace_files(scored, capsys):
                 str(scored),
             ]
         )
-        assert rc == 2 and "would overwrite the workspace's own files" in one_error(
-            capsys.readouterr().err
-        )
+        assert rc == 2 and "inside the workspace" in one_error(capsys.readouterr().err)
     assert digest(catalog) == before and not (scored / "runs" / "x.csv").exists()
 
 

@@ -176,6 +176,9 @@ def check_select(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         )
 
 
+READER_MEMORY = "4GB"
+
+
 def read(ws: Workspace) -> Reader:
     """Open the catalog read-only and sandboxed (see `Reader`); a clear error when there is none."""
     if not ws.catalog.exists():
@@ -200,6 +203,9 @@ def _sandbox(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET allowed_directories = ?", [[str(ws.root / "runs") + "/"]])
         con.execute("SET enable_external_access = false")
+        # any SQL a reader runs stays within this much memory (DuckDB spills sorts and joins to
+        # disk past it, or ends the query with an error); 24 GiB machines run several readers
+        con.execute(f"SET memory_limit = '{READER_MEMORY}'")
         con.execute("SET lock_configuration = true")
     except duckdb.InvalidInputException:
         # a second reader in this process shares the first one's database instance, already locked

@@ -34,3 +34,13 @@ def flags(args: argparse.Namespace, table: dict[str, str]) -> dict[str, tuple[st
             continue
         out[key] = ("--" + dest.replace("_", "-"), value)
     return out
+
+
+def add_force(p: argparse.ArgumentParser) -> None:
+    """Add --force: replace a file at --out that curate cannot prove it wrote."""
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a file at --out that curate did not write (never a folder, a link, or a "
+        "workspace's own files)",
+    )

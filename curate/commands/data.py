@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from curate.commands.common import Subparsers, add_common, flags
+from curate.commands.common import Subparsers, add_common, add_force, flags
 from curate.config import load_recipe
 from curate.errors import CurateError
 from curate.workspace import Workspace
@@ -74,7 +74,12 @@ def add_ingest(sub: Subparsers) -> None:
     p.add_argument(
         "--name", help="catalog name (default: the format's, or the folder's for imagefolder)"
     )
-    p.add_argument("--force", action="store_true", help="rebuild when input or settings changed")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild when input or settings changed (ingest labels: replace a dataset registered "
+        "from other labels; one that runs were recorded against also needs --invalidate-runs)",
+    )
     p.add_argument(
         "--skip-corrupt", action="store_true", help="skip unreadable images, listed in `skipped`"
     )
@@ -105,16 +110,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     ws = Workspace.resolve(args.workspace)
     if args.reference:
+        if args.out:
+            from curate.outputs import check_file
+
+            check_file(args.out, args.force)  # before the work: a refused --out costs nothing
         ref = reference(ws, args.dataset)
         if args.out:
             import json
-            from pathlib import Path
 
-            from curate.workspace import atomic_path
+            from curate.outputs import write_file
 
-            with atomic_path(Path(args.out)) as tmp:
-                tmp.write_text(json.dumps(ref, indent=1))
-            print(f"wrote histogram data of {len(ref)} dataset(s) to {args.out}")
+            target = write_file(
+                args.out,
+                lambda p: p.write_text(json.dumps(ref, indent=1)),
+                force=args.force,
+                by="curate stats --reference",
+            )
+            print(f"wrote histogram data of {len(ref)} dataset(s) to {target}")
         else:
             print(format_reference(ref))
         return 0
@@ -147,5 +159,6 @@ def add_stats(sub: Subparsers) -> None:
         "--reference", action="store_true", help="print each statistic's distribution per dataset"
     )
     p.add_argument("--out", help="with --reference: write the histogram data as JSON here")
+    add_force(p)
     add_common(p)
     p.set_defaults(func=cmd_stats)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 
-from curate.commands.common import Subparsers, add_common
+from curate.commands.common import Subparsers, add_common, add_force
 from curate.prune import STRATEGIES
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from curate.prune import held_out, prune, regime_note
+    from curate.prune import held_out, prune, regime_note, sidecar_path
     from curate.workspace import Workspace
 
     ws = Workspace.resolve(args.workspace)
@@ -28,10 +28,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
         direction=args.direction,
         beta=args.beta,
         strata=args.strata,
+        force=args.force,
     )
     print(
         f"{args.strategy} by {side['score']}: kept {side['n']} of {side['pool']} train instances "
-        f"of {side['dataset']} ({side['checksum']}) in {args.out}; train on them with "
+        f"of {side['dataset']} ({side['checksum']}) in {args.out} (its sidecar: "
+        f"{sidecar_path(args.out)}); train on them with "
         f"`curate train RECIPE --subset {args.out}`"
     )
     ties = side.get("drawn_among_ties") or 0
@@ -86,6 +88,11 @@ def add_prune(sub: Subparsers) -> None:
         "0.3 below)",
     )
     p.add_argument("--strata", type=int, default=50, help="ccs: equal-width score strata")
-    p.add_argument("--out", required=True, help="the idx list: .npy, .csv or .parquet")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the idx list: .npy, .csv or .parquet; its sidecar <name>.json is written beside it",
+    )
+    add_force(p)
     add_common(p)
     p.set_defaults(func=cmd_prune)

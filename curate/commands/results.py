@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 
-from curate.commands.common import Subparsers, add_common
+from curate.commands.common import Subparsers, add_common, add_force
 from curate.errors import CurateError
 from curate.workspace import Workspace
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from curate.query import list_tables, run_query
+    """`curate query`: print the tables, or run the SQL within --timeout and --max-rows."""
+    from curate.query import MAX_ROWS, TIMEOUT, list_tables, run_query
 
     ws = Workspace.resolve(args.workspace)
     if args.tables:
@@ -22,7 +23,21 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise CurateError(
             'give the SQL to run, e.g. curate query "SELECT * FROM datasets", or --tables'
         )
-    out = run_query(ws, args.sql, fmt=args.format, out=args.out)
+    timeout = TIMEOUT if args.timeout is None else args.timeout
+    max_rows = MAX_ROWS if args.max_rows is None else args.max_rows
+    if not 0 < timeout < float("inf"):
+        raise CurateError(f"--timeout {timeout:g}: give a number of seconds above 0")
+    if max_rows < 1:
+        raise CurateError(f"--max-rows {max_rows}: give a number of rows, at least 1")
+    out = run_query(
+        ws,
+        args.sql,
+        fmt=args.format,
+        out=args.out,
+        force=args.force,
+        timeout=timeout,
+        max_rows=max_rows,
+    )
     if out:
         print(out)
     return 0
@@ -35,6 +50,20 @@ def add_query(sub: Subparsers) -> None:
     p.add_argument("--format", default="table", choices=["table", "csv", "parquet", "json"])
     p.add_argument("--out", help="write the result to this file instead of the terminal")
     p.add_argument("--tables", action="store_true", help="list tables, views and their columns")
+    p.add_argument(  # the defaults live in curate.query, not imported until a query runs
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop the query after this many seconds (default 60); while it runs, stages wait "
+        "for the catalog",
+    )
+    p.add_argument(
+        "--max-rows",
+        type=int,
+        metavar="N",
+        help="refuse a result of more than N rows (default 1,000,000); or add LIMIT to the SQL",
+    )
+    add_force(p)
     add_common(p)
     p.set_defaults(func=cmd_query)
 
@@ -59,11 +88,13 @@ def cmd_curriculum(args: argparse.Namespace) -> int:
         direction=args.direction,
         params=params,
     )
-    side = export_curriculum(ws, args.run, args.out, spec)
+    side = export_curriculum(ws, args.run, args.out, spec, force=args.force)
+    from curate.outputs import sidecar_of
+
     print(
         f"{mode} ordering of {side['n']} instances by {side['score']} "
         f"({'higher' if side['higher_is_easier'] else 'lower'} = easier), pacing {side['pacing']}: "
-        f"{args.out} (.csv, .parquet, .npy, .json)"
+        f"{args.out} (its pacing beside it: {sidecar_of(args.out)})"
     )
     return 0
 
@@ -108,8 +139,10 @@ def add_curriculum(sub: Subparsers) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="output path; .csv, .parquet, .npy and .json are written beside it",
+        help="the ordering: .npy (idx), .csv or .parquet (rank, idx, label, score); its pacing "
+        "goes to <out>.json beside it",
     )
+    add_force(p)
     add_common(p)
     p.set_defaults(func=cmd_curriculum)
 
@@ -147,7 +180,7 @@ def add_pairs(sub: Subparsers) -> None:
 def cmd_pairs_analyse(args: argparse.Namespace) -> int:
     from curate.humanstudy import analyse
 
-    table = analyse(args.dir, args.answers)
+    table = analyse(args.dir, args.answers, force=args.force)
     print(table.to_string(index=False))
     print(
         f"per observer: {args.dir}/analysis.csv; between observers: {args.dir}/consistency.csv; "
@@ -165,6 +198,11 @@ def add_pairs_analyse(sub: Subparsers) -> None:
     p.add_argument(
         "answers", nargs="+", help="answers CSV files downloaded from the experiment page"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace analysis files in DIR that curate did not write",
+    )
     p.set_defaults(func=cmd_pairs_analyse)
 
 
@@ -173,9 +211,13 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 
     ws = Workspace.resolve(args.workspace)
     top = args.top if args.top is not None or args.out else 20
+    if args.out:
+        from curate.outputs import check_file
+
+        check_file(args.out, args.force)
     df = label_issue_list(ws, args.run, args.split, top, every=args.all)
     if args.out:
-        target = write_list(ws, df, args.out)
+        target = write_list(df, args.out, args.force)
         print(f"wrote {len(df)} rows, highest issue_score first, to {target}")
         return 0
     if df.empty:
@@ -199,6 +241,7 @@ def add_label_issues(sub: Subparsers) -> None:
     p.add_argument("--top", type=int, help="at most N rows (default: 20 on screen, all in --out)")
     p.add_argument("--all", action="store_true", help="every instance, not only flagged ones")
     p.add_argument("--out", help="write the list as CSV here")
+    add_force(p)
     add_common(p)
     p.set_defaults(func=cmd_label_issues)
 

@@ -1,0 +1,573 @@
+"""Every file and folder a command writes for the user (`--out`): written whole, and never over
+anything the user made.
+
+The rules, for a file output at ``D/name``:
+
+- it is written under a temporary name beside the target (``D/.name.<pid>-<rand>.curate-tmp``),
+  flushed to disk, then renamed onto the target, so a kill or a full disk leaves the target as it
+  was;
+- an existing target is replaced only when curate can prove it wrote it: the manifest of its folder
+  (``D/.curate-outputs.json``) names that very file with the checksum it has now. A file the user
+  made, or changed since, is replaced only with ``--force``;
+- never, not even with ``--force``: a folder, a symbolic link, a device or other non-regular file,
+  or anything inside a workspace's own tree (``datasets/``, ``runs/``, ``sources/``, the catalog and
+  its lock files).
+
+A folder output (a report, a human-study export) is built under a temporary name beside the target
+and renamed onto it when the target does not exist; an existing folder is written into only when it
+is empty or holds nothing but what curate wrote there (its manifest lists every file with its
+checksum), file by file, so no folder is ever deleted or replaced.
+
+The manifest is updated under a lock on its folder in two steps, the new checksum first added beside
+the old one and the old one dropped once the file is in place, so a process killed between the two
+leaves every file provable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from curate.errors import CurateError
+
+MANIFEST = ".curate-outputs.json"
+TMP_SUFFIX = ".curate-tmp"
+# the parts of a workspace that its stages own: no --out may write there, whatever the flags
+WORKSPACE_OWNED = ("datasets", "runs", "sources")
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+Writer = Callable[[Path], None]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_file(out: str | os.PathLike, force: bool = False, flag: str = "--out") -> Path:
+    """Validate a file output and return its absolute path with the folder's links resolved.
+
+    Parameters
+    ----------
+    out : the path the user gave.
+    force : allow replacing a regular file curate cannot prove it wrote.
+    flag : the option's name, for messages.
+
+    Raises
+    ------
+    CurateError
+        When the target is a folder, a link, not a regular file, inside a workspace's own tree, or a
+        file curate did not write (without `force`); or its folder cannot be made.
+    """
+    target = _real(out, flag)
+    if target.name == MANIFEST or target.name.endswith(TMP_SUFFIX):
+        raise CurateError(f"{flag} {out}: that name is curate's own bookkeeping; choose another")
+    _refuse_workspace(target, out, flag)
+    if os.path.lexists(target):
+        mode = os.lstat(target).st_mode
+        if stat.S_ISLNK(mode):
+            raise CurateError(
+                f"{flag} {out} is a symbolic link; curate writes neither through nor over links: "
+                "give the path of a new file"
+            )
+        if stat.S_ISDIR(mode):
+            raise CurateError(
+                f"{flag} {out} is a folder; give a file path inside it, e.g. {Path(out) / 'out'}"
+                f"{_suffix_hint(out)}"
+            )
+        if not stat.S_ISREG(mode):
+            raise CurateError(f"{flag} {out} is not a regular file; give the path of a new file")
+        if not force and not owns(target.parent, target.name):
+            raise CurateError(
+                f"{flag} {out} exists and curate did not write it (or it changed since); choose "
+                "another path, or pass --force to replace that file"
+            )
+    return target
+
+
+def check_folder(
+    out: str | os.PathLike, keep: Iterable[Path] = (), flag: str = "--out", renew: bool = True
+) -> Path:
+    """Validate a folder output: a new folder, an empty one, or (when `renew`) one holding only
+    what curate wrote.
+
+    `keep` are paths the command reads (the workspace, an input folder): the output may be neither
+    one of them nor hold one. Returns the absolute path, links of its parents resolved.
+    """
+    target = _real(out, flag)
+    _refuse_workspace(target, out, flag)
+    for k in keep:
+        k = Path(k).expanduser().absolute().resolve()
+        if k == target or target in k.parents:
+            raise CurateError(
+                f"{flag} {out} is or holds {k}, which this command reads; choose another folder"
+            )
+    if not os.path.lexists(target):
+        return target
+    mode = os.lstat(target).st_mode
+    if stat.S_ISLNK(mode):
+        raise CurateError(
+            f"{flag} {out} is a symbolic link; name a new folder (curate writes through no links)"
+        )
+    if not stat.S_ISDIR(mode):
+        raise CurateError(f"{flag} {out} is a file, not a folder; choose a new folder")
+    if not renew and any(target.iterdir()):
+        raise CurateError(
+            f"{flag} {out} exists and is not empty; choose a new folder (nothing is overwritten)"
+        )
+    foreign = _foreign_files(target)
+    if foreign:
+        raise CurateError(
+            f"{flag} {out} is a folder holding files curate did not write (or that changed since: "
+            f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose a new or "
+            "empty folder (curate never writes into or replaces a folder of yours)"
+        )
+    return target
+
+
+def _real(out: str | os.PathLike, flag: str) -> Path:
+    """The absolute path of `out` with the links of its folder resolved (not of its last part)."""
+    if str(out).strip() == "":
+        raise CurateError(f"{flag} {out!r}: give a file or folder path")
+    p = Path(out).expanduser().absolute()
+    if p.name in ("", ".", ".."):
+        p = p.resolve()
+    parent = p.parent.resolve()
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CurateError(f"{flag} {out}: {probe} is not a folder; choose another place")
+    return parent / p.name
+
+
+def _refuse_workspace(target: Path, shown, flag: str) -> None:
+    """A CurateError when `target` lies in a workspace's own tree: any workspace, a folder holding
+    catalog.duckdb, not only the command's (the workspace folder itself is refused by the checks
+    of files and folders: it is a folder, and not empty)."""
+    for root in target.parents:
+        if not (root / "catalog.duckdb").exists():
+            continue
+        first = target.relative_to(root).parts[0]
+        if first in WORKSPACE_OWNED or first.startswith(("catalog.duckdb", ".")):
+            raise CurateError(
+                f"{flag} {shown} lies inside the workspace {root}'s own files ({first}); write "
+                f"outputs elsewhere, e.g. {root / 'reports'} or a folder of your own"
+            )
+
+
+def _suffix_hint(out) -> str:
+    return "" if Path(out).suffix else ".csv"
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(folder: Path) -> dict[str, dict] | None:
+    """The files curate wrote in `folder`, {relative path: {"sha256": [...], ...}}; {} when there is
+    no manifest, None when a file of that name is not curate's manifest."""
+    path = folder / MANIFEST
+    if not os.path.lexists(path):
+        return {}
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("curate_outputs") != 1:
+        return None
+    files = data.get("files")
+    return files if isinstance(files, dict) else None
+
+
+def owns(folder: Path, rel: str) -> bool:
+    """True when the manifest of `folder` names the regular file `folder/rel` with the checksum it
+    has now."""
+    path = folder / rel
+    if path.is_symlink() or not path.is_file():
+        return False
+    entry = (read_manifest(folder) or {}).get(rel)
+    return isinstance(entry, dict) and sha256(path) in entry.get("sha256", [])
+
+
+def _foreign_files(folder: Path) -> list[str]:
+    """The files under `folder` that its manifest does not prove curate wrote (temporaries of
+    curate's own aside)."""
+    manifest = read_manifest(folder)
+    foreign = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if rel == MANIFEST and manifest is not None:
+            continue
+        if path.name.endswith(TMP_SUFFIX):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            continue
+        entry = (manifest or {}).get(rel)
+        if path.is_symlink() or not isinstance(entry, dict):
+            foreign.append(rel)
+        elif sha256(path) not in entry.get("sha256", []):
+            foreign.append(rel)
+    return foreign
+
+
+def _write_manifest(folder: Path, files: dict[str, dict], final: bool = True) -> None:
+    """Write the manifest of `folder`; a final one drops the files that are gone (a pending one
+    keeps the entries of files about to be renamed into place)."""
+    if final:
+        files = {k: v for k, v in files.items() if os.path.lexists(folder / k)}
+    body = json.dumps({"curate_outputs": 1, "files": files}, indent=1, sort_keys=True)
+    tmp = _tmp_name(folder / MANIFEST)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(body + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / MANIFEST)
+    except OSError as e:
+        _unlink(tmp)
+        raise _os_error(e, folder / MANIFEST, "--out") from None
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_files(
+    files: Mapping[Path, Writer], *, force: bool = False, flag: str = "--out", by: str = ""
+) -> list[Path]:
+    """Write several files as one output: each under a temporary name, then all renamed into place.
+
+    Parameters
+    ----------
+    files : {target path: writer}; a writer fills the temporary path it is given.
+    force : replace regular files curate cannot prove it wrote.
+    flag : the option's name, for messages.
+    by : the command, recorded in the manifest.
+
+    Returns
+    -------
+    list of Path
+        The targets written, absolute.
+    """
+    targets = {check_file(t, force, flag): w for t, w in files.items()}
+    temps: dict[Path, Path] = {}
+    try:
+        for target, write in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temps[target] = tmp = _tmp_name(target)
+            try:
+                write(tmp)
+                _fsync(tmp)
+            except OSError as e:
+                raise _os_error(e, target, flag) from None
+        digests = {t: sha256(tmp) for t, tmp in temps.items()}
+        with _locked({t.parent for t in targets}):
+            for t in targets:
+                check_file(t, force, flag)  # again, under the lock: another process may have won
+            _commit(temps, digests, by)
+    finally:
+        for tmp in temps.values():
+            _unlink(tmp)
+    return list(targets)
+
+
+def write_file(
+    out: str | os.PathLike, write: Writer, *, force: bool = False, flag: str = "--out", by: str = ""
+) -> Path:
+    """Write one file output (see `write_files`); returns its absolute path."""
+    return write_files({Path(out): write}, force=force, flag=flag, by=by)[0]
+
+
+def _commit(temps: dict[Path, Path], digests: dict[Path, str], by: str) -> None:
+    """Rename the temporaries onto their targets, the manifests updated before and after."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    folders: dict[Path, dict] = {}
+    for target in temps:
+        folder = target.parent
+        manifest = folders.setdefault(folder, dict(_manifest_or_refuse(folder)))
+        old = manifest.get(target.name, {}).get("sha256", [])
+        manifest[target.name] = {"sha256": [*old, digests[target]], "by": by, "written": now}
+    for folder, manifest in folders.items():
+        _write_manifest(folder, manifest, final=False)  # old and new checksum: both provable
+    for target, tmp in temps.items():
+        os.replace(tmp, target)
+    for target in temps:
+        folders[target.parent][target.name]["sha256"] = [digests[target]]
+    for folder, manifest in folders.items():
+        _write_manifest(folder, manifest)
+
+
+def _manifest_or_refuse(folder: Path) -> dict:
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise CurateError(
+            f"{folder / MANIFEST} is not a manifest curate wrote; move it away, curate keeps the "
+            "list of the files it wrote in that folder under that name"
+        )
+    return manifest
+
+
+def write_folder(
+    out: str | os.PathLike,
+    build: Writer,
+    *,
+    keep: Iterable[Path] = (),
+    flag: str = "--out",
+    by: str = "",
+    renew: bool = True,
+) -> Path:
+    """Write a folder output: `build` fills a new temporary folder, which becomes `out`.
+
+    A missing `out` is created by one rename. An existing `out` (empty, or holding only what curate
+    wrote) is written into file by file: files of the previous output that this one does not hold
+    are removed, provably curate's; nothing else is touched. `renew=False` takes a new or empty
+    folder only. Returns the absolute path.
+    """
+    keep = list(keep)
+    target = check_folder(out, keep, flag, renew)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(target)
+    try:
+        try:
+            os.mkdir(tmp)
+            build(tmp)
+            new = {
+                p.relative_to(tmp).as_posix(): sha256(p)
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file() and not p.is_symlink()
+            }
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            entries = {rel: {"sha256": [d], "by": by, "written": now} for rel, d in new.items()}
+            _write_manifest(tmp, entries)
+            for p in tmp.rglob("*"):
+                if p.is_file():
+                    _fsync(p)
+        except OSError as e:
+            raise _os_error(e, target, flag) from None
+        with _locked({target.parent}):
+            target = check_folder(out, keep, flag, renew)
+            if not os.path.lexists(target) and _rename_noreplace(tmp, target):
+                return target
+        target = check_folder(out, keep, flag, renew)  # it exists now: empty, or curate's
+        with _locked({target}):
+            check_folder(out, keep, flag, renew)
+            _merge_into(tmp, target, entries)
+        return target
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _merge_into(tmp: Path, target: Path, entries: dict[str, dict]) -> None:
+    """Move the files of `tmp` into the existing folder `target` (checked to be curate's)."""
+    old = read_manifest(target) or {}
+    pending = dict(old)
+    for rel, entry in entries.items():
+        pending[rel] = {**entry, "sha256": [*old.get(rel, {}).get("sha256", []), *entry["sha256"]]}
+    _write_manifest(target, pending, final=False)
+    for rel in entries:
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, dest)
+    for rel in old:
+        if rel not in entries and owns_entry(target / rel, old[rel]):
+            (target / rel).unlink()
+    _write_manifest(target, entries)
+    for d in sorted((p for p in target.rglob("*") if p.is_dir()), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()  # a folder the previous output made and this one left empty
+
+
+def owns_entry(path: Path, entry: dict) -> bool:
+    return (
+        not path.is_symlink()
+        and path.is_file()
+        and isinstance(entry, dict)
+        and sha256(path) in entry.get("sha256", [])
+    )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _tmp_name(target: Path) -> Path:
+    """A temporary path beside `target`, naming this process, so a later writer can tell a
+    killed process's leftover from a live one's."""
+    _remove_leftovers(target)
+    return target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove temporaries of `target` left by processes that are gone (a SIGKILL runs no cleanup)."""
+    prefix = f".{target.name}."
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TMP_SUFFIX)):
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path = target.parent / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _unlink(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unlink(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _locked(folders: Iterable[Path]) -> Iterator[None]:
+    """An exclusive flock on each folder (in a fixed order), so two curate processes writing in one
+    folder take turns; where the file system has no flock (some network mounts), no lock."""
+    with ExitStack() as stack:
+        for folder in sorted(set(folders)):
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            stack.callback(os.close, fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+        yield
+
+
+def _rename_noreplace(src: Path, dst: Path) -> bool:
+    """Rename `src` to `dst` only if `dst` does not exist (renameat2 RENAME_NOREPLACE); False when
+    it does. Where the call is missing, a check then a rename (the gap only an empty folder could
+    slip into, and rename(2) refuses to replace a non-empty one)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, noreplace = -100, 1
+        res = renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), noreplace)
+        if res == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):
+        return False
+    os.rename(src, dst)
+    return True
+
+
+def _os_error(e: OSError, target: Path, flag: str) -> CurateError:
+    """The one message for an OSError while writing `target`: a full disk names that disk."""
+    if _disk_full(e, target):
+        from curate.workspace import no_space_message
+
+        return CurateError(
+            no_space_message(target)
+            .replace("point --workspace at a larger disk", f"give {flag} a path on another disk")
+            .replace(" (a run resumes where it stopped)", "")
+        )
+    return CurateError(
+        f"{flag} {target}: cannot write there ({e.strerror or e}); choose another place"
+    )
+
+
+def _disk_full(e: OSError, target: Path) -> bool:
+    """ENOSPC or EDQUOT, or a library's OSError without an errno (numpy, pyarrow) on a disk with
+    less than 64 KiB left."""
+    if e.errno in FULL_DISK or "No space left" in str(e):
+        return True
+    try:
+        return e.errno is None and shutil.disk_usage(target.parent).free < 2**16
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(df):
+    """A copy of `df` whose text cells a spreadsheet would run as a formula (leading =, +, -, @,
+    tab or carriage return) start with a single quote, as OWASP recommends for CSV files; numbers
+    are left as they are."""
+    import pandas as pd
+
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
+            risky = s.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_START)).astype(bool)
+            if risky.any():
+                out[col] = s.astype(object)
+                out.loc[risky, col] = "'" + s[risky].astype(str)
+    return out
+
+
+def csv_writer(df) -> Writer:
+    """A writer of `df` as CSV (no index), formula-looking text escaped (`csv_safe`)."""
+    safe = csv_safe(df)
+    return lambda p: safe.to_csv(p, index=False)
+
+
+def sidecar_of(path: str | os.PathLike) -> Path:
+    """The companion file of an output that describes it: `<name>.json` beside it (order.npy.json),
+    one per file, so outputs of one stem in two formats never share one."""
+    p = Path(path)
+    return p.with_name(p.name + ".json")
+
+
+def describe(paths: Iterable[Path], named: Path) -> str:
+    """ "X" or "X (and its companion Y)" for a command's message."""
+    others = [str(p) for p in paths if p != named]
+    return str(named) + (f" (and beside it {', '.join(others)})" if others else "")
