@@ -12,7 +12,6 @@ Usable without the rest of curate::
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,25 +22,6 @@ import numpy as np
 from curate.errors import CurateError
 
 PACINGS = ("fixed-exp", "linear", "quad", "root", "step", "exp", "log", "none")
-
-# scores where a lower value means easier (the rest: higher = easier)
-LOWER_IS_EASIER = {
-    "learned_epoch",
-    "first_learned",
-    "forgetting_events",
-    "el2n",
-    "variability",
-    "segment_count",
-    "mean_local_entropy",
-    "dct_pct",
-    "edge_strength_sobel",
-    "edge_strength_pmi",
-    "jpeg_bytes",
-    "jpeg_bits_per_pixel",
-    "rms_contrast",
-    "colourfulness",
-}
-
 
 # ----------------------------------------------------------------------------- pacing
 
@@ -213,33 +193,24 @@ def ffcv_order(ordering: np.ndarray, batch_size: int, pacing: Callable[[int], in
 
 def load_ordering(path: str | Path) -> np.ndarray:
     """The idx ordering of an exported curriculum (.npy, .csv or .parquet), easiest first."""
-    p = Path(path)
-    if not p.exists():
-        raise CurateError(
-            f"curriculum file {p} does not exist; export one with `curate curriculum RUN --out {p}`"
-        )
-    if p.suffix == ".npy":
-        return np.load(p)
-    import pandas as pd
+    from curate.selection import read_idx_file
 
-    df = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
-    if "idx" not in df:
-        raise CurateError(f"{p} has no idx column; it is not a curriculum exported by curate")
-    return df["idx"].to_numpy()
+    return read_idx_file(path, "curriculum file", f"curate curriculum RUN --out {path}")
 
 
 def load_sidecar(path: str | Path) -> dict:
     """The pacing parameters exported beside curriculum file `path`: `<name>.json` (order.npy.json),
     else `<stem>.json` as earlier versions wrote it."""
-    from curate.outputs import sidecar_of
+    from curate.selection import read_sidecar, sidecar_path
 
     p = Path(path)
-    for side in (sidecar_of(p), p.with_suffix(".json")):
-        if side.is_file():
-            return json.loads(side.read_text())
-    raise CurateError(
-        f"{sidecar_of(p)} (the pacing parameters of {path}) is missing; export the curriculum again"
-    )
+    side = read_sidecar(p, legacy=(p.with_suffix(".json"),))
+    if "pacing" not in side:
+        raise CurateError(
+            f"{sidecar_path(p)} (the pacing parameters of {path}) is missing; export the "
+            "curriculum again"
+        )
+    return side
 
 
 @dataclass(frozen=True)
@@ -286,76 +257,27 @@ def export_curriculum(
     dict
         the sidecar written to <out>.json
     """
-    from curate.outputs import check_file, sidecar_of
+    from curate.selection import check_idx_out, scored_pool, write_idx_file
 
-    if Path(out).suffix not in (".npy", ".csv", ".parquet"):
-        raise CurateError(f"--out {out}: name a .npy, .csv or .parquet file, e.g. order.npy")
-    check_file(out, force)  # before any work: the ordering and its sidecar may be written
-    check_file(sidecar_of(out), force)
-    score, pacing, mode, balanced = spec.score, spec.pacing, spec.mode, spec.balanced
-    where, seed, direction, params = spec.where, spec.seed, spec.direction, spec.params
-    import pandas as pd
-
-    from curate.sql import columns, fetch, quote_column
-
-    cols = columns(ws, "difficulty")
-    if score not in cols:
-        raise CurateError(
-            f"--score {score!r} is not a column of difficulty; numeric columns include: "
-            "accessibility, tpa_final, learned_epoch, confidence, dct_pct, ..."
-        )
-    pacing_function(pacing, 1, 1, **(params or {}))  # validates the name and parameters
-    sql = (
-        f"SELECT idx, label, {quote_column(score, cols)} AS score FROM difficulty "
-        "WHERE run = ? AND split = 'train'"
-        + (f" AND ({where})" if where else "")  # --where is an SQL filter by design
-        + " ORDER BY idx"
-    )
-    df = fetch(ws, sql, [run])
-    if df.empty:
-        raise CurateError(
-            f"no training instances of run {run!r} match"
-            + (f" --where {where!r}" if where else "")
-            + '; check the run name (`curate query "SELECT DISTINCT run FROM difficulty"`)'
-        )
-    if not pd.api.types.is_numeric_dtype(df["score"]):
-        raise CurateError(f"--score {score!r} is not numeric")
-    higher = score not in LOWER_IS_EASIER if direction == "auto" else direction == "higher"
+    out = check_idx_out(out, force)  # before any work: the ordering and its sidecar
+    pacing_function(spec.pacing, 1, 1, **(spec.params or {}))  # validates name and parameters
+    pool = scored_pool(ws, run, spec.score, spec.where, spec.direction)
     order = make_ordering(
-        df["score"].to_numpy(float), df["label"].to_numpy(), mode, balanced, higher, seed
+        pool.values, pool.labels, spec.mode, spec.balanced, pool.higher_is_easier, spec.seed
     )
-    ranked = df.iloc[order].reset_index(drop=True)
+    ranked = pool.table.iloc[order][["idx", "label", "score"]].reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(len(ranked)))
-    out = Path(out)
     sidecar = {
         "run": run,
-        "score": score,
-        "higher_is_easier": higher,
-        "mode": mode,
-        "balanced": balanced,
-        "where": where,
-        "seed": seed,
-        "pacing": pacing,
-        "pacing_params": params or {},
+        "score": spec.score,
+        "higher_is_easier": pool.higher_is_easier,
+        "mode": spec.mode,
+        "balanced": spec.balanced,
+        "where": spec.where,
+        "seed": spec.seed,
+        "pacing": spec.pacing,
+        "pacing_params": spec.params or {},
         "n": len(ranked),
-        "file": out.name,
     }
-    from curate.outputs import csv_writer, write_files
-
-    ordering = {
-        ".csv": csv_writer(ranked),
-        ".parquet": lambda p: ranked.to_parquet(p, index=False),
-        ".npy": lambda p: _save_npy(p, ranked["idx"].to_numpy(np.int64)),
-    }[out.suffix]
-    side = json.dumps(sidecar, indent=1)
-    write_files(
-        {out: ordering, sidecar_of(out): lambda p: p.write_text(side)},
-        force=force,
-        by="curate curriculum",
-    )
-    return sidecar
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save would append .npy to a temporary name
-        np.save(f, array)
+    write_idx_file(out, ranked, sidecar, force, by="curate curriculum")
+    return sidecar | {"file": out.name}

@@ -15,7 +15,7 @@ round(F n_k) instances, largest remainders making the total round(F N)):
                 share of what is left, drawn at random within it)
     random      a seeded random sample
 
-"Easy" follows the score's direction (`curate.curriculum.LOWER_IS_EASIER`): accessibility high
+"Easy" follows the score's direction (`curate.selection.LOWER_IS_EASIER`): accessibility high
 is easy, EL2N and forgetting events high are hard. NULL scores count as the hardest (a forgetting
 count is NULL for never-learned instances).
 
@@ -27,7 +27,6 @@ checksum that a training run on it records.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,6 @@ import numpy as np
 from curate.errors import CurateError
 
 STRATEGIES = ("hard", "easy", "in-between", "ccs", "random")
-SUFFIXES = (".npy", ".csv", ".parquet")
 KIND = "curate-subset"
 
 
@@ -313,87 +311,26 @@ def checksum(idx: np.ndarray) -> str:
 
 
 def sidecar_path(path: str | Path) -> Path:
-    """Where the sidecar of subset file `path` lives: `<name>.json` beside it (keep.npy.json), one
-    per file, so the .npy and the .csv of one stem never share one."""
-    from curate.outputs import sidecar_of
+    """Where the sidecar of subset file `path` lives: `<name>.json` beside it (keep.npy.json)."""
+    from curate.selection import sidecar_path as of
 
-    return sidecar_of(path)
-
-
-def _find_sidecar(path: str | Path) -> Path | None:
-    """The sidecar of `path` curate prune wrote: `<name>.json`, else the `<stem>.subset.json` of
-    earlier versions; None when there is none."""
-    p = Path(path)
-    for side in (sidecar_path(p), p.with_name(p.stem + ".subset.json")):
-        if side.is_file() and _is_ours(side):
-            return side
-    return None
-
-
-def _write(path: Path, df, sidecar: dict, force: bool = False) -> list[Path]:
-    """The subset file and its sidecar, through the one writer of outputs."""
-    from curate.outputs import write_files
-
-    def subset(tmp: Path) -> None:
-        if path.suffix == ".npy":
-            with open(tmp, "wb") as f:  # a file object: np.save would append .npy
-                np.save(f, df["idx"].to_numpy(np.int64))
-        elif path.suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
-
-    side = json.dumps(sidecar | {"file": path.name}, indent=1)
-    return write_files(
-        {path: subset, sidecar_path(path): lambda tmp: tmp.write_text(side)},
-        force=force,
-        by="curate prune",
-    )
-
-
-def _is_ours(side: Path) -> bool:
-    try:
-        return json.loads(side.read_text()).get("kind") == KIND
-    except (OSError, ValueError, AttributeError):
-        return False
+    return of(path)
 
 
 def read_sidecar(path: str | Path) -> dict:
-    """The sidecar `curate prune` wrote beside a subset file; {} when there is none."""
-    side = _find_sidecar(path)
-    return json.loads(side.read_text()) if side is not None else {}
+    """The sidecar `curate prune` wrote beside a subset file (or, from earlier versions,
+    `<stem>.subset.json`); {} when there is none."""
+    from curate.selection import read_sidecar as read
+
+    p = Path(path)
+    return read(p, legacy=(p.with_name(p.stem + ".subset.json"),), kind=KIND)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """The idx of a subset file (.npy, or .csv / .parquet with an idx column)."""
-    p = Path(path)
-    if not p.is_file():
-        raise CurateError(
-            f"subset file {p} does not exist; write one with `curate prune RUN --keep F --out {p}`"
-        )
-    if p.suffix not in SUFFIXES:
-        raise CurateError(f"subset file {p}: expected {', '.join(SUFFIXES)}")
-    if p.stat().st_size == 0:
-        raise CurateError(
-            f"subset file {p} is empty (0 bytes); write it again with `curate prune RUN --keep F "
-            f"--out {p}`"
-        )
-    try:
-        if p.suffix == ".npy":
-            idx = np.load(p, allow_pickle=False)
-        else:
-            import pandas as pd
+    """The idx of a subset file (.npy, or .csv / .parquet with an idx column), int64."""
+    from curate.selection import read_idx_file
 
-            df = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
-            if "idx" not in df:
-                raise CurateError(f"subset file {p} has no idx column; write it with curate prune")
-            idx = df["idx"].to_numpy()
-    except (ValueError, OSError, EOFError) as e:  # EOFError: a truncated .npy
-        raise CurateError(f"subset file {p} is unreadable ({e}); write it again") from e
-    idx = np.asarray(idx)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise CurateError(f"subset file {p}: expected one column of integer idx")
-    return idx.astype(np.int64)
+    return read_idx_file(path, "subset file", f"curate prune RUN --keep F --out {path}")
 
 
 @dataclass(frozen=True)
@@ -457,74 +394,21 @@ def prune(
     view); `keep` is the fraction of the pool kept. Everything is checked before anything is
     written.
     """
-    from curate.curriculum import LOWER_IS_EASIER
-    from curate.sql import columns, fetch, quote_column
+    from curate.selection import check_idx_out, scored_pool, write_idx_file
 
     check_keep(keep)
     if strategy not in STRATEGIES:
         raise CurateError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    out = Path(out)
-    if out.suffix not in SUFFIXES:
-        raise CurateError(f"--out {out}: name a .npy, .csv or .parquet file")
-    from curate.outputs import check_file
-
-    check_file(out, force)  # before any work: the subset file and its sidecar may be written
-    check_file(sidecar_path(out), force)
-    cols = columns(ws, "difficulty")
-    if score not in cols:
-        raise CurateError(
-            f"unknown score {score!r}: not a column of difficulty; numeric scores include "
-            "accessibility, el2n, forgetting_events, confidence, learned_epoch, aum"
-        )
-    have = fetch(
-        ws, "SELECT count(*) AS n FROM difficulty WHERE run = ? AND split = 'train'", [run]
-    )
-    if int(have["n"].iloc[0]) == 0:
-        runs = fetch(ws, "SELECT DISTINCT run FROM difficulty ORDER BY run")["run"].tolist()
-        raise CurateError(
-            f"unknown run {run!r}: no scored train instances (scored runs: "
-            f"{', '.join(runs) or 'none'}); train and score it first"
-        )
-    at = "el2n_epoch" if score == "el2n" and "el2n_epoch" in cols else "epochs"
-    sql = (
-        f"SELECT dataset, idx, label, {quote_column(score, cols)} AS score, ddd, "
-        f"{at} AS score_epoch FROM difficulty "
-        "WHERE run = ? AND split = 'train'"
-        + (f" AND ({where})" if where else "")  # --where is an SQL filter by design
-        + " ORDER BY idx"
-    )
-    df = fetch(ws, sql, [run])
-    if df.empty:
-        raise CurateError(f"no train instances of run {run!r} match --where {where!r}; widen it")
-    import pandas as pd
-
-    if not pd.api.types.is_numeric_dtype(df["score"]) or pd.api.types.is_bool_dtype(df["score"]):
-        raise CurateError(f"--score {score!r} is not a numeric column; choose e.g. accessibility")
-    values = df["score"].to_numpy(float)
-    if np.isnan(values).all():
-        raise CurateError(
-            f"score {score!r} is NULL for every instance of run {run!r} (a log written before it "
-            "existed?); rescore the run, or choose another --score"
-        )
-    if direction not in ("auto", "higher", "lower"):
-        raise CurateError(f"--direction {direction!r}: choose auto, higher or lower")
-    higher = score not in LOWER_IS_EASIER if direction == "auto" else direction == "higher"
-    pos = select(
-        values,
-        df["label"].to_numpy(),
-        keep,
-        strategy,
-        higher,
-        df["ddd"].to_numpy().astype(str),
-        seed,
-        balanced,
-        beta,
-        strata,
-    )
+    out = check_idx_out(out, force)  # before any work
+    pool = scored_pool(ws, run, score, where, direction)
+    df, values, labels = pool.table, pool.values, pool.labels
+    ddd = df["ddd"].to_numpy().astype(str)
+    higher = pool.higher_is_easier
+    pos = select(values, labels, keep, strategy, higher, ddd, seed, balanced, beta, strata)
     kept = df.iloc[pos][["idx", "label", "score"]].reset_index(drop=True)
     sidecar = {
         "kind": KIND,
-        "dataset": str(df["dataset"].iloc[0]),
+        "dataset": pool.dataset,
         "split": "train",
         "run": run,
         "strategy": strategy,
@@ -545,12 +429,12 @@ def prune(
         "drawn_among_ties": (
             None
             if strategy not in ("hard", "easy")
-            else drawn_among_ties(values, df["label"].to_numpy(), pos, balanced)
+            else drawn_among_ties(values, labels, pos, balanced)
         ),
         "score_values": int(len(np.unique(values[~np.isnan(values)]))),
     }
     sidecar["run_acc"], sidecar["run_acc_epoch"] = run_accuracy(ws, run)
-    _write(out, kept, sidecar, force)
+    write_idx_file(out, kept, sidecar, force, by="curate prune")
     return sidecar
 
 
