@@ -12,6 +12,12 @@ Label files:
   0..N-1;
 - ``labels.npy``: the train split's labels in idx order 0..N-1.
 
+With ``--multilabel`` a label is a set of classes, stored as Pascal VOC's are (a bitmask, bit k =
+class k; a prediction counts as correct only on an exact match): in a CSV the classes joined by
+``+`` (``cat+dog``, or class indices ``0+3``; an empty label is the empty set), in an ``.npz`` /
+``.npy`` a K-hot array of shape (N, K) per split. At most 31 classes (the bitmask is a 32-bit
+integer). A ``+`` in a label of a single-label file is refused, naming ``--multilabel``.
+
 ``--paths FILE.csv`` (header ``split,idx,path``) gives the image files, shown as `instances.source`
 (e.g. by `label-issues`); ``--classes`` names the classes (a file with one name per line, or
 ``a,b,c``), by default the sorted names used in a CSV, else ``0..K-1``.
@@ -56,6 +62,7 @@ FORMS = (
 # 4 MB of float32 per instance already), so a larger id is a typo or a hash, not a class index
 MAX_CLASSES = 2**20
 MAX_IDX = 2**31  # instances.idx is a 32-bit INTEGER
+MAX_MULTILABEL = 31  # a class set is a bitmask in instances.label, a 32-bit INTEGER
 _Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (idx, labels)
 _INTEGER = r"([+-]?)0*([0-9]+)(?:\.0*)?"  # an integer, also written as a float: 3.0, 3.
 _NUMBER = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"  # any number, e.g. 0.5, 1e3
@@ -152,6 +159,12 @@ def _label_column(col: pd.Series, path: Path) -> tuple[np.ndarray, list[str] | N
             f"--labels {path}: the label on line {empty[0] + 2} is empty; give every instance a "
             "class index or a class name"
         )
+    plus = np.flatnonzero(v.str.contains("+", regex=False).to_numpy() & ~_integers(v)[0])
+    if len(plus):
+        raise CurateError(
+            f"--labels {path}: label {_shown(v, plus)} joins classes with '+'; for labels that "
+            "are sets of classes pass --multilabel, else give one class per label"
+        )
     is_int, value = _integers(v)
     odd = np.flatnonzero(v.str.fullmatch(_NUMBER).to_numpy() & ~is_int)
     if len(odd):
@@ -175,19 +188,66 @@ def _label_column(col: pd.Series, path: Path) -> tuple[np.ndarray, list[str] | N
     return v.to_numpy(object), sorted(set(v))
 
 
-def _read_labels(path: Path) -> tuple[_Splits, list[str] | None]:
-    """split -> (idx, labels as given (int64 or str)), and the class names a CSV used."""
+def _label_sets(col: pd.Series, path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """A multilabel CSV's labels (``cat+dog``, ``0+3``, '' for the empty set): (R,) object array of
+    tuples of class indices (int) or names (str), and the sorted names used (None for indices).
+    Every label is classes of one kind; a class index is below `MAX_MULTILABEL`."""
+    sets = [tuple(t.strip() for t in x.split("+")) if x.strip() else () for x in col]
+    tokens = pd.Series([t for st in sets for t in st], dtype=object)
+    if (tokens == "").any():
+        raise CurateError(
+            f"--labels {path}: an empty class in a label set (e.g. 'cat++dog' or 'cat+'); join "
+            "class names with one '+'"
+        )
+    is_int, value = _integers(tokens.astype(str)) if len(tokens) else (np.ones(0, bool), [])
+    if is_int.any() and not is_int.all():
+        raise CurateError(
+            f"--labels {path}: label sets mix class indices and class names (e.g. "
+            f"{tokens[~is_int].iloc[0]!r} among indices); use one kind throughout"
+        )
+    if not is_int.all():
+        return np.array(sets, dtype=object), sorted(set(tokens))
+    if len(value) and (np.min(value) < 0 or np.max(value) >= MAX_MULTILABEL):
+        raise CurateError(
+            f"--labels {path}: class index {int(np.max(value))} is out of range: a multilabel "
+            f"dataset has at most {MAX_MULTILABEL} classes, 0..{MAX_MULTILABEL - 1}"
+        )
+    it = iter(int(x) for x in value)
+    return np.array([tuple(next(it) for _ in st) for st in sets], dtype=object), None
+
+
+def _bitmasks(sets: np.ndarray, classes: list[str], path: Path) -> np.ndarray:
+    """Label sets (tuples of indices or names) as bitmasks over `classes`, int64, shape (R,)."""
+    pos = {n: k for k, n in enumerate(classes)}
+    out = np.zeros(len(sets), np.int64)
+    for r, st in enumerate(sets):
+        for t in st:
+            k = t if isinstance(t, int) else pos.get(t)
+            if k is None or k >= len(classes):
+                raise CurateError(
+                    f"--labels {path}: unknown class {t!r}; classes are "
+                    f"{', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}"
+                )
+            out[r] |= 1 << k
+    return out
+
+
+def _read_labels(path: Path, multilabel: bool = False) -> tuple[_Splits, list[str] | None]:
+    """split -> (idx, labels as given: int64 class indices, str names, or with `multilabel` label
+    sets (CSV) or bitmasks (arrays)), and the class names a CSV used (arrays: '0'..'K-1')."""
     if not path.is_file():
         raise CurateError(f"--labels {path}: no such file; give {FORMS}")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_labels_csv(path)
+        return _read_labels_csv(path, multilabel)
+    if suffix in (".npy", ".npz") and multilabel:
+        return _read_khot_arrays(path, suffix)
     if suffix in (".npy", ".npz"):
         return _read_label_arrays(path, suffix), None
     raise CurateError(f"--labels {path}: unknown kind of file {suffix!r}; give {FORMS}")
 
 
-def _read_labels_csv(path: Path) -> tuple[_Splits, list[str] | None]:
+def _read_labels_csv(path: Path, multilabel: bool = False) -> tuple[_Splits, list[str] | None]:
     """A labels CSV split,idx,label, every value checked (see `_idx_column`, `_label_column`)."""
     df = _read_csv(path, "--labels", "label", skipinitialspace=True)
     if df.empty:
@@ -199,7 +259,8 @@ def _read_labels_csv(path: Path) -> tuple[_Splits, list[str] | None]:
     for s in split.unique():
         check_name(s, f"--labels {path}: split")  # a split names files of the prediction log
     idx = _idx_column(df["idx"], "--labels", path)
-    values, used = _label_column(df["label"], path)
+    read = _label_sets if multilabel else _label_column
+    values, used = read(df["label"], path)
     out = {}
     for s, rows in split.groupby(split, sort=False).groups.items():
         pos = np.asarray(rows)
@@ -236,6 +297,40 @@ def _read_label_arrays(path: Path, suffix: str) -> _Splits:
             raise CurateError(f"--labels {path}: label {shown} {_OUT_OF_RANGE}")
         out[split] = (np.arange(len(a), dtype=np.int64), a.astype(np.int64))
     return out
+
+
+def _read_khot_arrays(path: Path, suffix: str) -> tuple[_Splits, list[str]]:
+    """An .npy (the train split) or .npz (one per split) of K-hot label sets, shape (N, K) of 0/1,
+    as bitmasks; and the default class names '0'..'K-1'."""
+    try:
+        if suffix == ".npy":
+            arrays = {"train": np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise CurateError(f"--labels {path}: not a readable numpy file ({e})") from None
+    if not arrays:
+        raise CurateError(f"--labels {path}: holds no arrays; give one K-hot array per split")
+    widths, out = set(), {}
+    for split, a in arrays.items():
+        check_name(split, f"--labels {path}: split")  # a split names files of the prediction log
+        if a.ndim != 2 or not len(a) or not np.isin(a, (0, 1)).all():
+            raise CurateError(
+                f"--labels {path}: split {split!r} must be a K-hot array of shape (N, K) holding "
+                f"only 0 and 1 (--multilabel), got {a.dtype} of shape {a.shape}"
+            )
+        widths.add(a.shape[1])
+        if a.shape[1] > MAX_MULTILABEL:
+            raise CurateError(
+                f"--labels {path}: {a.shape[1]} classes; a multilabel dataset has at most "
+                f"{MAX_MULTILABEL} (a label set is stored as a 32-bit bitmask)"
+            )
+        bits = (a.astype(np.int64) << np.arange(a.shape[1], dtype=np.int64)).sum(axis=1)
+        out[split] = (np.arange(len(a), dtype=np.int64), bits)
+    if len(widths) != 1:
+        raise CurateError(f"--labels {path}: the splits have different class counts {widths}")
+    return out, [str(k) for k in range(widths.pop())]
 
 
 def _classes(spec: str | None, used: list[str] | None, top: int) -> list[str]:
@@ -279,8 +374,27 @@ def _class_indices(values: np.ndarray, classes: list[str], path: Path) -> np.nda
     return out
 
 
-def _checked_splits(raw: dict, names: list[str], lpath: Path) -> dict:
-    """split -> (idx ascending, class indices), train first; an idx listed twice is refused."""
+def _label_values(v: np.ndarray, names: list[str], lpath: Path, multilabel: bool) -> np.ndarray:
+    """Class indices (single-label) or bitmasks (multilabel) of labels as read."""
+    if not multilabel:
+        return _class_indices(v, names, lpath)
+    if len(names) > MAX_MULTILABEL:
+        raise CurateError(
+            f"--labels {lpath}: {len(names)} classes; a multilabel dataset has at most "
+            f"{MAX_MULTILABEL} (a label set is stored as a 32-bit bitmask)"
+        )
+    bits = _bitmasks(v, names, lpath) if v.dtype == object else v
+    if (bits >= 1 << len(names)).any():
+        raise CurateError(
+            f"--labels {lpath}: a label set uses a class beyond the {len(names)} named by "
+            "--classes; name every class"
+        )
+    return bits
+
+
+def _checked_splits(raw: dict, names: list[str], lpath: Path, multilabel: bool = False) -> dict:
+    """split -> (idx ascending, class indices, or bitmasks when `multilabel`), train first; an idx
+    listed twice is refused."""
     order = sorted(raw, key=lambda s: (s != "train", list(raw).index(s)))
     splits = {}
     for s in order:
@@ -290,7 +404,7 @@ def _checked_splits(raw: dict, names: list[str], lpath: Path) -> dict:
         dup = np.flatnonzero(np.diff(i) == 0)
         if len(dup):
             raise CurateError(f"--labels {lpath}: {s} idx {int(i[dup[0]])} is listed twice")
-        splits[s] = (i, _class_indices(v, names, lpath))
+        splits[s] = (i, _label_values(v, names, lpath, multilabel))
     return splits
 
 
@@ -333,6 +447,7 @@ def ingest_labels(
     classes: str | None = None,
     force: bool = False,
     invalidate_runs: bool = False,
+    multilabel: bool = False,
 ) -> tuple[str, dict[str, int]]:
     """Register dataset `name` from a label file (and optional image paths), without pixels.
 
@@ -348,6 +463,7 @@ def ingest_labels(
     classes : class names: a file with one per line, or comma-separated.
     force : replace a dataset of that name registered from other labels.
     invalidate_runs : with `force`, replace it even when runs were recorded against it.
+    multilabel : labels are sets of classes (``cat+dog``, or K-hot arrays), stored as bitmasks.
 
     Returns
     -------
@@ -361,19 +477,19 @@ def ingest_labels(
     ppath = Path(paths).absolute() if paths else None
     if ppath is not None and not ppath.is_file():
         raise CurateError(f"--paths {ppath}: no such file; give a CSV with header split,idx,path")
-    raw, used = _read_labels(lpath)
-    top = max((int(v.max()) for _, v in raw.values() if v.dtype != object), default=0)
+    raw, used = _read_labels(lpath, multilabel)
+    top = _top_class(raw, multilabel)
     names = _classes(classes, used, top)  # top < MAX_CLASSES: checked as the labels were read
-    splits = _checked_splits(raw, names, lpath)
+    splits = _checked_splits(raw, names, lpath, multilabel)
     sources = _read_paths(ppath, {s: i for s, (i, _) in splits.items()}) if ppath else None
-    checksum = _digest(lpath, ppath) + ":" + ",".join(names)
+    checksum = _digest(lpath, ppath) + ":" + ",".join(names) + (":multilabel" * multilabel)
     recipe = {"format": FORMAT, "labels": _digest(lpath), "paths": ppath and _digest(ppath)}
     counts = {s: len(i) for s, (i, _) in splits.items()}
     try:
         with dataset_lock(ws.dataset_dir(name)):
             if not _may_write(ws, name, checksum, force, invalidate_runs):
                 return "up to date", counts
-            _record(ws, name, lpath, names, splits, sources, checksum, recipe)
+            _record(ws, name, lpath, names, splits, sources, checksum, recipe, multilabel)
     except OSError as e:
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
@@ -382,6 +498,14 @@ def ingest_labels(
             "writable or pass another --workspace, and rerun (nothing was registered)"
         ) from None
     return "written", counts
+
+
+def _top_class(raw: dict, multilabel: bool) -> int:
+    """The largest class index the labels use (0 when they are names)."""
+    if not multilabel:
+        return max((int(v.max()) for _, v in raw.values() if v.dtype != object), default=0)
+    ints = [t for _, v in raw.values() if v.dtype == object for st in v for t in st]
+    return max((t for t in ints if isinstance(t, int)), default=0)
 
 
 def _may_write(ws: Workspace, name: str, checksum: str, force: bool, invalidate: bool) -> bool:
@@ -448,7 +572,9 @@ def _existing(ws: Workspace, name: str) -> tuple[str, str] | None:
     return None if row is None else (row[0], row[1])
 
 
-def _record(ws, name, lpath, names, splits, sources, checksum, recipe) -> None:
+def _record(ws, name, lpath, names, splits, sources, checksum, recipe, multilabel=False) -> None:
+    from curate.data.ingest import class_name_of
+
     frames = []
     for s, (i, y) in splits.items():
         src = sources[s] if sources else np.full(len(i), None, object)
@@ -460,7 +586,7 @@ def _record(ws, name, lpath, names, splits, sources, checksum, recipe) -> None:
                     "idx": i.astype(np.int32),
                     "label": y.astype(np.int32),
                     "true_label": y.astype(np.int32),
-                    "class_name": np.array(names, dtype=object)[y],
+                    "class_name": class_name_of(y, names, multilabel),
                     "source": src,
                 }
             )
@@ -481,7 +607,7 @@ def _record(ws, name, lpath, names, splits, sources, checksum, recipe) -> None:
         "version": info["version"],
         "git_rev": info["git_rev"],
         "labels_file": str(lpath),
-        "multilabel": False,
+        "multilabel": multilabel,
     }
     import pyarrow as pa
 
@@ -505,6 +631,7 @@ def cmd_ingest_labels(args) -> int:
         args.classes,
         args.force,
         getattr(args, "invalidate_runs", False),
+        getattr(args, "multilabel", False),
     )
     shown = ", ".join(f"{k} {v}" for k, v in counts.items())
     print(f"{args.name}: {status} ({shown}; labels only, no images) in {ws.catalog}")
@@ -522,6 +649,12 @@ def add_flags(p) -> None:
         "--classes",
         help="ingest labels: class names, a file with one per line or a,b,c (default: the CSV's "
         "sorted names, else 0..K-1)",
+    )
+    p.add_argument(
+        "--multilabel",
+        action="store_true",
+        help="ingest labels: each label is a set of classes (CSV: cat+dog; .npz/.npy: K-hot arrays "
+        "(N, K)), stored as bitmasks and scored by exact match, as Pascal VOC",
     )
     p.add_argument(
         "--invalidate-runs",
