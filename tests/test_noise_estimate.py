@@ -1,0 +1,63 @@
+"""Confident learning on late-epoch probabilities (curate.scores.noise), on cases worked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from curate.scores import noise
+
+LABELS = np.array([0, 0, 0, 1, 1, 1])
+SELF = np.array([0.9, 0.8, 0.1, 0.9, 0.7, 0.85])
+SUGGESTED = np.array([0, 0, 1, 1, 1, 1])
+SCORE = np.array([-3.0, -2.0, 1.5, -3.0, -1.0, -2.0])
+
+
+def test_thresholds_joint_and_count_by_hand():
+    """t0 = (0.9 + 0.8 + 0.1) / 3 = 0.6, t1 = (0.9 + 0.7 + 0.85) / 3 = 0.8167. Instance 2 (label
+    0) is voted 1 at 0.85 >= t1: C[0, 1] = 1; instances 0, 1 reach t0: C[0, 0] = 2; instances 3, 5
+    reach t1 (0.9, 0.85), 4 does not (0.7): C[1, 1] = 2. Wrong: class 0 3 x 1/3 = 1, class 1
+    3 x 0/2 = 0."""
+    cand = np.where(SUGGESTED == LABELS, SELF, 0.85)
+    t = noise.class_thresholds(SELF, LABELS, 2)
+    np.testing.assert_allclose(t, [0.6, 2.45 / 3])
+    joint = noise.confident_joint(LABELS, SUGGESTED, SELF, cand, t)
+    assert joint.tolist() == [[2, 1], [0, 2]]
+    np.testing.assert_allclose(noise.wrong_per_class(joint, np.array([3, 3])), [1.0, 0.0])
+    n_wrong, flagged = noise.estimate(LABELS, SUGGESTED, SELF, cand, SCORE, 2)
+    assert flagged.tolist() == [False, False, True, False, False, False]
+
+
+def test_wrong_but_hard_flags_nothing():
+    """Every wrong prediction is unsure (instance 2 voted 1 at 0.5 < t1 = 0.82, its own class at
+    0.1 < t0 = 0.6): nothing is counted off the diagonal, so nothing is flagged, though the members
+    get it wrong and rank another class above the given one (issue_score 1.5 > 0)."""
+    cand = np.where(SUGGESTED == LABELS, SELF, 0.5)
+    n_wrong, flagged = noise.estimate(LABELS, SUGGESTED, SELF, cand, SCORE, 2)
+    assert n_wrong.tolist() == [0.0, 0.0] and not flagged.any()
+
+
+def test_candidate_confidence_from_p_true_and_margin():
+    """softmax ratios: p_pred = p_true exp(-margin). Instance 0 (label 0, both predictions 1):
+    0.2 e^{ln 2} = 0.4 and 0.3 e^{ln 1.5} = 0.45, mean 0.425. Instance 1 (suggested 1): one
+    prediction is its label 0 (the probability of 1 unknown: counts 0), the other 1 with
+    0.4 e^{ln 1.25} = 0.5: mean 0.25, a lower bound."""
+    preds = np.array([[1, 0], [1, 1]])
+    p_true = np.array([[0.2, 0.6], [0.3, 0.4]])
+    margin = np.array([[-np.log(2.0), 0.5], [-np.log(1.5), -np.log(1.25)]])
+    cand = noise.candidate_confidence(preds, p_true, margin, np.array([1, 1]))
+    np.testing.assert_allclose(cand, [0.425, 0.25])
+
+
+def test_flags_follow_the_estimate_per_class_by_issue_score():
+    """Class 0 is estimated to hold 2 wrong labels among 3 candidates: the 2 with the highest
+    issue_score are flagged; class 1 (estimate 0.4, rounds to 0) none."""
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    candidates = np.array([True, True, True, False, True, False])
+    score = np.array([0.2, 0.9, 0.5, 3.0, 2.0, 0.0])
+    flagged = noise.calibrated_flags(score, labels, candidates, np.array([2.2, 0.4]))
+    assert flagged.tolist() == [False, True, True, False, False, False]
+
+
+def test_a_class_with_no_instance_cannot_be_reached():
+    t = noise.class_thresholds(np.array([0.5, 0.7]), np.array([0, 0]), 3)
+    assert t[0] == 0.6 and np.isinf(t[1:]).all()
