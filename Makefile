@@ -15,10 +15,10 @@ REPORT_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml scripts/install-sysdeps.sh
+$(STAMP): requirements.txt requirements-docs.txt pyproject.toml scripts/install-sysdeps.sh
 	@scripts/install-sysdeps.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r requirements.txt -r requirements-docs.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
@@ -63,3 +63,9 @@ bench: install
 
 app: install
 	$(BIN)/curate app --workspace "$(WORKSPACE)"
+
+# this documentation site (docs/, mkdocs.yml) into site/ (make install brings requirements-docs.txt);
+# --strict fails on any warning (a broken link or anchor, a docstring out of step)
+.PHONY: docs
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

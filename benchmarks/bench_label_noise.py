@@ -2,7 +2,8 @@
 dynamics signals against cleanlab's confident learning, at the same training compute.
 
 Data: ../shared/data/cifar10-jpeg.tar.gz, trained on the CIFAR-10N `worse_label` set (40.2 % of the
-50,000 train labels wrong; `--sets worse aggre` adds `aggre_label`, 9.0 %), from
+50,000 train labels wrong; `--sets worse aggre clean` adds `aggre_label`, 9.0 %, and the clean
+labels, where every flag is a false alarm), from
 ../shared/data/refs/cifar10n-human-labels-train.npz. A label is wrong where it differs from the
 CIFAR-10 label.
 
@@ -60,7 +61,7 @@ def curate(*args: str, log: Path) -> None:
         raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}; see {log}")
 
 
-def recipe_sets(args, name: str, key: str) -> list[str]:
+def recipe_sets(args, name: str, key: str, only: str = "") -> list[str]:
     sets = [
         f"dataset.source={SOURCE}",
         f"dataset.name={name}",
@@ -71,7 +72,7 @@ def recipe_sets(args, name: str, key: str) -> list[str]:
         f"train.{k}={getattr(args, k)}" for k in ("arch", "members", "epochs") if getattr(args, k)
     ]
     sets += args.extra
-    return [a for s in sets for a in ("--set", s)]
+    return [a for s in sets if s.startswith(only) for a in ("--set", s)]  # ingest: [dataset]
 
 
 def run_curate(args, ws: Path, name: str, key: str) -> dict:
@@ -83,7 +84,7 @@ def run_curate(args, ws: Path, name: str, key: str) -> dict:
         args.recipe,
         "--workspace",
         str(ws),
-        *recipe_sets(args, name, key),
+        *recipe_sets(args, name, key, only="dataset."),
         log=ws / f"{name}-ingest.log",
     )
     c0, t0 = cpu_seconds(), time.perf_counter()
@@ -100,12 +101,11 @@ def run_curate(args, ws: Path, name: str, key: str) -> dict:
     cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
     con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
     try:
-        row = (
-            con.execute("SELECT * FROM label_noise_eval WHERE run = ? AND split = 'train'", [name])
-            .df()
-            .iloc[0]
-            .to_dict()
-        )
+        rows = con.execute(
+            "SELECT * FROM label_noise_eval WHERE run = ? AND split = 'train'", [name]
+        ).df()
+        # clean labels (--sets clean) have no label_noise_eval row: what was flagged is the figure
+        row = rows.iloc[0].to_dict() if len(rows) else flagged_row(con, name)
         true = con.execute(
             "SELECT true_label FROM instances WHERE dataset = ? AND split = 'train' ORDER BY idx",
             [name],
@@ -117,6 +117,29 @@ def run_curate(args, ws: Path, name: str, key: str) -> dict:
         con.close()
     row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
     return row | {"cpu_seconds": cpu, "wall_seconds": wall, "test_acc": acc.get("test")}, true
+
+
+def flagged_row(con, run: str) -> dict:
+    """For a split whose labels are all right: instances, flagged and the estimated wrong labels
+    (`label_noise_estimate`), every flag a false alarm."""
+    n, flagged = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE flagged) FROM instance_scores "
+        "WHERE run = ? AND split = 'train'",
+        [run],
+    ).fetchone()
+    est = con.execute(
+        "SELECT sum(est_wrong) FROM label_noise_estimate WHERE run = ? AND split = 'train'", [run]
+    ).fetchone()[0]
+    return {
+        "run": run,
+        "split": "train",
+        "n": n,
+        "n_wrong": 0,
+        "noise_rate": 0.0,
+        "n_flagged": flagged,
+        "flagged_fraction": flagged / n,
+        "est_wrong": est,
+    }
 
 
 def cv_probs(args, ws: Path, name: str, folds: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +239,7 @@ def run_cleanlab(args, ws: Path, name: str, true: np.ndarray) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=["worse"], choices=["worse", "aggre"])
+    ap.add_argument("--sets", nargs="+", default=["worse"], choices=["worse", "aggre", "clean"])
     ap.add_argument(
         "--recipe", default="cifar10-label-issues", help="recipe the settings below override"
     )

@@ -181,7 +181,8 @@ def main() -> None:
             *args.extra,
         ]
         flags = [a for s in common for a in ("--set", s)]
-        curate("ingest", args.recipe, "--workspace", str(ws), *flags, log=ws / f"{name}.log")
+        ingest = [a for s in common if s.startswith("dataset.") for a in ("--set", s)]
+        curate("ingest", args.recipe, "--workspace", str(ws), *ingest, log=ws / f"{name}.log")
         for epochs in args.epochs:
             run = f"{name}-e{epochs}"
             print(f"== {run}: {(noisy != true).mean():.1%} wrong", flush=True)

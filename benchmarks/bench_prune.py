@@ -130,11 +130,11 @@ def curate(args, *cli: str, log: Path) -> float:
     return cpu_seconds_children() - t0
 
 
-def sets(args, *extra: str, epochs: int | None = None) -> list[str]:
+def sets(args, *extra: str, epochs: int | None = None, only: str = "") -> list[str]:
+    """The --set overrides of every command here; `only`: those of one section (what ingest reads)."""
     values = [
         f"dataset.source={args.source}",
         f"dataset.max_per_split={args.train_n}",
-        "score.stats=false",
         f"train.epochs={epochs or args.epochs}",
         f"train.precision={args.precision}",
         f"train.threads={args.threads}",
@@ -142,7 +142,7 @@ def sets(args, *extra: str, epochs: int | None = None) -> list[str]:
         *([f"dataset.labels={args.labels_file}"] if args.labels_file else []),
         *extra,
     ]
-    return [a for v in values for a in ("--set", v)]
+    return [a for v in values if v.startswith(only) for a in ("--set", v)]
 
 
 def query(args, sql: str, params: list | None = None):
@@ -618,7 +618,7 @@ def main() -> None:
 
     # 1-2. ingest, the scoring run, its scores
     if "score_cpu_seconds" not in state:
-        curate(args, "ingest", args.recipe, *sets(args), log=log)
+        curate(args, "ingest", args.recipe, *sets(args, only="dataset."), log=log)
         cpu = curate(
             args,
             "train",

@@ -1,8 +1,9 @@
 """The `curate` command line: one subcommand per stage. Errors the user can fix exit with code 2.
 
 Each subcommand's parser sits beside its handler in `curate.commands` (`data`, `training`,
-`results`, `explorer`); this module assembles them, in the order `curate --help` lists them, and
-runs the chosen one.
+`results`, `pruning`, `explorer`, `record`); this module assembles them, in the order
+`curate --help` lists them, and runs the chosen one. A command that reads a recipe declares the
+sections it reads (`curate.commands.common.Reads`) and takes `--set` for those keys only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 
 from curate import __version__
 from curate.commands import data, explorer, pruning, record, results, training
+from curate.commands.common import HelpFormatter
 from curate.errors import CurateError
 from curate.workspace import Workspace
 
@@ -35,11 +37,24 @@ COMMANDS = (
 )
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: its help lists what each recipe flag allows (`HelpFormatter`)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The `curate` parser with every subcommand of `COMMANDS`; each sets its handler as `func`."""
+    """The `curate` parser with every subcommand of `COMMANDS`; each sets its handler as `func`.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        the parser; a subcommand that reads a recipe also sets `reads` (what it reads).
+    """
     parser = argparse.ArgumentParser(prog="curate", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"curate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for add in COMMANDS:
         add(sub)
     return parser
@@ -68,6 +83,18 @@ def _disk_full(e: BaseException, ws: Workspace) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `curate` command line.
+
+    Parameters
+    ----------
+    argv : the arguments after `curate` (default: the process's).
+
+    Returns
+    -------
+    int
+        the exit code: 0, 2 for an error the user can fix (one `error:` line on stderr; a package
+        of an extra not installed is one: `curate.extras`), 130 when interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -75,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     except CurateError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:  # a part of an extra the command's `need` did not name
+        from curate.extras import extra_of, missing_message
+
+        extra = extra_of(e)
+        if extra is None:
+            raise
+        what = f"curate {args.command}"
+        print(f"error: {missing_message(extra, [e.name.split('.')[0]], what)}", file=sys.stderr)
+        return 2
     except Exception as e:
         ws = Workspace.resolve(getattr(args, "workspace", None))
         if not _disk_full(e, ws):
@@ -84,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         where = getattr(e, "filename", None) or ws.root
         print(f"error: {no_space_message(where)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        # a command may say what an interrupt means for it (`interrupted` among its defaults)
+        said = getattr(args, "interrupted", None)
+        print(said or "interrupted; rerun the same command to resume", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

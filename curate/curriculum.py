@@ -1,4 +1,4 @@
-"""Curricula (SCIENCE.md, Curricula): orderings from easy to hard, pacing functions, and samplers that
+"""Curricula (docs/concepts.md#curricula): orderings from easy to hard, pacing functions, and samplers that
 draw each batch uniformly from the g(t) easiest instances.
 
 Usable without the rest of curate::

@@ -3,7 +3,6 @@ a self-contained browser experiment, and the analysis of observers' answers."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,81 +182,30 @@ def export_pairs(ws: Workspace, run: str, out: str | Path, spec: PairsSpec = Pai
 
 
 def render_html(trials: list[dict], run: str) -> str:
-    """One page, no external resources: trials one at a time, keys (F / left arrow, J / right arrow) or
-    clicks, progress shown, answers downloaded as CSV at the end."""
-    data = json.dumps(
-        [
-            {
-                k: t[k]
-                for k in ("trial", "phase", "left_file", "right_file", "left_idx", "right_idx")
-            }
-            for t in trials
-        ]
-    )
-    return _HTML.replace("__TRIALS__", data).replace("__RUN__", json.dumps(run))
+    """The experiment page (template curate/report/templates/pairs.html.j2).
 
+    One page, no external resources: trials one at a time, keys (F / left arrow, J / right arrow)
+    or clicks, progress shown, answers downloaded as CSV at the end.
 
-_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Which image is harder?</title>
-<style>
- body { font-family: system-ui, sans-serif; background: #777; color: #fff; text-align: center; margin: 0; }
- #pair { display: flex; justify-content: center; gap: 48px; margin-top: 24px; }
- #pair img { width: 224px; height: 224px; image-rendering: pixelated; cursor: pointer; border: 4px solid transparent; }
- #pair img:hover { border-color: #fff; }
- #progress { margin-top: 16px; font-size: 18px; }
- #bar { width: 480px; height: 8px; background: #555; margin: 8px auto; } #fill { height: 8px; background: #fff; width: 0; }
- button { font-size: 18px; padding: 8px 24px; margin-top: 24px; }
- .hidden { display: none; }
-</style></head><body>
-<div id="intro"><h2>Which image is harder for the network?</h2>
- <p>In each trial one image is easy and one is hard for a trained classifier. Choose the hard one:
- press <b>F</b> or &larr; for the left image, <b>J</b> or &rarr; for the right one, or click it.</p>
- <p>The first trials are practice.</p><button id="start">Start</button></div>
-<div id="task" class="hidden"><div id="phase"></div><div id="pair"><img id="left" alt="left image"><img id="right" alt="right image"></div>
- <div id="progress"></div><div id="bar"><div id="fill"></div></div></div>
-<div id="done" class="hidden"><h2>Thank you!</h2><p>Your answers were downloaded as a CSV file.</p>
- <button id="again">Download again</button><pre id="csv" class="hidden"></pre></div>
-<script>
-const TRIALS = __TRIALS__; const RUN = __RUN__;
-let k = -1, t0 = 0; const answers = [];
-const $ = (id) => document.getElementById(id);
-function show(i) {
-  const t = TRIALS[i];
-  $("left").src = t.left_file; $("right").src = t.right_file;
-  $("phase").textContent = t.phase === "training" ? "practice" : "";
-  $("progress").textContent = "trial " + (i + 1) + " / " + TRIALS.length;
-  $("fill").style.width = (100 * i / TRIALS.length) + "%";
-  t0 = performance.now();
-}
-function csvText() {
-  const head = "trial,phase,left_idx,right_idx,chosen_side,rt_ms";
-  return [head].concat(answers.map(a => [a.trial, a.phase, a.left_idx, a.right_idx, a.chosen_side, a.rt_ms].join(","))).join("\\n") + "\\n";
-}
-function download() {
-  const blob = new Blob([csvText()], {type: "text/csv"});
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob); a.download = "answers-" + RUN + "-" + Date.now() + ".csv";
-  document.body.appendChild(a); a.click(); a.remove();
-}
-function answer(side) {
-  if (k < 0 || k >= TRIALS.length) return;
-  const t = TRIALS[k];
-  answers.push({trial: t.trial, phase: t.phase, left_idx: t.left_idx, right_idx: t.right_idx, chosen_side: side,
-                rt_ms: Math.round(performance.now() - t0)});
-  k += 1;
-  if (k < TRIALS.length) { show(k); return; }
-  $("task").classList.add("hidden"); $("done").classList.remove("hidden");
-  $("csv").textContent = csvText(); download();
-}
-$("start").onclick = () => { $("intro").classList.add("hidden"); $("task").classList.remove("hidden"); k = 0; show(0); };
-$("left").onclick = () => answer("left"); $("right").onclick = () => answer("right");
-$("again").onclick = download;
-document.addEventListener("keydown", (e) => {
-  if (e.key === "f" || e.key === "F" || e.key === "ArrowLeft") answer("left");
-  if (e.key === "j" || e.key === "J" || e.key === "ArrowRight") answer("right");
-});
-</script></body></html>
-"""
+    Parameters
+    ----------
+    trials : list of dict
+        The trials of `export_pairs`, in order; the page gets trial, phase, the two files and the
+        two idx of each.
+    run : str
+        The scored run, named in the answers' file name.
+
+    Returns
+    -------
+    str
+        The page; the trials and `run` reach its script as JSON escaped for HTML (a name holding
+        ``</script>`` cannot end the script).
+    """
+    from curate.report.page import render_template
+
+    keys = ("trial", "phase", "left_file", "right_file", "left_idx", "right_idx")
+    shown = [{k: t[k] for k in keys} for t in trials]
+    return render_template("pairs.html.j2", trials=shown, run=run)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -288,6 +236,21 @@ def analyse(out: str | Path, answer_files: list[str], force: bool = False) -> pd
     written = [out / "analysis.csv", out / "consistency.csv", out / "analysis.png"]
     for f in written:
         check_file(f, force)  # before any work
+    inputs = [Path(f).expanduser().absolute().resolve() for f in answer_files]
+    clash = [
+        f for f, r in zip(answer_files, inputs, strict=True) if r in {w.resolve() for w in written}
+    ]
+    if clash:
+        raise CurateError(
+            f"answers file {clash[0]} is one of the files pairs-analyse writes; move it out of {out}"
+        )
+    names = [Path(f).stem for f in answer_files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise CurateError(
+            f"two answers files are named {twice[0]!r} (an observer is named by the file); rename "
+            "one, e.g. alice-1.csv"
+        )
     man_path = out / "manifest.csv"
     if not man_path.exists():
         raise CurateError(f"{man_path} is missing; give the folder `curate pairs` wrote")

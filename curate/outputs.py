@@ -31,11 +31,12 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from curate.errors import CurateError
 MANIFEST = ".curate-outputs.json"
 TMP_SUFFIX = ".curate-tmp"
 # the parts of a workspace that its stages own: no --out may write there, whatever the flags
-WORKSPACE_OWNED = ("datasets", "runs", "sources")
+WORKSPACE_OWNED = ("datasets", "runs", "sources", "stats")
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 Writer = Callable[[Path], None]
@@ -68,9 +69,17 @@ def check_file(out: str | os.PathLike, force: bool = False, flag: str = "--out")
         When the target is a folder, a link, not a regular file, inside a workspace's own tree, or a
         file curate did not write (without `force`); or its folder cannot be made.
     """
+    if str(out).endswith(("/", os.sep)):
+        raise CurateError(f"{flag} {out}: ends with '/', a folder; name the file to write")
+    with _os_errors(out, flag):
+        return _check_file(out, force, flag)
+
+
+def _check_file(out, force: bool, flag: str) -> Path:
     target = _real(out, flag)
     if target.name == MANIFEST or target.name.endswith(TMP_SUFFIX):
         raise CurateError(f"{flag} {out}: that name is curate's own bookkeeping; choose another")
+    _refuse_workspace(_lexical(out), out, flag)
     _refuse_workspace(target, out, flag)
     if os.path.lexists(target):
         mode = os.lstat(target).st_mode
@@ -103,7 +112,13 @@ def check_folder(
     `keep` are paths the command reads (the workspace, an input folder): the output may be neither
     one of them nor hold one. Returns the absolute path, links of its parents resolved.
     """
+    with _os_errors(out, flag):
+        return _check_folder(out, keep, flag, renew)
+
+
+def _check_folder(out, keep: Iterable[Path], flag: str, renew: bool) -> Path:
     target = _real(out, flag)
+    _refuse_workspace(_lexical(out), out, flag)
     _refuse_workspace(target, out, flag)
     for k in keep:
         k = Path(k).expanduser().absolute().resolve()
@@ -134,6 +149,22 @@ def check_folder(
     return target
 
 
+@contextmanager
+def _os_errors(out, flag: str) -> Iterator[None]:
+    """An OSError (a name too long, a folder that cannot be searched, a deleted current folder) or
+    a loop of links while looking at `out` becomes one CurateError."""
+    try:
+        yield
+    except OSError as e:
+        raise CurateError(
+            f"{flag} {out}: cannot use that path ({e.strerror or e}); choose another place"
+        ) from None
+    except RuntimeError as e:  # pathlib's word for a loop of symbolic links
+        raise CurateError(
+            f"{flag} {out}: cannot use that path ({e}); choose another place"
+        ) from None
+
+
 def _real(out: str | os.PathLike, flag: str) -> Path:
     """The absolute path of `out` with the links of its folder resolved (not of its last part)."""
     if str(out).strip() == "":
@@ -148,6 +179,12 @@ def _real(out: str | os.PathLike, flag: str) -> Path:
     if not probe.is_dir():
         raise CurateError(f"{flag} {out}: {probe} is not a folder; choose another place")
     return parent / p.name
+
+
+def _lexical(out) -> Path:
+    """`out` made absolute with `..` folded away by name, links not followed: a workspace whose
+    runs/ is a link to another disk is seen through the name the user typed."""
+    return Path(os.path.normpath(Path(out).expanduser().absolute()))
 
 
 def _refuse_workspace(target: Path, shown, flag: str) -> None:
@@ -186,8 +223,8 @@ def read_manifest(folder: Path) -> dict[str, dict] | None:
     path = folder / MANIFEST
     if not os.path.lexists(path):
         return {}
-    if path.is_symlink() or not path.is_file():
-        return None
+    if path.is_symlink() or not path.is_file() or os.lstat(path).st_uid != os.geteuid():
+        return None  # a manifest of another user's proves nothing of ours
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
@@ -195,7 +232,21 @@ def read_manifest(folder: Path) -> dict[str, dict] | None:
     if not isinstance(data, dict) or data.get("curate_outputs") != 1:
         return None
     files = data.get("files")
-    return files if isinstance(files, dict) else None
+    if not isinstance(files, dict):
+        return None
+    return {k: v for k, v in files.items() if _plain(k) and _entry_ok(v)}
+
+
+def _plain(rel) -> bool:
+    """A manifest may name only files inside its own folder: a relative path of plain parts."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def _entry_ok(entry) -> bool:
+    digests = entry.get("sha256") if isinstance(entry, dict) else None
+    return isinstance(digests, list) and all(isinstance(d, str) for d in digests)
 
 
 def owns(folder: Path, rel: str) -> bool:
@@ -269,11 +320,13 @@ def write_files(
     """
     targets = {check_file(t, force, flag): w for t, w in files.items()}
     temps: dict[Path, Path] = {}
+    made: list[Path] = []  # folders made for the output: removed again if it fails
+    done = False
     try:
         for target, write in targets.items():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temps[target] = tmp = _tmp_name(target)
             try:
+                made += _make_folders(target.parent)
+                temps[target] = tmp = _tmp_name(target)
                 write(tmp)
                 _fsync(tmp)
             except OSError as e:
@@ -283,10 +336,21 @@ def write_files(
             for t in targets:
                 check_file(t, force, flag)  # again, under the lock: another process may have won
             _commit(temps, digests, by)
+        done = True
     finally:
         for tmp in temps.values():
             _unlink(tmp)
+        for folder in reversed(made if not done else []):
+            with suppress(OSError):
+                folder.rmdir()  # only if empty: a folder we made, holding nothing
     return list(targets)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Make `folder` and its missing parents; the ones made, outermost first."""
+    missing = [f for f in (folder, *folder.parents) if not os.path.lexists(f)][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
 
 
 def write_file(
@@ -312,7 +376,8 @@ def _commit(temps: dict[Path, Path], digests: dict[Path, str], by: str) -> None:
     for target in temps:
         folders[target.parent][target.name]["sha256"] = [digests[target]]
     for folder, manifest in folders.items():
-        _write_manifest(folder, manifest)
+        with suppress(CurateError):  # a full disk now: the pending manifest proves the files
+            _write_manifest(folder, manifest)
 
 
 def _manifest_or_refuse(folder: Path) -> dict:
@@ -343,7 +408,10 @@ def write_folder(
     """
     keep = list(keep)
     target = check_folder(out, keep, flag, renew)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_error(e, target, flag) from None
     tmp = _tmp_name(target)
     try:
         try:
@@ -369,14 +437,14 @@ def write_folder(
         target = check_folder(out, keep, flag, renew)  # it exists now: empty, or curate's
         with _locked({target}):
             check_folder(out, keep, flag, renew)
-            _merge_into(tmp, target, entries)
+            _merge_into(tmp, target, entries, by)
         return target
     finally:
         if os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _merge_into(tmp: Path, target: Path, entries: dict[str, dict]) -> None:
+def _merge_into(tmp: Path, target: Path, entries: dict[str, dict], by: str) -> None:
     """Move the files of `tmp` into the existing folder `target` (checked to be curate's)."""
     old = read_manifest(target) or {}
     pending = dict(old)
@@ -387,10 +455,11 @@ def _merge_into(tmp: Path, target: Path, entries: dict[str, dict]) -> None:
         dest = target / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp / rel, dest)
-    for rel in old:
-        if rel not in entries and owns_entry(target / rel, old[rel]):
+    for rel in old:  # the previous output of this command: what it does not write again goes
+        if rel not in entries and old[rel].get("by") == by and owns_entry(target / rel, old[rel]):
             (target / rel).unlink()
-    _write_manifest(target, entries)
+    kept = {k: v for k, v in old.items() if k not in entries and os.path.lexists(target / k)}
+    _write_manifest(target, kept | entries)
     for d in sorted((p for p in target.rglob("*") if p.is_dir()), reverse=True):
         if not any(d.iterdir()):
             d.rmdir()  # a folder the previous output made and this one left empty
@@ -417,16 +486,16 @@ def _tmp_name(target: Path) -> Path:
 
 def _remove_leftovers(target: Path) -> None:
     """Remove temporaries of `target` left by processes that are gone (a SIGKILL runs no cleanup)."""
-    prefix = f".{target.name}."
+    pattern = re.compile(
+        rf"^\.{re.escape(target.name)}\.([0-9]+)-[0-9a-f]{{8}}{re.escape(TMP_SUFFIX)}$"
+    )
     try:
         names = os.listdir(target.parent)
     except OSError:
         return
     for name in names:
-        if not (name.startswith(prefix) and name.endswith(TMP_SUFFIX)):
-            continue
-        pid = name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        m = pattern.match(name)
+        if m and not _alive(int(m.group(1))):
             path = target.parent / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

@@ -64,8 +64,10 @@ def run_query(
         }
         target = write_file(out, writers[fmt], force=force, by="curate query")
         return f"wrote {len(df)} rows to {target}"
-    if fmt == "csv":
-        return df.to_csv(index=False).rstrip("\n")
+    if fmt == "csv":  # escaped like a file: it is often redirected into one
+        from curate.outputs import csv_safe
+
+        return csv_safe(df).to_csv(index=False).rstrip("\n")
     if fmt == "json":
         return df.to_json(orient="records", date_format="iso")
     if df.empty:

@@ -5,7 +5,8 @@ Layout::
     <workspace>/catalog.duckdb                 the DuckDB catalog (all tables and views)
     <workspace>/datasets/<name>/<split>.beton  FFCV files written by ingest
     <workspace>/sources/<name>/                archives unpacked by ingest, downloads
-    <workspace>/runs/<run>/                    training runs: recipe, checkpoints, prediction log
+    <workspace>/runs/<run>/                    runs: manifest, prediction log, progress records
+                                               (laid out by `curate.runlog`), checkpoints
 
 The workspace is `--workspace`, else `$CURATE_WORKSPACE`, else `./workspace`.
 """
@@ -45,8 +46,13 @@ class Workspace:
     def sources_dir(self) -> Path:
         return self.root / "sources"
 
+    @property
+    def runs(self) -> Path:
+        """The folder of every run."""
+        return self.root / "runs"
+
     def run_dir(self, run: str) -> Path:
-        return self.root / "runs" / run
+        return self.runs / run
 
 
 @contextmanager

@@ -5,9 +5,14 @@ unusable inputs are one `error:` line and exit 2, never a traceback or a silent 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import tracemalloc
 from pathlib import Path
 
 import duckdb
@@ -17,6 +22,9 @@ import pytest
 from conftest import ROOT
 
 from curate.cli import main
+from curate.commands import training
+from curate.commands.record import INTERRUPTED
+from curate.locks import exclusive
 from curate.record import recorder as recorder_module
 from curate.record.recorder import Recorder
 from curate.train import predlog
@@ -199,12 +207,15 @@ def test_failed_replace_keeps_the_earlier_run(lws, tmp_path, capsys, monkeypatch
 
 
 def test_a_killed_imports_staging_folder_is_cleared(lws, tmp_path):
-    """SIGKILL leaves the staging folder; the next import of that run removes it (only its own)."""
+    """SIGKILL leaves the staging folder; the next import removes it, this run's and any other
+    run's whose lock no process holds (a live command's is kept: see
+    test_any_import_clears_what_a_killed_import_left)."""
     staging = lws / "runs" / ".import"
     (staging / "imp.k1ll3d_x" / "new").mkdir(parents=True)
-    (staging / "imp.b.k1ll3d_x").mkdir()  # a staging folder of run 'imp.b': not this run's
+    (staging / "imp.b.k1ll3d_x").mkdir()  # a staging folder of run 'imp.b', whose import is gone
     assert import_log(lws, "imp", stacked(tmp_path / "a", logits(0))) == 0
-    assert [p.name for p in staging.iterdir()] == ["imp.b.k1ll3d_x"]
+    assert not staging.exists()
+    assert sorted(p.name for p in (lws / "runs").iterdir()) == ["imp"]  # no lock file left
 
 
 # ----------------------------------------------------------------------------- 2. a checksum
@@ -408,3 +419,460 @@ def test_curate_error_is_importable_from_curate_and_import_stays_light():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- 8. bounds
+
+
+def header_only(path: Path, shape: tuple[int, ...], descr: str = "<f4") -> None:
+    """A .npy whose header declares `shape` of `descr` and that holds no data at all."""
+    with open(path, "wb") as f:
+        header = {"descr": descr, "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(f, header)
+
+
+@pytest.mark.parametrize(
+    "extra, name, words",
+    [
+        (["--members", "1000000000000"], None, ["hold 2 members", "give --members 2 or fewer"]),
+        (["--epochs", "1000000000000"], None, ["hold epochs 0..1", "give --epochs 1 or fewer"]),
+        (
+            [],
+            "train_m99999999999999999999_e1.npy",
+            ["_m99999999999999999999_e1.npy: member 99999999999999999999 is out of bounds"],
+        ),
+        (
+            [],
+            "train_m0_e100001.npy",
+            ["e100001.npy: epoch 100001 is out of bounds", "epochs 0..100000"],
+        ),
+        ([], "train_m999_e100000.npy", ["1000 members x epochs 0..100000", "out of bounds"]),
+        ([], "train_m7_e1.npy", ["23 parts have no array", "train_m2_e0", "and 17 more"]),
+    ],
+    ids=["--members", "--epochs", "member-in-name", "epoch-in-name", "parts", "gap"],
+)
+def test_members_and_epochs_beyond_the_files_are_refused_at_once(
+    lws, tmp_path, capsys, extra, name, words
+):
+    """Members or epochs beyond what the files hold, or beyond the bounds (1000 members, epochs
+    0..100000, 10^6 parts), are one error line before anything in their proportion is made."""
+    d = per_epoch(tmp_path / "a", logits(0))
+    if name:
+        shutil.copy(d / "train_m0_e1.npy", d / name)
+    capsys.readouterr()
+    start = time.perf_counter()
+    assert import_log(lws, "imp", d, *extra) == 2
+    assert time.perf_counter() - start < 10
+    one_error(capsys, *extra, *words)
+    assert_nothing_imported(lws, "imp")
+
+
+def test_a_stacked_header_claiming_huge_members_is_refused_unread(lws, tmp_path, capsys):
+    d = stacked(tmp_path / "a", logits(0))
+    header_only(d / "train.npy", (10**12, 2, 10, 3))
+    capsys.readouterr()
+    assert import_log(lws, "imp", d) == 2
+    one_error(capsys, "1000000000000 members x epochs 0..1 is out of bounds", "at most 1000")
+    assert_nothing_imported(lws, "imp")
+
+
+# ----------------------------------------------------------------------------- 9. regular files
+
+
+@pytest.mark.parametrize("make, what", [(os.mkfifo, "a FIFO"), (os.mkdir, "a folder")])
+def test_a_fifo_in_the_folder_is_refused_never_opened(lws, tmp_path, capsys, make, what):
+    d = per_epoch(tmp_path / "a", logits(0))
+    (d / "train_m0_e0.npy").unlink()
+    make(d / "train_m0_e0.npy")
+    os.mkfifo(d / "notes")  # not named like an array: skipped, never opened
+
+    def hang(signum, frame):
+        raise TimeoutError("import-log opened the FIFO and waits on a writer")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)
+    try:
+        capsys.readouterr()
+        assert import_log(lws, "imp", d) == 2
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    one_error(capsys, "train_m0_e0.npy", what, "not a regular file", "never opens")
+    assert_nothing_imported(lws, "imp")
+    shutil.rmtree(d / "train_m0_e0.npy") if what == "a folder" else os.unlink(d / "train_m0_e0.npy")
+    np.save(d / "train_m0_e0.npy", logits(0)["train"][0, 0])
+    assert import_log(lws, "imp", d) == 0  # the FIFO `notes` beside is left alone
+
+
+# ----------------------------------------------------------------------------- 10. headers first
+
+
+def _save_obj(p: Path) -> None:
+    np.save(p, np.array([[{"a": 1}] * 3] * 10, dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize(
+    "layout, name, make, words",
+    [
+        (
+            per_epoch,
+            "train_m0_e0.npy",
+            lambda p: header_only(p, (10, 3145728)),
+            ["3145728 classes"],
+        ),
+        (per_epoch, "train_m0_e0.npy", lambda p: np.save(p, np.zeros((11, 3))), ["11 rows", "10"]),
+        (per_epoch, "train_m1_e1.npy", lambda p: header_only(p, (10, 3)), ["truncated"]),
+        (per_epoch, "train_m0_e0.npy", _save_obj, ["objects", "not real numbers"]),
+        (per_epoch, "train_idx.npy", lambda p: np.save(p, np.arange(9)), ["9 idx", "10 instances"]),
+        (stacked, "train.npy", lambda p: header_only(p, (2, 2, 10, 3)), ["truncated", "480 bytes"]),
+        (stacked, "train.npy", lambda p: header_only(p, (2, 2, 10**9, 3)), ["1000000000 rows"]),
+    ],
+    ids=["classes", "rows", "truncated", "objects", "idx-length", "stacked-truncated", "stacked-n"],
+)
+def test_headers_are_checked_before_any_data_is_read(
+    lws, tmp_path, capsys, layout, name, make, words
+):
+    d = layout(tmp_path / "a", logits(0))
+    make(d / name)
+    capsys.readouterr()
+    assert import_log(lws, "imp", d) == 2
+    one_error(capsys, name, *words)
+    assert_nothing_imported(lws, "imp")
+
+
+def test_a_compressed_bomb_is_refused_from_its_header(lws, tmp_path, capsys):
+    """An .npz whose member inflates to 168 MB: refused for its class count, from the member's
+    header, with a few MB of memory (nothing inflated but the header)."""
+    d = stacked(tmp_path / "a", logits(0))
+    (d / "train.npy").unlink()
+    np.savez_compressed(d / "train.npz", np.zeros((2, 2, 10, 2**20), np.float32))
+    assert (d / "train.npz").stat().st_size < 2**20
+    capsys.readouterr()
+    tracemalloc.start()
+    try:
+        assert import_log(lws, "imp", d) == 2
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_error(capsys, "train.npz", "1048576 classes, the dataset has 3")
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MB"
+    assert_nothing_imported(lws, "imp")
+
+
+def test_a_stacked_npz_is_read_slice_by_slice_with_its_idx(lws, tmp_path):
+    """A stacked .npz (its idx inside, rows shuffled) imports as the per-epoch files do."""
+    z = logits(0)
+    assert import_log(lws, "ref", per_epoch(tmp_path / "ref", z)) == 0
+    d = tmp_path / "npz"
+    d.mkdir()
+    order = np.random.default_rng(1).permutation(10)
+    np.savez_compressed(d / "train.npz", logits=z["train"][:, :, order], idx=order)
+    np.save(d / "test.npy", z["test"])
+    assert import_log(lws, "npz", d) == 0
+    for m in range(M):
+        for e in range(E + 1):
+            a = pd.read_parquet(predlog.shard_path(lws / "runs/ref", "eval", "train", m, e))
+            b = pd.read_parquet(predlog.shard_path(lws / "runs/npz", "eval", "train", m, e))
+            pd.testing.assert_frame_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- 11. killed imports
+
+SLOW_IMPORT = """
+import sys, time
+from curate.record import importlog
+real, calls = importlog._as_logits, []
+def slow(*args):
+    calls.append(1)
+    if len(calls) == 2:  # one part staged: say so, then wait for the signal
+        print("staging", flush=True)
+        time.sleep(60)
+    return real(*args)
+importlog._as_logits = slow
+from curate.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def signalled_import(ws: Path, run: str, folder: Path, sig: int) -> tuple[int, str]:
+    """Run `curate import-log` in a process, send it `sig` once a part is staged: (code, stderr)."""
+    args = ["import-log", run, "--dataset", "toy", "--dir", str(folder), "--workspace", str(ws)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_IMPORT, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        if line.strip() != "staging":
+            proc.kill()
+            pytest.fail(f"the import did not start staging: {line}{proc.communicate()[1]}")
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
+def test_any_import_clears_what_a_killed_import_left(lws, tmp_path):
+    """SIGKILL leaves runs/.import/<run>.<random>/ and runs/.<run>.lock; the next import, of any
+    run, removes both (the run's lock is free: its process is gone), but not the staging folder
+    of a command still running (its run's lock held)."""
+    runs, d = lws / "runs", per_epoch(tmp_path / "a", logits(0))
+    code, _ = signalled_import(lws, "k", d, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    left = [p.name for p in (runs / ".import").iterdir()]
+    assert (
+        len(left) == 1
+        and left[0].startswith("k.")
+        and (runs / ".import" / left[0] / "new").is_dir()
+    )
+    assert (runs / ".k.lock").exists() and not (runs / "k").exists()
+    with exclusive(runs / ".busy.lock", "run 'busy'", "wait"):  # a live import of run 'busy'
+        (runs / ".import" / "busy.abcd1234").mkdir()
+        assert import_log(lws, "other", d) == 0
+        assert [p.name for p in (runs / ".import").iterdir()] == ["busy.abcd1234"]
+    assert not (runs / ".k.lock").exists() and trace(lws, "k") == {}
+    assert import_log(lws, "k", d) == 0  # the killed run imports as if nothing had happened
+    assert not (runs / ".import").exists()
+    assert sorted(p.name for p in runs.iterdir()) == ["k", "other"]
+
+
+def test_sigterm_unwinds_an_import(lws, tmp_path):
+    """SIGTERM unwinds like Ctrl-C: nothing is left (no staging folder, no lock file), the
+    import's own message, exit 143."""
+    code, err = signalled_import(lws, "k", per_epoch(tmp_path / "a", logits(0)), signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err
+    assert err == INTERRUPTED + "\n"
+    assert_nothing_imported(lws, "k")
+    assert list((lws / "runs").iterdir()) == []
+
+
+def test_a_replace_killed_between_its_renames_is_put_back(lws, tmp_path):
+    """Killed between moving the old run aside and the new one in: the next import puts the old
+    run back where it was; killed after both moves: the new log stays and is registered."""
+    assert import_log(lws, "imp", stacked(tmp_path / "a", logits(0))) == 0
+    before, row = snapshot(lws / "runs" / "imp"), runs_row(lws, "imp")
+    aside = lws / "runs" / ".import" / "imp.k1ll3d_x"
+    aside.mkdir(parents=True)
+    os.replace(lws / "runs" / "imp", aside / "old")
+    assert import_log(lws, "other", tmp_path / "a") == 0
+    assert snapshot(lws / "runs" / "imp") == before and runs_row(lws, "imp") == row
+    assert not (lws / "runs" / ".import").exists()
+    # killed after both renames, before the catalog's rows: the new log stays, registered
+    aside.mkdir(parents=True)
+    shutil.copytree(lws / "runs" / "imp", aside / "old")
+    con = duckdb.connect(str(lws / "catalog.duckdb"))
+    con.execute("DELETE FROM members WHERE run = 'imp'")
+    con.execute("DELETE FROM runs WHERE run = 'imp'")
+    con.close()
+    assert import_log(lws, "other", tmp_path / "a") == 0
+    assert snapshot(lws / "runs" / "imp") == before
+    again = runs_row(lws, "imp")  # as before but the time of registering (finished_at)
+    assert sum(a != b for a, b in zip(again, row, strict=True)) <= 1
+    assert trace(lws, "imp") == {"runs.run": 1, "members.run": M}
+    assert not (lws / "runs" / ".import").exists()
+
+
+def test_ctrl_c_says_an_import_starts_over_other_commands_resume(
+    lws, tmp_path, capsys, monkeypatch
+):
+    d = per_epoch(tmp_path / "a", logits(0))
+    _interrupted(d, monkeypatch)
+    capsys.readouterr()
+    assert import_log(lws, "imp", d) == 130
+    err = capsys.readouterr().err
+    assert err == INTERRUPTED + "\n" and "from the start" in err and "does not resume" in err
+    assert_nothing_imported(lws, "imp")
+
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "cmd_score", interrupt)
+    assert main(["score", "imp", "--workspace", str(lws)]) == 130
+    assert capsys.readouterr().err == "interrupted; rerun the same command to resume\n"
+
+
+# ----------------------------------------------------------------------------- 12. --kind auto
+
+# scores of rounded probabilities against the exact ones: bfloat16 keeps each probability within
+# 2^-9 relative, 3 decimals within 5e-4 absolute; with every probability >= 0.024 (logits within
+# +-1.5, 3 classes) confidence and EL2N move by at most ~2 x 2^-9 x p and 3 x 5e-4 (after
+# renormalising), a margin log(p_y / p_j) by at most 2 x 5e-4 / 0.024 = 0.042 nats
+TOL_P = 5e-3  # confidence, EL2N
+TOL_AUM = 0.05  # nats
+
+
+def exact_probs(seed: int = 5) -> dict[str, np.ndarray]:
+    """(M, E + 1, N, 3) float64 probabilities, each >= 0.024 (softmax of logits within +-1.5)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s, n in (("train", 10), ("test", 5)):
+        z = np.clip(rng.normal(size=(M, E + 1, n, 3)), -1.5, 1.5)
+        e = np.exp(z)
+        out[s] = e / e.sum(-1, keepdims=True)
+    return out
+
+
+def save_bf16(folder: Path, z: dict[str, np.ndarray]) -> Path:
+    """Stacked .pt files of bfloat16 tensors."""
+    torch = pytest.importorskip("torch")
+    folder.mkdir(parents=True)
+    for s, a in z.items():
+        torch.save(torch.from_numpy(a.astype(np.float32)).bfloat16(), folder / f"{s}.pt")
+    return folder
+
+
+def renormalised(a: np.ndarray) -> np.ndarray:
+    r = np.round(a, 3)
+    return r / r.sum(-1, keepdims=True)
+
+
+def instance_scores(ws: Path, run: str) -> pd.DataFrame:
+    assert main(["score", run, "--workspace", str(ws)]) == 0
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    try:
+        return con.execute(
+            "SELECT split, idx, confidence, el2n, aum FROM instance_scores WHERE run = ? "
+            "ORDER BY split, idx",
+            [run],
+        ).df()
+    finally:
+        con.close()
+
+
+def kind_line(capsys) -> str:
+    """The one `kind:` line the command printed."""
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("kind:")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_auto_reads_rounded_probabilities_as_probabilities(lws, tmp_path, capsys):
+    """bf16, 3-decimal and renormalised probabilities (rows off 1 by up to ~2e-3, beyond the
+    1e-3 auto used to allow) are probabilities, and score as the exact ones within TOL_P/TOL_AUM."""
+    p = exact_probs()
+    assert import_log(lws, "exact", stacked(tmp_path / "exact", p)) == 0
+    assert kind_line(capsys) == (
+        "kind: probs (--kind auto: every value in [0, 1] and every row sums to 1 within 0.01)"
+    )
+    want = instance_scores(lws, "exact")
+    three = {s: np.round(a, 3) for s, a in p.items()}
+    assert max(np.abs(a.sum(-1) - 1).max() for a in three.values()) > 1e-3
+    for run, d in (
+        ("bf16", save_bf16(tmp_path / "bf16", p)),
+        ("decimals", stacked(tmp_path / "decimals", three)),
+        (
+            "renormalised",
+            per_epoch(tmp_path / "renorm", {s: renormalised(a) for s, a in p.items()}),
+        ),
+    ):
+        capsys.readouterr()
+        assert import_log(lws, run, d) == 0, run
+        assert kind_line(capsys).startswith("kind: probs (--kind auto: every value in [0, 1]"), run
+        got = instance_scores(lws, run)
+        assert (got[["split", "idx"]] == want[["split", "idx"]]).all().all()
+        for col, tol in (("confidence", TOL_P), ("el2n", TOL_P), ("aum", TOL_AUM)):
+            np.testing.assert_allclose(got[col], want[col], atol=tol, rtol=0, err_msg=(run, col))
+
+
+def test_the_kind_used_is_printed(lws, tmp_path, capsys):
+    d = stacked(tmp_path / "a", logits(0))
+    capsys.readouterr()
+    assert import_log(lws, "imp", d) == 0
+    assert (
+        kind_line(capsys)
+        == f"kind: logits (--kind auto: values outside [0, 1] in {d}/train.npy[0, 0])"
+    )
+    assert import_log(lws, "imp", d) == 0  # unchanged: the kind is said all the same
+    assert kind_line(capsys).startswith("kind: logits (--kind auto")
+    p = stacked(tmp_path / "p", exact_probs())
+    assert import_log(lws, "p", p, "--kind", "probs") == 0
+    assert kind_line(capsys) == "kind: probs (--kind probs)"
+    assert json.loads((lws / "runs/imp/import.json").read_text())["kind_used"] == "logits"
+
+
+def _sigmoids(z):
+    return {s: 1 / (1 + np.exp(-a)) for s, a in z.items()}
+
+
+def _mixed(z):
+    return {"train": exact_probs()["train"], "test": z["test"]}
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (_sigmoids, ["every value lies in [0, 1], but rows of", "miss a sum of 1 by up to"]),
+        (_mixed, ["train.npy[0, 0] looks like probabilities", "test.npy[0, 0] has values outside"]),
+    ],
+    ids=["rows-not-summing-to-1", "probs-and-logits"],
+)
+def test_auto_refuses_what_it_cannot_tell(lws, tmp_path, capsys, make, words):
+    d = stacked(tmp_path / "a", make(logits(0)))
+    capsys.readouterr()
+    assert import_log(lws, "imp", d) == 2
+    one_error(capsys, "--kind auto", *words, "--kind logits or --kind probs")
+    assert_nothing_imported(lws, "imp")
+    assert import_log(lws, "imp", d, "--kind", "logits") == 0
+    assert kind_line(capsys) == "kind: logits (--kind logits)"
+
+
+def test_the_probability_floor_bounds_the_margin(lws, tmp_path, capsys):
+    """Rounded probabilities with exact zeros: floored at 1e-4 / C, so a margin is +-ln(C * 1e4)
+    (10.309 nats for 3 classes), p_true = 1 / (1 + 2e-4 / 3) for a one-hot row on its label."""
+    labels = np.arange(10) % 3
+    right = np.eye(3)[labels]  # train rows 0..4: all the mass on the label
+    wrong = np.eye(3)[(labels + 1) % 3]  # rows 5..9: none on it
+    rows = np.where((np.arange(10) < 5)[:, None], right, wrong)
+    z = {
+        "train": np.broadcast_to(rows, (M, E + 1, 10, 3)).copy(),
+        "test": np.full((M, E + 1, 5, 3), 1 / 3),
+    }
+    assert import_log(lws, "imp", stacked(tmp_path / "a", z)) == 0
+    assert kind_line(capsys).startswith("kind: probs")
+    bound = np.log(3 / 1e-4)
+    assert abs(bound - 10.30895) < 1e-5  # ln(30000), by hand; a floor of 1e-12 allowed 27.6
+    floor = 1e-4 / 3
+    for m in range(M):
+        for e in range(E + 1):
+            part = pd.read_parquet(predlog.shard_path(lws / "runs/imp", "eval", "train", m, e))
+            part = part.sort_values("idx")
+            sign = np.where(part["idx"] < 5, 1.0, -1.0)
+            np.testing.assert_allclose(part["margin"], sign * bound, rtol=1e-5)
+            p_true = np.where(part["idx"] < 5, 1, floor) / (1 + 2 * floor)
+            np.testing.assert_allclose(part["p_true"], p_true, rtol=1e-5)
+    aum = instance_scores(lws, "imp").query("split == 'train'")
+    np.testing.assert_allclose(aum["aum"], np.where(aum["idx"] < 5, bound, -bound), rtol=1e-5)
+
+
+def test_a_record_from_before_the_kind_used(lws, tmp_path, capsys):
+    """An import recorded before import.json kept the kind used: the same arrays again are
+    unchanged when --kind auto decides as it did, refused (naming --replace) when it did not
+    (rows summing to 0.996: logits then, probabilities now)."""
+    p = exact_probs()
+    for run, arrays, same in (
+        ("same", p, True),
+        ("scaled", {s: a * 0.996 for s, a in p.items()}, False),
+    ):
+        d = stacked(tmp_path / run, arrays)
+        assert import_log(lws, run, d) == 0
+        record = lws / "runs" / run / "import.json"
+        old = json.loads(record.read_text())
+        assert old.pop("kind_used") == "probs"
+        record.write_text(json.dumps(old))
+        capsys.readouterr()
+        if same:
+            assert import_log(lws, run, d) == 0
+            assert "nothing changed" in capsys.readouterr().out
+            continue
+        assert import_log(lws, run, d) == 2
+        one_error(
+            capsys, f"run {run!r}", "read these arrays as logits", "now read as probabilities"
+        )
+        assert import_log(lws, run, d, "--replace") == 0
+        assert "replaced" in capsys.readouterr().out

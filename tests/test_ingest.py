@@ -191,11 +191,9 @@ def test_imagefolder_mixed_sizes_and_grey_go_jpeg(tmp_path):
             str(tmp_path / "f"),
             "--workspace",
             str(ws),
-            "--set",
-            "loader.crop_size=16",
         )
         == 0
-    )
+    )  # the crop size is the loader's (below); ingest reads [dataset] only
     assert q(ws, "SELECT storage FROM datasets") == [("jpeg",)]
     rows = q(
         ws,

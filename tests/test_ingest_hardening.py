@@ -102,7 +102,7 @@ def test_huge_class_id_is_refused_before_any_allocation(toy, tmp_path, capsys, f
 # ------------------------------------------------------------------ 2. split names
 
 
-@pytest.mark.parametrize("split", ["../../x", "a/b", ".hidden", "a\\b"])
+@pytest.mark.parametrize("split", ["../../x", "a/b", ".hidden", "a\\b", "=2+5", "v%41l"])
 def test_split_names_are_checked_like_run_names(toy, tmp_path, capsys, split):
     f = _csv(tmp_path / "s.csv", [("train", 0, 0), (split, 0, 1)])
     before = _tree(toy)
@@ -258,3 +258,26 @@ def test_read_only_workspace(toy, tmp_path, capsys, monkeypatch):
         code = _ingest(ws, f, "--name", "r")
         _refused(capsys, code, f"cannot write in the workspace {ws}", "writable", "--workspace")
         assert _tree(ws) == before
+
+
+def test_more_class_names_than_classes_can_be_is_refused(tmp_path, capsys):
+    """1.2 million distinct class names (a column of ids, not classes) are refused like 2**20+."""
+    f = tmp_path / "many.csv"
+    f.write_text("split,idx,label\n" + "".join(f"train,{i},c{i}\n" for i in range(2**20 + 1)))
+    assert (
+        main(
+            [
+                "ingest",
+                "labels",
+                "--labels",
+                str(f),
+                "--name",
+                "m",
+                "--workspace",
+                str(tmp_path / "ws"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "at most 1,048,576" in err and err.count("\n") == 1

@@ -61,3 +61,31 @@ def test_flags_follow_the_estimate_per_class_by_issue_score():
 def test_a_class_with_no_instance_cannot_be_reached():
     t = noise.class_thresholds(np.array([0.5, 0.7]), np.array([0, 0]), 3)
     assert t[0] == 0.6 and np.isinf(t[1:]).all()
+
+
+def test_the_scorer_flags_what_the_estimate_says():
+    """The stream of a split through `LabelVotes`: 2 members, epochs 1..2 (late: epoch 2). Instance
+    2 (label 0) is predicted 1 by both members at p = 0.9 (p_true 0.09, margin -ln 10): counted
+    0 -> 1 and flagged. Instance 5 (label 1) is predicted 0 at p = 0.55 (p_true 0.45, margin
+    -ln(0.55/0.45)): below class 0's threshold (the mean p_true of class 0, 0.63), so a hard
+    instance, not a wrong label; the earlier rule (late_aum < 0 and another plurality class)
+    flagged both."""
+    from curate.scores.engine import LabelVotes
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    pred = np.array([[0, 0, 1, 1, 1, 0]] * 2, np.int16)
+    p_true = np.array([[0.9, 0.9, 0.09, 0.9, 0.9, 0.45]] * 2, np.float32)
+    margin = np.log(p_true / np.where(pred == y, 0.1, 1 - p_true - 0.0)).astype(np.float32)
+    margin[:, 2] = -np.log(10.0)
+    margin[:, 5] = -np.log(0.55 / 0.45)
+    votes = LabelVotes(2, 2, 6)
+    for t in (1, 2):
+        votes.add(t, pred, margin, p_true)
+    out = votes.scores(y)
+    assert out["flagged"].tolist() == [False, False, True, False, False, False]
+    assert votes.by_class["est_wrong"].round(6).tolist() == [1.0, 0.0]
+    assert votes.by_class["n_flagged"].tolist() == [1, 0]
+    from curate.scores import label_issues as li
+
+    old = li.flag(out["late_aum"], out["suggested_label"], y)
+    assert old.tolist() == [False, False, True, False, False, True]

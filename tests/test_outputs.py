@@ -298,3 +298,118 @@ def test_devices_and_foreign_manifests_are_refused(tmp_path):
         write_file(tmp_path / "a.csv", lambda p: p.write_text("x"))
     assert not (tmp_path / "a.csv").exists()
     assert (tmp_path / MANIFEST).read_text() == "my own notes"
+
+
+# ----------------------------------------------------------------------------- adversarial cases
+
+
+def test_a_planted_manifest_cannot_reach_outside_its_folder(small_scored_ws, tmp_path, capsys):
+    """Entries with an absolute path or '..' are not curate's: a report rerun deletes neither the
+    victim's file nor the workspace's catalog, whatever checksums the manifest lists."""
+    import json
+
+    from curate.outputs import sha256
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_scored_ws, ws)
+    victim = tmp_path / "thesis.txt"
+    victim.write_text("years of work")
+    rep = tmp_path / "rep"
+    assert run("report", rep, ws) == 0
+    man = json.loads((rep / MANIFEST).read_text())
+    man["files"][str(victim)] = {"sha256": [sha256(victim)], "by": "curate report"}
+    man["files"]["../ws/catalog.duckdb"] = {
+        "sha256": [sha256(ws / "catalog.duckdb")],
+        "by": "curate report",
+    }
+    (rep / MANIFEST).write_text(json.dumps(man))
+    assert run("report", rep, ws) == 0, capsys.readouterr().err
+    assert victim.read_text() == "years of work" and (ws / "catalog.duckdb").is_file()
+
+
+def test_a_manifest_of_another_user_proves_nothing(tmp_path):
+    from curate.errors import CurateError
+    from curate.outputs import write_file
+
+    target = tmp_path / "a.csv"
+    write_file(target, lambda p: p.write_text("x\n"))
+    os.chown(tmp_path / MANIFEST, 12345, 12345)  # as if planted by another account
+    with pytest.raises(CurateError, match="curate did not write it|not a manifest"):
+        write_file(target, lambda p: p.write_text("y\n"))
+    assert target.read_text() == "x\n"
+
+
+def test_runs_linked_to_another_disk_stays_the_workspaces(small_scored_ws, tmp_path, capsys):
+    """runs/ as a symbolic link to a bigger disk: a path through it is still the workspace's."""
+    ws = tmp_path / "ws"
+    shutil.copytree(small_scored_ws, ws)
+    (ws / "runs").rename(tmp_path / "big-runs")
+    (ws / "runs").symlink_to(tmp_path / "big-runs")
+    part = next((ws / "runs").rglob("part.parquet"))
+    before = tree(tmp_path / "big-runs")
+    for out, extra in ((ws / "runs" / "digits" / "x.csv", ()), (part, ("--force",))):
+        assert run("query", out, ws, *extra) == 2
+        assert "inside the workspace" in capsys.readouterr().err
+    assert tree(tmp_path / "big-runs") == before
+
+
+def test_the_stats_folder_is_the_workspaces(small_scored_ws, capsys):
+    out = small_scored_ws / "stats" / "digits" / "notes.csv"
+    assert run("query", out, small_scored_ws, "--force") == 2
+    assert "inside the workspace" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_report_rerun_keeps_other_curate_outputs_in_its_folder(small_scored_ws, tmp_path):
+    rep = tmp_path / "rep"
+    assert run("report", rep, small_scored_ws) == 0
+    assert run("label-issues", rep / "issues.csv", small_scored_ws) == 0
+    assert run("report", rep, small_scored_ws) == 0
+    assert (rep / "issues.csv").is_file() and owns(rep, "issues.csv")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["new/", "x" * 300 + "/a.csv", "loop/a.csv"],
+    ids=["trailing-slash", "name-too-long", "link-loop"],
+)
+def test_paths_that_cannot_be_are_one_error(name, small_scored_ws, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert run("query", name, small_scored_ws) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_leftover_cleanup_spares_files_that_only_look_like_curates(tmp_path):
+    from curate.outputs import write_file
+
+    mine = tmp_path / ".out.csv.999998-notes.curate-tmp"
+    mine.write_text("notes")
+    dead = tmp_path / ".out.csv.999999-0a1b2c3d.curate-tmp"
+    dead.write_text("half")
+    write_file(tmp_path / "out.csv", lambda p: p.write_text("x\n"))
+    assert mine.read_text() == "notes" and not dead.exists()
+
+
+def test_query_takes_its_format_from_the_suffix(small_scored_ws, tmp_path, capsys):
+    out = tmp_path / "r.parquet"
+    sql = "SELECT idx, label FROM instances LIMIT 3"
+    assert main(["query", sql, "--out", str(out), "--workspace", str(small_scored_ws)]) == 0
+    assert pd.read_parquet(out).shape == (3, 2)
+
+
+def test_pairs_analyse_refuses_an_answers_file_it_would_overwrite(tmp_path, capsys):
+    (tmp_path / "manifest.csv").write_text("trial,phase,impossible_side\n0,test,left\n")
+    ans = tmp_path / "analysis.csv"
+    ans.write_text("trial,chosen_side\n0,left\n")
+    assert main(["pairs-analyse", str(tmp_path), str(ans), "--force"]) == 2
+    assert "one of the files pairs-analyse writes" in capsys.readouterr().err
+    assert ans.read_text() == "trial,chosen_side\n0,left\n"
+    ans.unlink()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "alice.csv").write_text("trial,chosen_side\n0,left\n")
+    args = [str(tmp_path / "a" / "alice.csv"), str(tmp_path / "b" / "alice.csv")]
+    assert main(["pairs-analyse", str(tmp_path), *args]) == 2
+    assert "two answers files are named 'alice'" in capsys.readouterr().err

@@ -493,8 +493,8 @@ def test_a_streamed_jpeg_dataset_trains_on_its_subset(tmp_path):
     _imagenet_tree(tmp_path / "ILSVRC", flat_val=True)
     ws = tmp_path / "ws"
     over = ["--set", "dataset.source=" + repr(str(tmp_path / "ILSVRC")).replace("'", '"')]
-    over += ["--set", "loader.crop_size=16", "--set", "loader.batch_size=2"]
     assert main(["ingest", "imagenet", "--workspace", str(ws), *over]) == 0
+    over += ["--set", "loader.crop_size=16", "--set", "loader.batch_size=2"]  # train reads these
     idx = sorted(i for (i,) in catalog_rows(ws, "SELECT idx FROM instances WHERE split = 'train'"))
     keep = np.array(idx[::2], np.int64)
     np.save(tmp_path / "half.npy", keep)

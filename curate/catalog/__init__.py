@@ -10,7 +10,6 @@ in (one writing stage at a time, inside a transaction; sandboxed read-only reade
 from curate.catalog.connect import (
     BUSY_TIMEOUT,
     Reader,
-    _busy_timeout,
     check_select,
     check_writable,
     ensure_schema,
@@ -45,7 +44,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "VIEWS",
     "Reader",
-    "_busy_timeout",
     "check_select",
     "check_writable",
     "column_doc",

@@ -139,10 +139,27 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "gboost; recorder for a run recorded in the user's own loop or imported logits",
         ),
         ("device", "VARCHAR", "cpu or cuda"),
-        ("world_size", "INTEGER", "processes that trained it (torchrun ranks)"),
+        (
+            "world_size",
+            "INTEGER",
+            "processes of the job that trained and recorded it: torchrun's ranks (torch.distributed's "
+            "world size, else $WORLD_SIZE), 1 for one process, whether `curate train` or "
+            "curate.Recorder recorded it; NULL for an imported log (trained elsewhere)",
+        ),
         ("recipe", "JSON", "dataset, loader and train settings of the run"),
-        ("path", "VARCHAR", "the run folder: prediction log, checkpoints, progress"),
-        ("train_seconds", "DOUBLE", "wall time summed over members' epochs, seconds"),
+        (
+            "path",
+            "VARCHAR",
+            "the run folder: manifest (run.json), prediction log, progress records, checkpoints",
+        ),
+        (
+            "train_seconds",
+            "DOUBLE",
+            "sum of members.train_seconds: the wall time of every process that trained the run "
+            "(its epochs' training and evaluation passes), summed over processes (ranks), each "
+            "second counted once whether members trained fused or one by one; seconds; NULL for "
+            "an imported log",
+        ),
         ("mean_final_acc", "JSON", "mean over members of the accuracy at epoch E, per split"),
         ("version", "VARCHAR", "curate version"),
         ("git_rev", "VARCHAR", "git revision of curate"),
@@ -182,7 +199,11 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         (
             "train_seconds",
             "DOUBLE",
-            "wall time of its training epochs (shared when fused), seconds",
+            "the member's share of the wall time of its epochs (training and evaluation pass), "
+            "seconds: an epoch of members trained together (fused) is divided equally among them, "
+            "so the members add up to runs.train_seconds; recorded runs (curate.Recorder): the "
+            "time from the previous epoch the recorder completed to this one; NULL for an "
+            "imported log",
         ),
     ],
     "instance_scores": [
@@ -295,7 +316,10 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
         (
             "flagged",
             "BOOLEAN",
-            "likely mislabelled: issue_score > 0 (late_aum < 0) and suggested_label != label",
+            "likely mislabelled: among the instances whose suggested_label != label, in each "
+            "class the label_noise_estimate.est_wrong with the highest issue_score (confident "
+            "learning on the late epochs, docs/concepts.md); multilabel or logs without p_true: "
+            "issue_score > 0 and suggested_label != label",
         ),
         (
             "el2n",
@@ -464,6 +488,25 @@ SCHEMA: dict[str, list[tuple[str, str, str]]] = {
             "under 8 x 8 px (or under 4 px on a side); higher = more or stronger object boundaries",
         ),
     ],
+    "label_noise_estimate": [
+        ("run", "VARCHAR", "run"),
+        ("split", "VARCHAR", "split"),
+        ("label", "INTEGER", "the given class"),
+        ("n", "BIGINT", "instances labelled so"),
+        (
+            "est_wrong",
+            "DOUBLE",
+            "estimated wrong labels among them: confident learning on the members' late-epoch "
+            "probabilities, the calibrated joint's off-diagonal share of the class times n",
+        ),
+        ("noise_rate", "DOUBLE", "est_wrong / n: the estimated fraction of the class mislabelled"),
+        (
+            "n_flagged",
+            "BIGINT",
+            "instances of the class flagged (about est_wrong, at most the "
+            "candidates: suggested_label != label)",
+        ),
+    ],
     "label_noise_eval": [
         ("run", "VARCHAR", "run"),
         ("split", "VARCHAR", "a split where some given labels differ from the true ones"),
@@ -607,11 +650,12 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "epoch_metrics": ("run", "split", "epoch"),
     "image_stats": ("dataset", "split", "idx"),
     "image_attributes": ("dataset", "split", "idx", "attribute"),
+    "label_noise_estimate": ("run", "split", "label"),
 }
 
 # Bump on every change to SCHEMA or MIGRATIONS (see the module docstring). Catalogs made before the
 # version row existed have none: they count as version 0 and migrate on their first write.
-SCHEMA_VERSION = 3  # 3: comments on datasets.format, .storage, runs.strategy
+SCHEMA_VERSION = 5  # 5: label_noise_estimate; flagged follows it
 
 # version -> statements run (once, in version order) when a catalog of an older version is opened
 # for writing, after create_statements(). Append new blocks at the end.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import duckdb
 
 from curate.catalog.schema import _tables
+from curate.runlog.layout import RUN_IN_SHARD_PATH, has_shards, shards_glob
 from curate.workspace import Workspace
 
 VIEWS = {
@@ -17,8 +18,9 @@ VIEWS = {
     "label_issues": "one row per run and instance: given and suggested class, consensus, "
     "issue_score (higher = more likely mislabelled), flagged, with aum, late_aum, accessibility, forgetting "
     "and the image's source (columns documented in instance_scores)",
-    "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin "
-    "(pred: the predicted class, or for multilabel runs the predicted class set as a bitmask)",
+    "predictions": "every run's prediction log (Parquet shards): run, pass, split, member, epoch, idx, pred, p_true, margin, "
+    "el2n (pred: the predicted class, or for multilabel runs the predicted class set as a bitmask; el2n: the L2 norm "
+    "of softmax minus one-hot, NaN where the learner gives none, NULL in logs older than the column)",
 }
 
 
@@ -47,7 +49,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
         "i.class_name, s.suggested_label, "
         # a multilabel suggestion is a bitmask: the names of its set bits, '+'-joined
         "CASE WHEN d.multilabel THEN array_to_string(list_filter(d.class_names, "
-        "(x, k) -> (s.suggested_label >> (k - 1)) & 1 = 1), '+') "
+        "lambda x, k: (s.suggested_label >> (k - 1)) & 1 = 1), '+') "
         "ELSE d.class_names[s.suggested_label + 1] END AS suggested_class, "
         "s.consensus, s.issue_score, s.flagged, s.aum, s.late_aum, s.accessibility, s.forgetting_events, "
         "i.true_label, i.source FROM instance_scores s JOIN instances i USING (dataset, split, idx) "
@@ -62,18 +64,20 @@ def refresh_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
 
 
 def _has_log(ws: Workspace) -> bool:
-    return next((ws.root / "runs").glob("*/predictions/*/*/*/*/part.parquet"), None) is not None
+    return has_shards(ws.runs)
 
 
 def _predictions_sql(ws: Workspace) -> str:
     """The SELECT behind the `predictions` view: every Parquet shard of the workspace's runs."""
-    pattern = str(ws.root / "runs") + "/*/predictions/*/*/*/*/part.parquet"
+    pattern = shards_glob(ws.runs).replace("'", "''")
     return (
-        "SELECT regexp_extract(filename, '/runs/([^/]+)/predictions/', 1) AS run, pass, split, "
+        f"SELECT regexp_extract(filename, '{RUN_IN_SHARD_PATH}', 1) AS run, pass, split, "
         "CAST(member AS INTEGER) AS member, CAST(epoch AS INTEGER) AS epoch, idx, pred, p_true, "
-        f"margin FROM read_parquet('{pattern.replace(chr(39), chr(39) * 2)}', "
-        # union_by_name: multilabel logs store pred as int32, the others as int16
-        "hive_partitioning = true, filename = true, union_by_name = true)"
+        f"margin, el2n FROM (SELECT * FROM read_parquet('{pattern}', "
+        # union_by_name: multilabel logs store pred as int32, the others as int16; logs older than
+        # el2n lack it (NULL), and the empty SELECT gives the column when no shard has it
+        "hive_partitioning = true, filename = true, union_by_name = true) "
+        "UNION ALL BY NAME SELECT NULL::FLOAT AS el2n WHERE false)"
     )
 
 
@@ -83,6 +87,6 @@ def _local_predictions(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
     row = con.execute(
         "SELECT sql FROM duckdb_views() WHERE view_name = 'predictions' AND NOT temporary"
     ).fetchone()
-    here = (str(ws.root / "runs") + "/*/predictions/").replace("'", "''")
+    here = shards_glob(ws.runs).replace("'", "''")
     if row is not None and here not in row[0] and _has_log(ws):
         con.execute(f"CREATE OR REPLACE TEMP VIEW predictions AS {_predictions_sql(ws)}")

@@ -7,19 +7,31 @@ from __future__ import annotations
 import argparse
 import os
 
-from curate.commands.common import Subparsers, add_common, add_force, flags
-from curate.config import load_recipe
+from curate.commands.common import (
+    Reads,
+    Subparsers,
+    add_force,
+    add_recipe,
+    recipe_flag,
+    recipe_of,
+)
 from curate.errors import CurateError
+from curate.extras import need
 from curate.workspace import Workspace
 
-DATASET_FLAGS = {
-    "source": "dataset.source",
-    "name": "dataset.name",
-    "skip_corrupt": "dataset.skip_corrupt",
-    "random_labels": "dataset.random_labels",
-    "labels": "dataset.labels",
-    "download": "dataset.download",
-}
+INGEST = Reads(
+    "ingest",
+    {"dataset": None},
+    flags={
+        "source": "dataset.source",
+        "name": "dataset.name",
+        "skip_corrupt": "dataset.skip_corrupt",
+        "random_labels": "dataset.random_labels",
+        "labels": "dataset.labels",
+        "download": "dataset.download",
+    },
+)
+STATS = Reads("stats", {"score": ("pmi",)}, flags={"no_pmi": "score.pmi"})
 
 
 def _dataset_recipe(args: argparse.Namespace):
@@ -27,29 +39,39 @@ def _dataset_recipe(args: argparse.Namespace):
     from curate.data.formats import FORMATS
 
     target = args.dataset
-    if isinstance(getattr(args, "source", None), list):  # several roots (voc): one path list
-        import os
-
-        args.source = os.pathsep.join(args.source)
-    if getattr(args, "labels", None):
-        from pathlib import Path
-
-        args.labels = str(Path(args.labels).absolute())
     if find_recipe(target) is None and target not in FORMATS:
         raise CurateError(
             f"unknown dataset {target!r}; formats: {', '.join(FORMATS)}; or a recipe in pipelines/"
         )
-    return load_recipe(target, args.overrides, flags(args, DATASET_FLAGS))
+    return recipe_of(args, target)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from curate.data.ingest import ingest
+    """`curate ingest`: a source (or a recipe's [dataset]) into .beton files and catalog rows.
 
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
     if args.dataset == "labels":  # a dataset from its labels alone, no images
         from curate.data.labels_only import cmd_ingest_labels
 
+        if args.overrides:
+            raise CurateError(
+                f"--set {args.overrides[0]}: curate ingest labels reads no recipe key; give the "
+                "labels with --labels FILE and the dataset's name with --name NAME"
+            )
         return cmd_ingest_labels(args)
     recipe = _dataset_recipe(args)
+    # a .beton per split: ffcv (and torch, opencv) from curate[train]; `ingest labels` needs none
+    need("train", "torch", "ffcv", "cv2", what=f"curate ingest {args.dataset}")
+    from curate.data.ingest import ingest
+
     ws = Workspace.resolve(args.workspace)
     res = ingest(recipe.dataset, ws, force=args.force)
     counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
@@ -60,19 +82,24 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def add_ingest(sub: Subparsers) -> None:
     """Add `curate ingest`: its parser, answered by `cmd_ingest`."""
     p = sub.add_parser("ingest", help="turn a dataset into .beton files and `instances` rows")
-    p.add_argument(
+    fmt = p.add_argument(
         "dataset",
-        help="format (digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder, "
-        "imagenet, voc, gaussian-sigma, gabor, gaussian-2class) or a recipe name; `labels` "
-        "registers a dataset from --labels alone (no images)",
+        help="a format or a recipe name; `labels` registers a dataset from --labels alone (no "
+        "images)",
     )
-    p.add_argument(
+    fmt.recipe_key = "dataset.format"  # its help lists the formats (curate.data.formats)
+    recipe_flag(
+        p,
+        INGEST,
         "--source",
         action="append",
         help="path to the raw data: folder, archive or file (voc: repeat to combine roots)",
     )
-    p.add_argument(
-        "--name", help="catalog name (default: the format's, or the folder's for imagefolder)"
+    recipe_flag(
+        p,
+        INGEST,
+        "--name",
+        help="catalog name (default: the format's, or the folder's for imagefolder)",
     )
     p.add_argument(
         "--force",
@@ -80,19 +107,27 @@ def add_ingest(sub: Subparsers) -> None:
         help="rebuild when input or settings changed (ingest labels: replace a dataset registered "
         "from other labels; one that runs were recorded against also needs --invalidate-runs)",
     )
-    p.add_argument(
-        "--skip-corrupt", action="store_true", help="skip unreadable images, listed in `skipped`"
+    recipe_flag(
+        p,
+        INGEST,
+        "--skip-corrupt",
+        action="store_true",
+        help="skip unreadable images, listed in `skipped`",
     )
-    p.add_argument(
-        "--random-labels", type=int, metavar="SEED", help="permute labels with this seed"
+    recipe_flag(
+        p, INGEST, "--random-labels", type=int, metavar="SEED", help="permute labels with this seed"
     )
-    p.add_argument(
+    recipe_flag(
+        p,
+        INGEST,
         "--labels",
         metavar="FILE",
         help="train on these labels (.npy of train labels in idx order, FILE.npz:KEY, or a CSV "
         "split,idx,label); the source's stay in true_label",
     )
-    p.add_argument(
+    recipe_flag(
+        p,
+        INGEST,
         "--download",
         action="store_true",
         help="fetch the dataset with torchvision (needs a network)",
@@ -100,11 +135,24 @@ def add_ingest(sub: Subparsers) -> None:
     from curate.data.labels_only import add_flags
 
     add_flags(p)
-    add_common(p)
+    add_recipe(p, INGEST)
     p.set_defaults(func=cmd_ingest)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    """`curate stats`: image statistics of a dataset and their correlations, or --reference.
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
+    pmi = recipe_of(args).score.pmi  # before the work: a refused --set costs nothing
+    need("stats", "torch", "ffcv", "numba", "cv2", "skimage", "threadpoolctl", what="curate stats")
     from curate.stats.compute import compute_stats, format_reference, reference
     from curate.stats.correlate import compute_correlations
 
@@ -132,7 +180,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     if not args.dataset:
         raise CurateError("name the dataset: curate stats DATASET (or --reference)")
-    n = compute_stats(args.dataset, ws, workers=args.workers, pmi=not args.no_pmi)
+    n = compute_stats(args.dataset, ws, workers=args.workers, pmi=pmi)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 writes the tables
     rows = compute_correlations(ws, args.dataset)
@@ -150,15 +198,18 @@ def add_stats(sub: Subparsers) -> None:
     )
     p.add_argument("dataset", nargs="?", help="an ingested dataset")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
-    p.add_argument(
+    recipe_flag(
+        p,
+        STATS,
         "--no-pmi",
-        action="store_true",
-        help="leave edge_strength_pmi out (seconds per image on large images; score.pmi = false)",
+        action="store_const",
+        const=False,
+        help="leave edge_strength_pmi out (seconds per image on large images)",
     )
     p.add_argument(
         "--reference", action="store_true", help="print each statistic's distribution per dataset"
     )
     p.add_argument("--out", help="with --reference: write the histogram data as JSON here")
     add_force(p)
-    add_common(p)
+    add_recipe(p, STATS)
     p.set_defaults(func=cmd_stats)

@@ -1,24 +1,47 @@
-"""`curate app`: serves the Streamlit explorer (app/app.py) over a workspace's catalog."""
+"""`curate app`: serves the Streamlit explorer (app/app.py) over a workspace's catalog.
+
+The app is app/app.py of a checkout; an installed wheel carries it as a data file
+(`<prefix>/share/curate/app/app.py`, pyproject.toml's data-files). Streamlit is the extra
+`curate[app]`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from curate.commands.common import Subparsers, add_common
+from curate.commands.common import Subparsers, add_workspace
 from curate.errors import CurateError
+from curate.extras import install_hint, need
 from curate.workspace import Workspace
 
 
-def cmd_app(args: argparse.Namespace) -> int:
-    """Serve app/app.py with Streamlit; this checkout's `curate` first on the app's PYTHONPATH."""
-    import os
-    from pathlib import Path
+def app_file() -> tuple[Path, Path | None]:
+    """The explorer's app.py and the checkout holding it (None when installed from a wheel)."""
+    import site
+    import sysconfig
 
     checkout = Path(__file__).resolve().parents[2]
-    app = checkout / "app" / "app.py"
-    if not app.exists():
-        raise CurateError(f"{app} is missing; run the app from a curate checkout")
+    if (checkout / "app" / "app.py").exists():
+        return checkout / "app" / "app.py", checkout
+    tail = Path("share", "curate", "app", "app.py")
+    for data in (sysconfig.get_path("data"), site.getuserbase()):  # pip install, or --user
+        if data and (Path(data) / tail).exists():
+            return Path(data) / tail, None
+    raise CurateError(
+        f"app/app.py is missing: neither {checkout / 'app'} nor {sysconfig.get_path('data')}/"
+        f"{tail.parent} holds it; reinstall curate ({install_hint('app')}) or run it from a "
+        "curate checkout"
+    )
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Serve app/app.py with Streamlit; a checkout's `curate` first on the app's PYTHONPATH."""
+    import os
+
+    need("app", "streamlit", what="curate app")
+    app, checkout = app_file()
     ws = Workspace.resolve(args.workspace)
     cmd = [
         sys.executable,
@@ -55,7 +78,8 @@ def cmd_app(args: argparse.Namespace) -> int:
             "the read-only SQL console. Leave --address out to keep it on this machine.",
             file=sys.stderr,
         )
-    path = os.pathsep.join([str(checkout)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    first = [str(checkout)] if checkout else []  # installed: curate is importable as it is
+    path = os.pathsep.join(first + [p for p in [os.environ.get("PYTHONPATH")] if p])
     sys.stdout.flush()  # execve drops what is still buffered
     sys.stderr.flush()
     # the server replaces this process: whatever stops `curate app` (Ctrl-C, kill, a scheduler
@@ -73,5 +97,5 @@ def add_app(sub: Subparsers) -> None:
         default="127.0.0.1",
         help="interface to serve on (default 127.0.0.1, this machine only; 0.0.0.0 exposes it)",
     )
-    add_common(p)
+    add_workspace(p)
     p.set_defaults(func=cmd_app)

@@ -6,11 +6,21 @@ from __future__ import annotations
 
 import argparse
 
-from curate.commands.common import Subparsers, add_common, add_force
-from curate.prune import STRATEGIES
+from curate.commands.common import Registry, Subparsers, add_force, add_workspace
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """`curate prune`: the train instances to keep, by difficulty, as an idx list.
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
     from curate.prune import held_out, prune, regime_note, sidecar_path
     from curate.workspace import Workspace
 
@@ -60,7 +70,12 @@ def add_prune(sub: Subparsers) -> None:
     p = sub.add_parser("prune", help="the train instances to keep, by difficulty (an idx list)")
     p.add_argument("run", help="a scored run")
     p.add_argument("--keep", type=float, required=True, help="fraction kept, in (0, 1]")
-    p.add_argument("--strategy", required=True, choices=STRATEGIES)
+    p.add_argument(
+        "--strategy",
+        required=True,
+        choices=Registry("curate.prune:STRATEGIES"),
+        help="which instances to keep: %(choices)s",
+    )
     p.add_argument(
         "--score",
         default="accessibility",
@@ -68,7 +83,7 @@ def add_prune(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--direction",
-        choices=["auto", "higher", "lower"],
+        choices=Registry("curate.selection:DIRECTIONS"),
         default="auto",
         help="which score values are easy (auto: el2n, forgetting_events, ... lower)",
     )
@@ -94,5 +109,5 @@ def add_prune(sub: Subparsers) -> None:
         help="the idx list: .npy, .csv or .parquet; its sidecar <name>.json is written beside it",
     )
     add_force(p)
-    add_common(p)
+    add_workspace(p)
     p.set_defaults(func=cmd_prune)

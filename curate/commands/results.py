@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from curate.commands.common import Subparsers, add_common, add_force
+from curate.commands.common import Registry, Subparsers, add_force, add_workspace
 from curate.errors import CurateError
+from curate.extras import need
 from curate.workspace import Workspace
 
 
@@ -25,14 +26,16 @@ def cmd_query(args: argparse.Namespace) -> int:
         )
     timeout = TIMEOUT if args.timeout is None else args.timeout
     max_rows = MAX_ROWS if args.max_rows is None else args.max_rows
-    if not 0 < timeout < float("inf"):
-        raise CurateError(f"--timeout {timeout:g}: give a number of seconds above 0")
+    if not 0 < timeout <= 7 * 86400:
+        raise CurateError(
+            f"--timeout {timeout:g}: give a number of seconds above 0, at most a week (604800)"
+        )
     if max_rows < 1:
         raise CurateError(f"--max-rows {max_rows}: give a number of rows, at least 1")
     out = run_query(
         ws,
         args.sql,
-        fmt=args.format,
+        fmt=args.format or _format_of(args.out),
         out=args.out,
         force=args.force,
         timeout=timeout,
@@ -43,11 +46,23 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_of(out: str | None) -> str:
+    """The format an --out file's suffix names (.csv, .parquet, .json); table otherwise."""
+    from pathlib import Path
+
+    suffix = Path(out).suffix.lower() if out else ""
+    return {".csv": "csv", ".parquet": "parquet", ".json": "json"}.get(suffix, "table")
+
+
 def add_query(sub: Subparsers) -> None:
     """Add `curate query`: its parser, answered by `cmd_query`."""
     p = sub.add_parser("query", help="run read-only SQL on the catalog")
     p.add_argument("sql", nargs="?", help="the SQL statement")
-    p.add_argument("--format", default="table", choices=["table", "csv", "parquet", "json"])
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "parquet", "json"],
+        help="default: by --out's suffix (.csv, .parquet, .json), else table",
+    )
     p.add_argument("--out", help="write the result to this file instead of the terminal")
     p.add_argument("--tables", action="store_true", help="list tables, views and their columns")
     p.add_argument(  # the defaults live in curate.query, not imported until a query runs
@@ -64,11 +79,22 @@ def add_query(sub: Subparsers) -> None:
         help="refuse a result of more than N rows (default 1,000,000); or add LIMIT to the SQL",
     )
     add_force(p)
-    add_common(p)
+    add_workspace(p)
     p.set_defaults(func=cmd_query)
 
 
 def cmd_curriculum(args: argparse.Namespace) -> int:
+    """`curate curriculum`: an easy-to-hard ordering of a scored run and its pacing.
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
     from curate.curriculum import CurriculumSpec, export_curriculum
 
     ws = Workspace.resolve(args.workspace)
@@ -108,14 +134,16 @@ def add_curriculum(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--direction",
-        choices=["auto", "higher", "lower"],
+        choices=Registry("curate.selection:DIRECTIONS"),
         default="auto",
         help="which score values are easy (auto: accessibility-like higher, complexity-like lower)",
     )
     p.add_argument(
         "--pacing",
         default="fixed-exp",
-        help="fixed-exp, linear, quad, root, step, exp, log or none",
+        choices=Registry("curate.curriculum:PACINGS"),
+        metavar="PACING",
+        help="the pacing function: %(choices)s (default %(default)s)",
     )
     for key, typ, help_ in (
         ("a", float, "Wu et al.: fraction of the steps to reach all data"),
@@ -143,11 +171,23 @@ def add_curriculum(sub: Subparsers) -> None:
         "goes to <out>.json beside it",
     )
     add_force(p)
-    add_common(p)
+    add_workspace(p)
     p.set_defaults(func=cmd_curriculum)
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
+    """`curate pairs`: trivial-vs-impossible image pairs as a browser 2AFC experiment.
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
+    need("train", "torch", what="curate pairs")  # the images, read from the .beton files
     from curate.humanstudy import PairsSpec, export_pairs
 
     ws = Workspace.resolve(args.workspace)
@@ -173,11 +213,22 @@ def add_pairs(sub: Subparsers) -> None:
     p.add_argument(
         "--out", required=True, help="a new folder for images, manifest.csv and index.html"
     )
-    add_common(p)
+    add_workspace(p)
     p.set_defaults(func=cmd_pairs)
 
 
 def cmd_pairs_analyse(args: argparse.Namespace) -> int:
+    """`curate pairs-analyse`: accuracy per observer and their error consistency.
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
     from curate.humanstudy import analyse
 
     table = analyse(args.dir, args.answers, force=args.force)
@@ -207,6 +258,17 @@ def add_pairs_analyse(sub: Subparsers) -> None:
 
 
 def cmd_label_issues(args: argparse.Namespace) -> int:
+    """`curate label-issues`: a run's likely wrong labels, ranked for review.
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
     from curate.review import label_issue_list, write_list
 
     ws = Workspace.resolve(args.workspace)
@@ -242,11 +304,22 @@ def add_label_issues(sub: Subparsers) -> None:
     p.add_argument("--all", action="store_true", help="every instance, not only flagged ones")
     p.add_argument("--out", help="write the list as CSV here")
     add_force(p)
-    add_common(p)
+    add_workspace(p)
     p.set_defaults(func=cmd_label_issues)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`curate evaluate`: a per-instance score against an external reference.
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
     from curate.evaluate import evaluate, format_row
 
     ws = Workspace.resolve(args.workspace)
@@ -270,11 +343,22 @@ def add_evaluate(sub: Subparsers) -> None:
         "--score", default="accessibility", help="a column of instance_scores (accessibility)"
     )
     p.add_argument("--split", default="train", help="the split (default train)")
-    add_common(p)
+    add_workspace(p)
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """`curate report`: one HTML page of a run's figures beside the papers' findings.
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
     from curate.report import HTML, build_report
 
     ws = Workspace.resolve(args.workspace)
@@ -304,5 +388,5 @@ def add_report(sub: Subparsers) -> None:
         help="the report folder (default <workspace>/reports/<run>); replaced only if empty or a "
         "previous report",
     )
-    add_common(p)
+    add_workspace(p)
     p.set_defaults(func=cmd_report)

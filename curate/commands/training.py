@@ -6,35 +6,37 @@ from __future__ import annotations
 
 import argparse
 
-from curate.commands.common import Subparsers, add_common, flags
-from curate.config import load_recipe
+from curate.commands.common import Reads, Subparsers, add_recipe, recipe_flag, recipe_of
+from curate.config import NAMING_KEYS
 from curate.errors import CurateError
+from curate.extras import need
 from curate.workspace import Workspace
 
-TRAIN_FLAGS = {
-    "members": "train.members",
-    "epochs": "train.epochs",
-    "arch": "train.arch",
-    "device": "train.device",
-    "strategy": "train.strategy",
-    "seed": "train.seed",
-    "curriculum": "train.curriculum",
-    "features": "train.features",
-    "subset": "train.subset",
-    "equal_steps": "train.equal_steps",
-}
-
-
-def _train_recipe(args: argparse.Namespace):
-    if args.curriculum:
-        from pathlib import Path
-
-        args.curriculum = str(Path(args.curriculum).absolute())
-    if getattr(args, "subset", None):
-        from pathlib import Path
-
-        args.subset = str(Path(args.subset).absolute())
-    return load_recipe(args.recipe, args.overrides, flags(args, TRAIN_FLAGS))
+# train reads of [dataset] only what names the ingested dataset it trains on
+TRAIN = Reads(
+    "train",
+    {"dataset": NAMING_KEYS, "loader": None, "train": None},
+    flags={
+        "members": "train.members",
+        "epochs": "train.epochs",
+        "arch": "train.arch",
+        "device": "train.device",
+        "strategy": "train.strategy",
+        "seed": "train.seed",
+        "curriculum": "train.curriculum",
+        "features": "train.features",
+        "subset": "train.subset",
+        "equal_steps": "train.equal_steps",
+    },
+)
+TRAIN_FLAGS = TRAIN.flags
+# score reads the split tolerance and the runs to compare with; the run gives everything else
+SCORE = Reads(
+    "score",
+    {"score": ("tol", "compare_runs")},
+    flags={"tol": "score.tol", "compare": "score.compare_runs"},
+)
+RUN = Reads("run", {"dataset": None, "loader": None, "train": None, "score": None})
 
 
 def _run_name(args: argparse.Namespace) -> str | None:
@@ -44,12 +46,23 @@ def _run_name(args: argparse.Namespace) -> str | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from curate.data.registered import ingested_recipe
+    """`curate train`: the ensemble of a recipe, a format or an ingested dataset.
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
+    ws = Workspace.resolve(args.workspace)
+    # a recipe, a format, or the name of a dataset ingested in the workspace
+    recipe = recipe_of(args, args.recipe, ingested=ws)
+    need("train", "torch", "torchvision", "ffcv", what="curate train")
     from curate.train.run import train
 
-    ws = Workspace.resolve(args.workspace)
-    recipe = ingested_recipe(ws, args.recipe, args.overrides, flags(args, TRAIN_FLAGS))
-    recipe = recipe or _train_recipe(args)  # a recipe or format, when not an ingested name
     run = _run_name(args)
     run_dir = train(recipe, ws, run=run)
     print(f"run {run or recipe.name}: prediction log in {run_dir / 'predictions'}")
@@ -57,47 +70,56 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--members", type=int, help="ensemble size M (>= 2)")
-    p.add_argument("--epochs", type=int, help="epochs E (>= 1)")
-    p.add_argument(
-        "--arch",
-        help="architecture (mlp, lenet5, small-stvgg, stvgg, linear-stvgg, resnet18-cifar, "
-        "resnet18, resnet50, densenet121, vgg16)",
-    )
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"])
-    p.add_argument(
+    """Add the flags of `curate train` (each sets a key of [train]) and --run-name."""
+    recipe_flag(p, TRAIN, "--members", type=int, help="ensemble size M")
+    recipe_flag(p, TRAIN, "--epochs", type=int, help="epochs E")
+    recipe_flag(p, TRAIN, "--arch", help="architecture")
+    recipe_flag(p, TRAIN, "--device", help="where to train")
+    recipe_flag(
+        p,
+        TRAIN,
         "--strategy",
         "--learner",
         dest="strategy",
-        help="the learner: auto, fused, separate, or one that is not a network: adaboost, gboost",
+        help="the learner: a network's way of training, or a staged learner that is not a network",
     )
-    p.add_argument("--seed", type=int, help="recipe seed; every member's seeds derive from it")
+    recipe_flag(
+        p, TRAIN, "--seed", type=int, help="recipe seed; every member's seeds derive from it"
+    )
     p.add_argument(
         "--run-name",
         "--run",
         dest="run",
         help="run name (default: the recipe's name); under torchrun write --run-name",
     )
-    p.add_argument(
-        "--curriculum", help="train with an ordering exported by `curate curriculum` (.npy or .csv)"
+    recipe_flag(
+        p,
+        TRAIN,
+        "--curriculum",
+        help="train with an ordering exported by `curate curriculum` (.npy or .csv)",
     )
-    p.add_argument(
+    recipe_flag(
+        p,
+        TRAIN,
         "--subset",
         metavar="FILE",
-        help="train on the train-split idx listed by `curate prune` (train.subset)",
+        help="train on the train-split idx listed by `curate prune`",
     )
-    p.add_argument(
+    recipe_flag(
+        p,
+        TRAIN,
         "--equal-steps",
         action="store_true",
-        default=None,
         help="with --subset: train round(E / F) epochs, F the fraction kept, as many optimiser "
-        "steps as E epochs of the whole split (train.equal_steps)",
+        "steps as E epochs of the whole split",
     )
-    p.add_argument(
+    recipe_flag(
+        p,
+        TRAIN,
         "--features",
         metavar="RUN",
         help="adaboost/gboost: fit the penultimate-layer embeddings of network run RUN on the same "
-        "dataset instead of the pixels (train.features)",
+        "dataset instead of the pixels",
     )
 
 
@@ -110,7 +132,7 @@ def add_train(sub: Subparsers) -> None:
         "recipe", help="a recipe in pipelines/ (or a .toml path), or an ingested dataset's name"
     )
     add_train_flags(p)
-    add_common(p)
+    add_recipe(p, TRAIN)
     p.set_defaults(func=cmd_train)
 
 
@@ -129,6 +151,18 @@ def _epoch_prefix(text: str | None) -> int | None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    """`curate score`: a run's prediction log into the difficulty tables (score.tol).
+
+    Parameters
+    ----------
+    args : the parsed command line.
+
+    Returns
+    -------
+    int
+        the exit code: 0 (what the user can fix raises a CurateError).
+    """
+    score = recipe_of(args).score  # before the imports: a refused --set costs nothing
     from curate.scores.score import run_info, score_run
     from curate.scores.summary import print_summary
     from curate.stats.correlate import compute_correlations
@@ -137,8 +171,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     summary = score_run(
         ws,
         args.run,
-        tol=args.tol,
-        compare=args.compare or [],
+        tol=score.tol,
+        compare=list(score.compare_runs),
         epochs=_epoch_prefix(args.epochs),
         el2n_epoch=args.el2n_epoch,
     )
@@ -151,17 +185,20 @@ def add_score(sub: Subparsers) -> None:
     """Add `curate score`: its parser, answered by `cmd_score`."""
     p = sub.add_parser("score", help="turn a run's prediction log into the difficulty tables")
     p.add_argument("run", help='run name (see `curate query "SELECT run FROM runs"`)')
-    p.add_argument(
+    recipe_flag(
+        p,
+        SCORE,
         "--tol",
         type=int,
-        default=0,
-        help="split tolerance: 0 = strict (Meding), 1 = all except one",
+        help="split tolerance: 0 = strict (Meding, the default), 1 = all except one",
     )
-    p.add_argument(
+    recipe_flag(
+        p,
+        SCORE,
         "--compare",
         action="append",
         metavar="RUN",
-        help="also compare with this run (same dataset)",
+        help="also compare with this run (same dataset; repeatable)",
     )
     p.add_argument(
         "--epochs",
@@ -175,15 +212,23 @@ def add_score(sub: Subparsers) -> None:
         metavar="E",
         help="the early epoch EL2N is taken at (default 1)",
     )
-    add_common(p)
+    add_recipe(p, SCORE)
     p.set_defaults(func=cmd_score)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Every stage of a recipe: ingest, train, score, then a short summary (`curate.pipeline`)."""
+    recipe = recipe_of(args, args.recipe)
+    need("train", "torch", "torchvision", "ffcv", "cv2", what="curate run")
+    if recipe.score.stats:  # checked before hours of training, not after
+        need(
+            "stats",
+            "skimage",
+            "threadpoolctl",
+            what="curate run with image statistics (--set score.stats=false leaves them out)",
+        )
     from curate.pipeline import run_pipeline
 
-    recipe = load_recipe(args.recipe, args.overrides)
     run = _run_name(args) or recipe.name
     run_pipeline(recipe, Workspace.resolve(args.workspace), run=run)
     return 0
@@ -196,5 +241,5 @@ def add_run(sub: Subparsers) -> None:
         "recipe", nargs="?", default="digits", help="a recipe in pipelines/ or a .toml path"
     )
     p.add_argument("--run-name", "--run", dest="run", help="run name (default: the recipe's name)")
-    add_common(p)
+    add_recipe(p, RUN)
     p.set_defaults(func=cmd_run)

@@ -27,7 +27,6 @@ from curate.cores import usable_cores
 from curate.data import labels as label_files
 from curate.data.formats import read_source
 from curate.data.formats.base import SourceData, Split, decode_image
-from curate.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from curate.data.writer import page_size, write_beton
 from curate.errors import CurateError
 from curate.locks import dataset_lock
@@ -291,8 +290,6 @@ def ingest(cfg: DatasetConfig, ws: Workspace, force: bool = False) -> IngestResu
     Raises CurateError (exit code 2) on bad input, and when the input or config changed since the last
     ingest and `force` is not set.
     """
-    if cfg.labels and cfg.random_labels is not None:
-        raise CurateError("--labels and --random-labels both replace the labels; give one of them")
     name = check_name(default_name(cfg), "dataset name")  # a folder's own name may be unusable
     cfg = dataclasses.replace(cfg, name=name)
     if cfg.format == "imagenet" and cfg.storage == "auto":
@@ -445,6 +442,8 @@ def _indexable(p: _Prepared, storage: str, shape, cfg: DatasetConfig):
 
 def _normalisation(source, storage: str) -> tuple[list[float], list[float]]:
     """Per-channel mean and std for the loaders: the split's own, or ImageNet's for JPEG."""
+    from curate.data.loader import IMAGENET_MEAN, IMAGENET_STD  # torch: ingest of images only
+
     return channel_stats(source.images) if storage != "jpeg" else (IMAGENET_MEAN, IMAGENET_STD)
 
 

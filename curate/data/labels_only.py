@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curate import catalog
+from curate import catalog, runlog
 from curate.config import check_name
 from curate.errors import CurateError
 from curate.locks import dataset_lock
@@ -348,8 +348,14 @@ def _classes(spec: str | None, used: list[str] | None, top: int) -> list[str]:
         )
         if len(set(names)) != len(names):
             raise CurateError(f"--classes {spec}: a class name is listed twice")
-        return names
-    return used if used is not None else [str(k) for k in range(top + 1)]
+    else:
+        names = used if used is not None else [str(k) for k in range(top + 1)]
+    if len(names) > MAX_CLASSES:
+        raise CurateError(
+            f"{len(names):,} classes: at most {MAX_CLASSES:,} (2**20; a run logs one logit per class "
+            "and instance); are the labels a column of ids rather than classes?"
+        )
+    return names
 
 
 def _class_indices(values: np.ndarray, classes: list[str], path: Path) -> np.ndarray:
@@ -550,12 +556,13 @@ def _runs_of(ws: Workspace, name: str) -> list[str]:
             if "runs" in {r[0] for r in con.execute("SHOW TABLES").fetchall()}:
                 rows = con.execute("SELECT run FROM runs WHERE dataset = ?", [name]).fetchall()
                 runs.update(r[0] for r in rows)
-    for rec in (ws.root / "runs").glob("*/run.json"):
+    for run in runlog.run_names(ws.runs):
         try:
-            if json.loads(rec.read_text()).get("dataset") == name:
-                runs.add(rec.parent.name)
-        except (OSError, ValueError, AttributeError):
+            manifest = runlog.load_manifest(ws.run_dir(run))
+        except CurateError:
             continue  # not a run folder we can read: not one of this dataset's
+        if manifest is not None and manifest.dataset == name:
+            runs.add(run)
     return sorted(runs)
 
 

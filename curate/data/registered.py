@@ -5,11 +5,10 @@ then `curate train dnoisy`; a dataset ingested with `--labels` trains by its nam
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from curate import catalog
-from curate.config import Recipe, find_recipe, load_recipe, parse_override
+from curate.config import Recipe, find_recipe, load_recipe
 from curate.errors import CurateError
 from curate.workspace import Workspace
 
@@ -37,10 +36,11 @@ def ingested_recipe(
     name: str,
     overrides: list[str] | None = None,
     flags: dict[str, tuple[str, Any]] | None = None,
+    **load: Any,
 ) -> Recipe | None:
     """The training recipe for ingested dataset `name`: the defaults (with `--set` overrides and
     flags) on that dataset, the recipe named after it. None when `name` is a recipe or a format
-    (the usual lookup applies).
+    (the usual lookup applies). `load` goes on to `curate.config.load_recipe` (`reads`).
 
     Raises CurateError when `name` is none of the three, or names a dataset registered from
     labels alone (nothing to train on).
@@ -62,14 +62,8 @@ def ingested_recipe(
 
     if fmt == FORMAT:
         raise no_pixels_error(ws, name)
-    data: dict[str, dict[str, Any]] = {"dataset": {"format": fmt, "name": name}}
-    for section, key, value in (parse_override(o) for o in overrides or []):
-        data.setdefault(section, {})[key] = value
-    flags = dict(flags or {})
-    if "train.curriculum" in flags:  # a path: the same file wherever the command runs
-        flag, value = flags["train.curriculum"]
-        flags["train.curriculum"] = (flag, str(Path(value).absolute()))
-    recipe = load_recipe(None, data, flags)
+    base = {"dataset": {"format": fmt, "name": name}}
+    recipe = load_recipe(None, overrides, flags, base=base, **load)
     return dataclasses.replace(recipe, name=name)
 
 

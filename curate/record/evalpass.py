@@ -1,5 +1,12 @@
 """The evaluation pass the training-loop callbacks run: every instance of every split through the
-model once, in eval mode without gradients, each batch handed to the `Recorder`."""
+model once, in eval mode without gradients, each batch handed to the `Recorder`; the pass ends with
+`Recorder.end_pass`, which raises at once when a split was not covered.
+
+Under DDP (`world_size` > 1) the pass is sharded: each rank evaluates its own share and the ranks'
+rows are merged into each part (`curate.record.recorder`). A loader that already has a
+DistributedSampler is used as it is; a plain `torch.utils.data.DataLoader` over a sized dataset is
+rebuilt with a DistributedSampler of this rank (unshuffled, the same batch size, workers and
+collate function); any other iterable is evaluated whole on every rank (correct, not faster)."""
 
 from __future__ import annotations
 
@@ -32,6 +39,27 @@ def _to(x: Any, device: torch.device) -> Any:
     return x
 
 
+def shard_loader(loader: Iterable, rank: int, world_size: int) -> Iterable:
+    """`loader` as rank `rank` of `world_size` should evaluate it (see the module docstring)."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    if not isinstance(loader, DataLoader) or isinstance(loader.sampler, DistributedSampler):
+        return loader
+    ds = loader.dataset
+    if not hasattr(ds, "__len__") or isinstance(ds, torch.utils.data.IterableDataset):
+        return loader
+    sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=False)
+    return DataLoader(
+        ds,
+        batch_size=loader.batch_size or 1,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=False,
+    )
+
+
 def record_pass(
     rec: Recorder,
     model: torch.nn.Module,
@@ -40,6 +68,8 @@ def record_pass(
     loaders: Mapping[str, Iterable],
     unpack: Callable[[Any], tuple[Any, Any]] = default_unpack,
     forward: Callable[[torch.nn.Module, Any], torch.Tensor] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> bool:
     """Log `model` as `member` at `epoch` on every split of `loaders`; False when already done.
 
@@ -52,10 +82,19 @@ def record_pass(
     unpack : batch -> (inputs, idx).
     forward : (model, inputs) -> logits (B, C); default ``model(inputs)``, or ``model(**inputs)``
         for dict inputs, taking ``.logits`` when the output has it.
+    rank, world_size : this process's rank among the DDP processes; world_size > 1 records sharded
+        (every rank must call this), 1 records whole parts in this process.
+
+    Raises
+    ------
+    CurateError : a split the pass did not cover (`Recorder.end_pass`), or bad input to `log`.
     """
+    rec.set_rank(rank, world_size)
     todo = [s for s in loaders if not rec.done(s, member, epoch)]
     if not todo:
         return False
+    if world_size > 1:
+        loaders = {s: shard_loader(loaders[s], rank, world_size) for s in todo}
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
@@ -73,4 +112,5 @@ def record_pass(
                     rec.log(split, member, epoch, idx, out)
     finally:
         model.train(was_training)
+    rec.end_pass(member, epoch, todo)
     return True

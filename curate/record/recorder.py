@@ -1,5 +1,5 @@
 """`curate.Recorder`: the prediction log of a user's own training loop, written exactly as `curate
-train` writes it (`curate.train.predlog`), so `curate score`, `label-issues`, `report` and the app
+train` writes it (`curate.runlog`), so `curate score`, `label-issues`, `report` and the app
 read it unchanged.
 
 A run has M members and epochs 0..E (epoch 0 = each member before its first training step, as
@@ -7,8 +7,9 @@ A run has M members and epochs 0..E (epoch 0 = each member before its first trai
 ``rec.log(split, member, epoch, idx, logits)`` with batches in any order and of any size, on any
 device; the part (split, member, epoch) is written, atomically (temporary file, then rename), the
 moment every instance of the split has been logged exactly once. Once every split of (member,
-epoch) is written, the member's progress record marks the epoch done; `close()` records the run in
-the catalog's `runs` and `members` tables.
+epoch) is written, the member's progress record marks the epoch done, with the wall time since the
+previous epoch the recorder completed (of any member: the times add up to the time recorded);
+`close()` records the run in the catalog's `runs` and `members` tables (`curate.runlog.record_run`).
 
 Resuming: a rerun of the same script with the same arguments finds the parts already written and
 skips them: `log()` on a complete part is a no-op (nothing is computed or checked), `done()` and
@@ -16,31 +17,54 @@ skips them: `log()` on a complete part is a no-op (nothing is computed or checke
 finished. While a part is being recorded its lock file is held (an advisory lock the kernel
 releases when the process ends, so a killed recorder leaves no stale lock); a second process
 recording the same part is refused at once.
+
+Sharded recording (several ranks of one DDP job evaluating one member, each on its own share of
+the split, as a DistributedSampler deals it): `Recorder(..., distributed=True)` or `set_rank()`
+(the Lightning and Hugging Face callbacks call it under DDP). Each rank logs the instances its
+loader gives it and, at the end of the pass, `end_pass()` writes them to its own hidden file beside
+the part (`runlog.rank_shard_path`); no lock or file is shared between ranks. The part itself,
+`part.parquet`, the one file readers see, is written by one rank with a rename once the ranks'
+files together cover every idx of the split: under a torch.distributed process group, rank 0 after
+a barrier (and every rank learns the outcome by a broadcast); without one, whichever rank finds
+every rank's file present. Instances logged by several ranks (a DistributedSampler pads the split
+to a multiple of the ranks by repeating some) count once, and must agree
+(`runlog.shards.disagree`), else the part is refused.
+
+Training state: `save_state(member, epoch, state)` keeps the user's state (model and optimizer
+state_dicts, any torch-saveable dict) with the log, atomically; `load_state(member)` gives back the
+last one saved at an epoch whose parts are all written, so a resumed loop starts from weights that
+match its log.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from curate import catalog
+from curate import catalog, runlog
 from curate.config import check_name
 from curate.data.positions import find_positions
 from curate.errors import CurateError
 from curate.locks import exclusive
-from curate.train import predlog
 from curate.workspace import Workspace, atomic_path
 
-PASS = "eval"  # the recorder writes the evaluation pass, the one `curate score` reads
+PASS = runlog.EVAL  # the recorder writes the evaluation pass, the one `curate score` reads
 STRATEGY = "recorder"  # runs.strategy of a run recorded from the user's own loop
+# a resumed member is suspect when its accuracy on a split drops by more than this from the
+# epoch before, or falls to within CHANCE_BAND of chance after being WELL_ABOVE chance
+RESUME_DROP, CHANCE_BAND, WELL_ABOVE = 0.25, 0.05, 0.2
+INCOMPLETE_CAUSE = (
+    "likely an eval loader with drop_last=True, a sampler that skips instances, or a "
+    "DistributedSampler without sharded recording (Recorder(..., distributed=True), or the "
+    "Lightning / Hugging Face callback under DDP)"
+)
 
 
 @dataclass(frozen=True)
@@ -146,12 +170,17 @@ class Recorder:
     arch : the architecture's name, for the `runs` table.
     seed : the user's seed, for the `runs` table (None when unknown).
     precision : the training arithmetic, for the `runs` table (e.g. fp32, bf16, amp).
+    distributed : record sharded over the ranks of torch.distributed's process group (each rank
+        logs its own share of each split and calls `end_pass`); the rank and world size are read
+        when the group is up (at the first `log`), or given by `set_rank`.
 
     Logits are turned into the log's columns by the same functions `curate train` uses
-    (`curate.train.logits`), in float32 whatever the dtype given. One Recorder is used by one
+    (`curate.runlog.columns`), in float32 whatever the dtype given. One Recorder is used by one
     thread; several processes may record one run when each records its own parts (e.g. one
     member each).
     """
+
+    ORIGIN = "recorder"  # the manifest's origin (`curate import-log` records with "import")
 
     def __init__(
         self,
@@ -165,6 +194,7 @@ class Recorder:
         arch: str = "custom",
         seed: int | None = None,
         precision: str = "unknown",
+        distributed: bool = False,
     ) -> None:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
         self.run = check_name(str(run), "run")
@@ -185,58 +215,50 @@ class Recorder:
         self.splits = chosen
         self.arch, self.seed, self.precision = str(arch), seed, str(precision)
         self.run_dir = self.ws.run_dir(self.run)
-        self.identity = {
-            "dataset": dataset,
-            "loader": {},
-            "train": {"arch": self.arch, "members": self.members, "epochs": self.epochs},
-            "splits": self.splits,
-            "recorder": {"seed": seed},
-        }
+        self.manifest = runlog.Manifest(
+            dataset,
+            self.members,
+            self.epochs,
+            self.arch,
+            splits=tuple(self.splits),
+            origin=self.ORIGIN,
+            seed=seed,
+        )
         self._check_run_dir()
         self._open: dict[tuple[str, int, int], _OpenPart] = {}
         self._complete: set[tuple[str, int, int]] = set()
         self._acc: dict[tuple[str, int, int], float] = {}
         self._device = "cpu"
-        self._since = {m: time.perf_counter() for m in range(self.members)}
+        self._since = time.perf_counter()  # the last epoch completed here, of any member
         self._closed = False
+        self._rank, self._world, self._distributed = 0, 1, bool(distributed)
+        self._resolve_rank()
         self._scan()
+        self._at_start = set(self._complete)  # parts written before this process: a resume
+        self._checked: set[int] = set()  # members whose resumed accuracy was checked
 
     # ------------------------------------------------------------------ the run folder
 
     def _check_run_dir(self) -> None:
-        rec = self.run_dir / "run.json"
-        if rec.exists():
-            old = json.loads(rec.read_text())
-            new = json.loads(json.dumps(self.identity))
-            if old != new:
-                diff = [k for k in ("dataset", "splits") if old.get(k) != new.get(k)]
-                diff += [
-                    f"train.{k}"
-                    for k in new["train"]
-                    if old.get("train", {}).get(k) != new["train"][k]
-                ]
-                if old.get("recorder") is None:
-                    diff.insert(0, "made by `curate train`")
-                raise CurateError(
-                    f"run {self.run!r} in {self.run_dir} was recorded with other settings "
-                    f"(differs in: {', '.join(diff) or 'settings'}); choose another run name to "
-                    f"keep both, or delete {self.run_dir} to start over"
-                )
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(rec) as tmp:
-                tmp.write_text(json.dumps(self.identity, indent=1))
+        """Start the run's folder, or refuse one recorded (or trained) with other settings."""
+        diff = runlog.prepare_run(self.run_dir, self.manifest)
+        if diff:
+            raise CurateError(
+                f"run {self.run!r} in {self.run_dir} was recorded with other settings "
+                f"(differs in: {', '.join(diff)}); choose another run name to "
+                f"keep both, or delete {self.run_dir} to start over"
+            )
 
     def _scan(self) -> None:
         """Find the parts already written; mark epochs whose parts are all there but whose
         progress record a killed process did not write."""
         for m in range(self.members):
-            prog = predlog.read_progress(self.run_dir, m)["epochs"]
+            prog = runlog.read_progress(self.run_dir, m)["epochs"]
             for e in range(self.epochs + 1):
                 have = [
                     s
                     for s in self.splits
-                    if predlog.shard_path(self.run_dir, PASS, s, m, e).exists()
+                    if runlog.shard_path(self.run_dir, PASS, s, m, e).exists()
                 ]
                 self._complete.update((s, m, e) for s in have)
                 if len(have) == len(self.splits) and str(e) not in prog:
@@ -245,8 +267,12 @@ class Recorder:
     # ------------------------------------------------------------------ what is left
 
     def done(self, split: str, member: int, epoch: int) -> bool:
-        """Whether the part (split, member, epoch) is already written (a resumed run skips it)."""
-        return (split, int(member), int(epoch)) in self._complete
+        """Whether the part (split, member, epoch) is written (a resumed run skips it); a part
+        another process (rank) wrote since is found on disk."""
+        key = (split, int(member), int(epoch))
+        if key not in self._complete and runlog.shard_path(self.run_dir, PASS, *key).exists():
+            self._complete.add(key)
+        return key in self._complete
 
     def epoch_done(self, member: int, epoch: int) -> bool:
         """Whether every recorded split of (member, epoch) is written."""
@@ -266,7 +292,7 @@ class Recorder:
             for m in range(self.members)
             for e in range(self.epochs + 1)
             for s in self.splits
-            if (s, m, e) not in self._complete
+            if not self.done(s, m, e)
         ]
 
     # ------------------------------------------------------------------ logging
@@ -291,8 +317,6 @@ class Recorder:
         key = self._key(split, member, epoch)
         if key in self._complete:
             return
-        import torch
-
         rows = self.data.splits[split]
         ids = _as_ids(idx)
         z = _as_logits(logits, len(ids), self.data.num_classes, key)
@@ -313,23 +337,73 @@ class Recorder:
                 "once per part"
             )
         part = self._open.get(key)
-        if part is not None and part.seen[pos].any():
+        repeat = part is not None and bool(part.seen[pos].any())
+        if repeat and self._world == 1:
             twice = rows.idx[pos[part.seen[pos]][0]]
             raise CurateError(
                 f"{_name(key)}: idx {int(twice)} was already logged for this part; log each "
-                "instance once per part (a new epoch is a new part)"
+                "instance once per part (a new epoch is a new part; a DistributedSampler repeats "
+                "instances to pad the ranks: record sharded, Recorder(..., distributed=True))"
             )
-        y = torch.from_numpy(rows.labels[pos]).to(z.device)
-        pred, p_true, margin, el2n = _stats(z, y, self.data.multilabel)
+        y = rows.labels[pos]  # numpy; member_columns moves it to a tensor's device
+        cols = dict(
+            zip(runlog.COLUMNS, runlog.member_columns(z, y, self.data.multilabel), strict=True)
+        )
+        if repeat:
+            self._check_repeat(key, part, pos, cols)
         if part is None:
+            self._check_boundary(key)
             part = self._open[key] = self._start(key, len(rows.idx))
-        part.pred[pos], part.p_true[pos], part.margin[pos] = pred, p_true, margin
-        part.el2n[pos] = el2n
+        part.pred[pos], part.p_true[pos], part.margin[pos] = (
+            cols["pred"],
+            cols["p_true"],
+            cols["margin"],
+        )
+        part.el2n[pos] = cols["el2n"]
+        part.count += int((~part.seen[pos]).sum())
         part.seen[pos] = True
-        part.count += len(pos)
-        self._device = z.device.type
-        if part.count == len(rows.idx):
+        self._device = "cpu" if isinstance(z, np.ndarray) else z.device.type
+        if self._world == 1 and part.count == len(rows.idx):
             self._finish(key, part)
+
+    def _check_repeat(self, key, part: _OpenPart, pos: np.ndarray, cols: dict) -> None:
+        """Refuse instances this rank logged before in the part with another prediction."""
+        again = part.seen[pos]
+        old = {c: getattr(part, c)[pos[again]] for c in runlog.COLUMNS}
+        bad = runlog.disagree({c: v[again] for c, v in cols.items()}, old)
+        if bad.any():
+            i = int(self.data.splits[key[0]].idx[pos[again][bad][0]])
+            raise CurateError(
+                f"{_name(key)}: idx {i} was logged twice with different predictions; every "
+                "instance of a part must be predicted by the same weights, in eval mode"
+            )
+
+    def _check_boundary(self, key: tuple[str, int, int]) -> None:
+        """Refuse to start a later epoch of a member while a part of an earlier one is open: its
+        pass ended without covering the split."""
+        for k, part in list(self._open.items()):
+            if k[1] == key[1] and k[2] < key[2]:
+                if self._world > 1:
+                    raise CurateError(
+                        f"{_name(k)} is still open as {_name(key)} starts: when recording "
+                        "sharded, call rec.end_pass(member, epoch) on every rank after each pass"
+                    )
+                self._drop(k)
+                raise self._incomplete(k, int(part.count))
+
+    def _incomplete(self, key: tuple[str, int, int], covered: int) -> CurateError:
+        """The error of a pass that ended without covering its split."""
+        n = len(self.data.splits[key[0]].idx)
+        ranks = f" by {self._world} ranks together" if self._world > 1 else ""
+        return CurateError(
+            f"{_name(key)}: the eval pass ended with {covered} of the split's {n} idx logged"
+            f"{ranks}, so the part is incomplete and nothing of it is written; {INCOMPLETE_CAUSE}"
+        )
+
+    def _drop(self, key: tuple[str, int, int]) -> None:
+        part = self._open.pop(key, None)
+        if part is not None:
+            part.lock.close()
 
     def _key(self, split: str, member: int, epoch: int) -> tuple[str, int, int]:
         if split not in self.splits:
@@ -351,16 +425,17 @@ class Recorder:
 
     def _start(self, key: tuple[str, int, int], n: int) -> _OpenPart:
         split, m, e = key
-        path = predlog.shard_path(self.run_dir, PASS, split, m, e)
+        path = runlog.shard_path(self.run_dir, PASS, split, m, e)
         stack = ExitStack()
-        stack.enter_context(
-            exclusive(
-                path.parent / ".recording.lock",
-                f"part {_name(key)} of run {self.run!r}",
-                "another process is recording it: record each part in one process (e.g. one "
-                "member per process), or wait for it to finish",
+        if self._world == 1:  # sharded: each rank writes its own file, no lock is shared
+            stack.enter_context(
+                exclusive(
+                    path.parent / ".recording.lock",
+                    f"part {_name(key)} of run {self.run!r}",
+                    "another process is recording it: record each part in one process (e.g. one "
+                    "member per process), or wait for it to finish",
+                )
             )
-        )
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's temporary
             stale.unlink(missing_ok=True)
         if path.exists():  # written by another process since this one started
@@ -381,40 +456,253 @@ class Recorder:
         )
 
     def _finish(self, key: tuple[str, int, int], part: _OpenPart) -> None:
+        try:
+            self._write_part(key, {c: getattr(part, c) for c in runlog.COLUMNS})
+        finally:
+            self._drop(key)
+
+    def _write_part(self, key: tuple[str, int, int], cols: dict[str, np.ndarray]) -> None:
+        """Write the part (columns in the split's idx order) and mark its epoch when complete."""
         split, m, e = key
         rows = self.data.splits[split]
-        try:
-            predlog.write_shard(
-                predlog.shard_path(self.run_dir, PASS, split, m, e),
-                rows.idx,
-                part.pred,
-                part.p_true,
-                part.margin,
-                wide=self.data.multilabel,
-                el2n=part.el2n,  # as `curate train` logs it: EL2N of these logits
-            )
-        finally:
-            part.lock.close()
-            del self._open[key]
+        runlog.write_shard(
+            runlog.shard_path(self.run_dir, PASS, split, m, e),
+            rows.idx,
+            cols["pred"],
+            cols["p_true"],
+            cols["margin"],
+            wide=self.data.multilabel,
+            el2n=cols["el2n"],  # as `curate train` logs it: EL2N of these logits
+        )
         self._complete.add(key)
-        self._acc[key] = float(np.mean(part.pred == rows.labels)) if len(rows.idx) else 0.0
+        self._acc[key] = float(np.mean(cols["pred"] == rows.labels)) if len(rows.idx) else 0.0
         if self.epoch_done(m, e):
             now = time.perf_counter()
-            self._mark_done(m, e, seconds=now - self._since[m])
-            self._since[m] = now
+            self._mark_done(m, e, seconds=now - self._since)
+            self._since = now
+            self._check_resumed(m, e)
+
+    def _check_resumed(self, m: int, e: int) -> None:
+        """Warn when the first epoch of `m` this process records follows an epoch written before
+        it started and its accuracy is far below that epoch's (`RESUME_DROP`, or down to chance):
+        the loop most likely resumed a fresh model instead of the member's trained one."""
+        if m in self._checked or e == 0:
+            return
+        self._checked.add(m)
+        if not all((s, m, e - 1) in self._at_start for s in self.splits):
+            return
+        for s in self.splits:
+            before, now = self._part_acc((s, m, e - 1)), self._part_acc((s, m, e))
+            chance = _chance(self.data.splits[s].labels)
+            dropped = now < before - RESUME_DROP
+            to_chance = before >= chance + WELL_ABOVE and now <= chance + CHANCE_BAND
+            if dropped or to_chance:
+                warnings.warn(
+                    f"run {self.run!r} member {m}: accuracy on {s} fell from {before:.3f} at "
+                    f"epoch {e - 1} (recorded before this process started) to {now:.3f} at epoch "
+                    f"{e} (chance {chance:.3f}); likely a fresh model mixed into the member's "
+                    "log: restore the member's training state on resume (rec.save_state / "
+                    "rec.load_state), or delete the run to start over",
+                    ResumedAccuracyWarning,
+                    stacklevel=4,
+                )
+                return
 
     def _part_acc(self, key: tuple[str, int, int]) -> float:
         if key not in self._acc:
             split, m, e = key
-            t = pq.read_table(predlog.shard_path(self.run_dir, PASS, split, m, e), ["idx", "pred"])
+            path = runlog.shard_path(self.run_dir, PASS, split, m, e)
+            t = runlog.read_shard(path, ["idx", "pred"])
             rows = self.data.splits[split]
-            pos = rows.positions(t.column("idx").to_numpy().astype(np.int64))
-            self._acc[key] = float(np.mean(t.column("pred").to_numpy() == rows.labels[pos]))
+            pos = rows.positions(t["idx"].astype(np.int64))
+            self._acc[key] = float(np.mean(t["pred"] == rows.labels[pos]))
         return self._acc[key]
 
     def _mark_done(self, m: int, e: int, seconds: float) -> None:
         acc = {s: self._part_acc((s, m, e)) for s in self.splits}
-        predlog.mark_epoch_done(self.run_dir, m, e, {"acc": acc, "seconds": seconds})
+        record = {"acc": acc, "seconds": seconds, "unit": f"member-{m}"}
+        runlog.mark_epoch_done(self.run_dir, m, e, record)
+
+    # ------------------------------------------------------------------ sharded recording
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in sharded recording (0 when not sharded)."""
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        """The ranks recording each part together (1: this process records whole parts)."""
+        return self._world
+
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Record sharded as rank `rank` of `world_size` (1: whole parts, in this process).
+
+        Raises CurateError while parts are open (between a pass's first `log` and `end_pass`).
+        """
+        rank, world_size = int(rank), int(world_size)
+        if (rank, world_size) == (self._rank, self._world):
+            return
+        if not 0 <= rank < world_size:
+            raise CurateError(f"rank {rank} of {world_size} ranks: need 0 <= rank < world_size")
+        if self._open:
+            raise CurateError(
+                f"rank and world size changed while {_name(next(iter(self._open)))} is open; "
+                "set them before the pass"
+            )
+        self._rank, self._world = rank, world_size
+
+    def _resolve_rank(self) -> None:
+        """With distributed=True: take the rank from torch.distributed once its group is up."""
+        if not self._distributed or self._world > 1:
+            return
+        dist = _process_group()
+        if dist is not None and dist.get_world_size() > 1:
+            self.set_rank(dist.get_rank(), dist.get_world_size())
+
+    def end_pass(self, member: int, epoch: int, splits=None) -> None:
+        """End the evaluation pass of (member, epoch) over `splits` (default: every recorded split).
+
+        Not sharded: every such part must be written by now (its split fully logged), else a
+        CurateError names the split, how many idx came and the likely cause. Sharded: this rank's
+        rows of each part go to its own file; under a torch.distributed group all ranks must call
+        it (it holds a barrier), rank 0 writes each part the ranks cover and every rank raises
+        when one is not covered; without a group, the rank that finds every rank's file present
+        writes the part.
+        """
+        self._resolve_rank()
+        keys = [self._key(s, member, epoch) for s in (self.splits if splits is None else splits)]
+        if self._world == 1:
+            for key in keys:
+                if not self.done(*key):
+                    part = self._open.get(key)
+                    self._drop(key)
+                    raise self._incomplete(key, 0 if part is None else int(part.count))
+            return
+        todo = [k for k in keys if not self.done(*k)]
+        dist = _process_group()
+        grouped = dist is not None and dist.get_world_size() == self._world and bool(todo)
+        own = {}  # rank 0 under a group merges its own rows from memory, without a file
+        for key in todo:
+            if grouped and self._rank == 0:
+                own[key] = self._rows(key)
+                self._drop(key)
+            else:
+                self._write_rank_file(key)
+        if grouped:
+            dist.barrier()  # every other rank's file is renamed in place
+            outcome = [self._merge_all(todo, own) if self._rank == 0 else None]
+            dist.broadcast_object_list(outcome, src=0)
+            outcome = outcome[0]
+        else:
+            outcome = self._merge_all(todo)
+        for key, (state, message) in outcome.items():
+            if state == "error":
+                raise CurateError(message)
+            if state == "done":
+                self._complete.add(key)
+
+    def _rows(self, key: tuple[str, int, int]) -> dict[str, np.ndarray]:
+        """This rank's rows of the part: idx and the columns (empty when it logged none)."""
+        part = self._open.get(key)
+        rows = self.data.splits[key[0]]
+        seen = np.zeros(len(rows.idx), bool) if part is None else part.seen
+        cols = {
+            c: (np.zeros(0) if part is None else getattr(part, c)[seen]) for c in runlog.COLUMNS
+        }
+        return {"idx": rows.idx[seen], **cols}
+
+    def _write_rank_file(self, key: tuple[str, int, int]) -> None:
+        """This rank's rows of the part (possibly none) to its own file, atomically."""
+        t = self._rows(key)
+        path = runlog.rank_shard_path(self.run_dir, PASS, *key, self._rank, self._world)
+        runlog.write_shard(
+            path, t["idx"], t["pred"], t["p_true"], t["margin"], self.data.multilabel, t["el2n"]
+        )
+        self._drop(key)
+
+    def _merge_all(self, keys, own: dict | None = None) -> dict:
+        """key -> (state, message) for each part: "done" (written), "pending" (ranks missing) or
+        "error" (the ranks do not cover the split, or disagree)."""
+        out = {}
+        for key in keys:
+            try:
+                out[key] = (self._merge(key, (own or {}).get(key)), "")
+            except CurateError as e:
+                out[key] = ("error", str(e))
+        return out
+
+    def _merge(self, key: tuple[str, int, int], own: dict | None = None) -> str:
+        """Write the part from the ranks' files once all are present (this rank's rows from
+        `own` when given, instead of its file): "done" or "pending"."""
+        if runlog.shard_path(self.run_dir, PASS, *key).exists():
+            return "done"
+        paths = [
+            runlog.rank_shard_path(self.run_dir, PASS, *key, r, self._world)
+            for r in range(self._world)
+            if own is None or r != self._rank
+        ]
+        if not all(p.exists() for p in paths):
+            return "pending"
+        rows = self.data.splits[key[0]]
+        try:
+            merged = runlog.merge_rank_shards(
+                paths, rows.positions, len(rows.idx), _name(key), first=own
+            )
+        except FileNotFoundError:  # another rank merged them meanwhile
+            return "done" if runlog.shard_path(self.run_dir, PASS, *key).exists() else "pending"
+        if merged.covered < len(rows.idx):
+            raise self._incomplete(key, merged.covered)
+        self._write_part(key, merged.columns)
+        for p in paths:
+            p.unlink(missing_ok=True)
+        return "done"
+
+    # ------------------------------------------------------------------ training state
+
+    def save_state(self, member: int, epoch: int, state: dict) -> None:
+        """Keep the user's training state of `member` as it is after `epoch`, atomically.
+
+        Parameters
+        ----------
+        member, epoch : the member and the epoch the state has finished (0: untrained).
+        state : any torch-saveable object, e.g. ``{"model": model.state_dict(), "opt":
+            opt.state_dict()}``.
+
+        `load_state` returns it once every part of (member, epoch) is written, so save it right
+        after training epoch `epoch` or after its evaluation pass, either way. States of earlier
+        epochs are removed once a later one counts. Under sharded recording only rank 0 writes.
+        """
+        import torch
+
+        key = self._key(self.splits[0], member, epoch)
+        if self._world > 1 and self._rank != 0:
+            return
+        with atomic_path(runlog.state_path(self.run_dir, key[1], key[2]), ".pt") as tmp:
+            torch.save(state, tmp)
+        usable = [
+            e for e in runlog.saved_state_epochs(self.run_dir, key[1]) if self.epoch_done(key[1], e)
+        ]
+        for e in runlog.saved_state_epochs(self.run_dir, key[1]):
+            if usable and e < usable[-1]:
+                runlog.state_path(self.run_dir, key[1], e).unlink(missing_ok=True)
+
+    def load_state(self, member: int, map_location=None):
+        """The last training state of `member` saved at an epoch whose parts are all written.
+
+        Returns
+        -------
+        (epoch, state), or None when there is none: resume the loop at ``epoch + 1`` from `state`
+        (parts of later epochs already written are skipped by `log`), or at 0 from a fresh model.
+        """
+        import torch
+
+        m = self._key(self.splits[0], member, 0)[1]
+        for e in reversed(runlog.saved_state_epochs(self.run_dir, m)):
+            if e <= self.epochs and self.epoch_done(m, e):
+                path = runlog.state_path(self.run_dir, m, e)
+                return e, torch.load(path, map_location=map_location, weights_only=False)
+        return None
 
     # ------------------------------------------------------------------ closing
 
@@ -422,17 +710,22 @@ class Recorder:
         """Record the run in the catalog's `runs` and `members` tables (what is written so far).
 
         Parts not complete are dropped (they were never visible) and listed in the result, and on
-        stderr; a rerun of the script records them. Calling close() twice is harmless.
+        stderr; a rerun of the script records them. What is missing is read from the files on
+        disk, so every process (every rank, the parent of spawned ranks) reports the same. When
+        recording sharded, rank 0 first writes any part whose ranks' files are all present, and
+        only rank 0 writes the catalog rows. Calling close() twice is harmless.
         """
         if self._closed:
             return self._result
         self._closed = True
-        for part in self._open.values():
-            part.lock.close()
-        self._open.clear()
+        for key in list(self._open):
+            self._drop(key)
+        if self._world > 1 and self._rank == 0:
+            self._merge_all(self.missing())  # a part no rank could complete (a lost file view)
         missing = self.missing()
-        record_recorded_run(self)
-        done = {m: predlog.last_done_epoch(self.run_dir, m) for m in range(self.members)}
+        if self._world == 1 or self._rank == 0:
+            record_recorded_run(self)
+        done = {m: runlog.last_done_epoch(self.run_dir, m) for m in range(self.members)}
         self._result = RecordedRun(self.run, self.run_dir, done, missing)
         if missing:
             shown = ", ".join(_name(k) for k in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -451,65 +744,19 @@ class Recorder:
 
 
 def record_recorded_run(rec: Recorder) -> None:
-    """Replace the run's rows in `runs` and `members` with what its folder records, in the
-    columns `curate train` fills (`curate.train.catalog.record_run`); seeds unknown to curate are
+    """Replace the run's rows in `runs` and `members` with what its folder records
+    (`curate.runlog.record_run`, as `curate train` records its runs); seeds unknown to curate are
     NULL."""
-    members, finals, total = [], [], 0.0
-    for m in range(rec.members):
-        prog = predlog.read_progress(rec.run_dir, m)["epochs"]
-        done = predlog.last_done_epoch(rec.run_dir, m)
-        final = prog.get(str(done), {}).get("acc", {})
-        seconds = float(sum(v.get("seconds", 0.0) for v in prog.values()))
-        total += seconds
-        finals.append(final)
-        members.append(
-            {
-                "run": rec.run,
-                "member": m,
-                "init_seed": None,
-                "order_seed": None,
-                "aug_seed": None,
-                "epochs_done": done,
-                "final_acc": json.dumps(final),
-                "train_seconds": seconds,
-            }
-        )
-    splits = sorted({k for f in finals for k in f})
-    mean_final = {s: float(np.mean([f[s] for f in finals if s in f])) for s in splits}
-    info = catalog.version_info()
-    try:
-        import torch
+    facts = runlog.RunFacts(STRATEGY, rec._device, rec.precision)
+    runlog.record_run(rec.ws, rec.run, rec.run_dir, rec.manifest, facts)
 
-        torch_version = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch_version = None
-    run_row = {
-        "run": rec.run,
-        "dataset": rec.dataset,
-        "arch": rec.arch,
-        "members": rec.members,
-        "epochs": rec.epochs,
-        "seed": rec.seed,
-        "strategy": STRATEGY,
-        "device": rec._device,
-        "world_size": 1,
-        "recipe": json.dumps(rec.identity),
-        "path": str(rec.run_dir),
-        "train_seconds": total,
-        "mean_final_acc": json.dumps(mean_final),
-        "version": info["version"],
-        "git_rev": info["git_rev"],
-        "torch_version": torch_version,
-        "precision": rec.precision,
-    }
-    import pyarrow as pa
 
-    with catalog.write(rec.ws) as con:
-        con.execute("DELETE FROM members WHERE run = ?", [rec.run])
-        con.execute("DELETE FROM runs WHERE run = ?", [rec.run])
-        # Arrow rows, as `curate train` writes them: None stays NULL
-        catalog.insert_frame(con, "runs", pa.Table.from_pylist([run_row]), now=("finished_at",))
-        catalog.insert_frame(con, "members", pa.Table.from_pylist(members))
+def _process_group():
+    """torch.distributed when a process group is up (torch imported by then), else None."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist
+    return None
 
 
 def _as_ids(idx) -> np.ndarray:
@@ -523,10 +770,23 @@ def _as_ids(idx) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
-def _as_logits(logits, n: int, k: int, key):
+def _torch():
+    """torch when it is installed (logits are then computed with it, as `curate train` computes
+    them), else None: the core install computes them with numpy."""
+    from curate.extras import installed
+
+    if "torch" not in sys.modules and not installed("torch"):
+        return None
     import torch
 
-    if isinstance(logits, torch.Tensor):
+    return torch
+
+
+def _as_logits(logits, n: int, k: int, key):
+    """The batch's logits (B, C) as float32: a torch tensor on the device given when torch is
+    installed, else a numpy array (numpy logits, or anything with __array__)."""
+    torch = _torch()
+    if torch is not None and isinstance(logits, torch.Tensor):
         z = logits.detach()
     else:
         a = np.asarray(logits)
@@ -535,8 +795,10 @@ def _as_logits(logits, n: int, k: int, key):
                 f"{_name(key)}: logits must be a float tensor or array (B, C), got "
                 f"{type(logits).__name__} of {a.dtype}"
             )
-        z = torch.from_numpy(a)
-    if z.ndim != 2 or z.shape[0] != n or not (z.is_floating_point() or z.numel() == 0):
+        z = a if torch is None else torch.from_numpy(a)
+    xp = np if isinstance(z, np.ndarray) else torch
+    floating = z.dtype.kind == "f" if xp is np else z.is_floating_point()
+    if z.ndim != 2 or z.shape[0] != n or not (floating or 0 in z.shape):
         raise CurateError(
             f"{_name(key)}: logits must be a float array of shape (B, C) = ({n}, {k}) for {n} idx, "
             f"got {z.dtype} of shape {tuple(z.shape)}"
@@ -546,22 +808,25 @@ def _as_logits(logits, n: int, k: int, key):
             f"{_name(key)}: logits have {z.shape[1]} classes, the dataset has {k}; give the "
             "model's raw output with one column per class, in the catalog's class order"
         )
-    if not bool(torch.isfinite(z).all()):
-        bad = int((~torch.isfinite(z)).any(1).sum())
+    finite = xp.isfinite(z)
+    if not bool(finite.all()):
+        bad = int((~finite).any(1).sum())
         raise CurateError(
             f"{_name(key)}: {bad} rows of the logits are NaN or infinite; the model diverged or "
             "the batch is broken. Nothing of this batch was recorded"
         )
-    return z.float()
+    return z.astype(np.float32) if xp is np else z.float()
 
 
-def _stats(z, y, multilabel: bool):
-    from curate.train.logits import error_norm, logit_stats, multilabel_stats
+class ResumedAccuracyWarning(UserWarning):
+    """A member's accuracy fell far at the first epoch recorded after a resume."""
 
-    stats = multilabel_stats if multilabel else logit_stats
-    pred, p_true, margin = stats(z.unsqueeze(1), y)
-    el2n = error_norm(z.unsqueeze(1), y, multilabel)
-    return tuple(t[0].cpu().numpy() for t in (pred, p_true, margin, el2n))
+
+def _chance(labels: np.ndarray) -> float:
+    """The accuracy of always predicting the split's most common label (set)."""
+    if not len(labels):
+        return 0.0
+    return float(np.unique(labels, return_counts=True)[1].max() / len(labels))
 
 
 def _name(key: tuple[str, int, int]) -> str:

@@ -4,7 +4,12 @@ the paper found and what the run shows.
 
 The package owns the report; `curate/scores/summary.py` is the unrelated short text summary that
 `curate run` prints. Modules: `catalog` (what is read, read-only), `plot` (matplotlib style),
-`pliushch`, `hacohen`, `meding`, `reliability`, `pruning` (one section each), `page` (the HTML).
+`pliushch`, `hacohen`, `meding`, `reliability`, `pruning` (one section each), `page` (the HTML,
+rendered from the jinja2 templates in `templates/`, package data, autoescaped).
+
+Every section has one shape: per figure, a function computing its numbers from the catalog's rows,
+one drawing it and one writing its caption (the paper's finding and the run's numbers). Figures
+of curate's own pruning benchmarks are read from `curate.findings`, never written here.
 """
 
 from __future__ import annotations
@@ -12,12 +17,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from curate import __version__
 from curate.outputs import check_folder, write_folder
+from curate.report import page
 from curate.workspace import Workspace
+
+if TYPE_CHECKING:
+    from curate.report.catalog import RunData
 
 MARKER = "report.json"  # present in every folder `curate report` wrote
 HTML = "index.html"
@@ -57,7 +67,7 @@ def build_report(
     Path
         The report folder, holding index.html, every figure as PNG, headline.csv and report.json.
     """
-    from curate.report import catalog, hacohen, meding, page, pliushch, pruning, reliability
+    from curate.report import catalog, meding
 
     out = Path(out) if out is not None else default_out(ws, run)
     out = out.expanduser().absolute()
@@ -71,61 +81,84 @@ def build_report(
     data = catalog.load(ws, run, compare)
 
     def build(tmp: Path) -> None:
-        sections = [
-            pliushch.section(data, tmp),
-            hacohen.section(ws, data, tmp, compare),
-            meding.section(ws, data, tmp, pairs_dir),
-            reliability.section(data, tmp),
-        ]
-        pruned = pruning.section(ws, run, tmp)  # only when retrainings on its subsets exist
-        if pruned is not None:
-            sections.append(pruned)
-        info = data.info
-        E = int(data.epoch_metrics["epoch"].max())
-        facts = [
-            f"run {run}: {info['members']} x {info['arch']} ({info['strategy']}, {info['device']}) "
-            f"on {data.dataset}, {info['epochs']} epochs trained, epochs 1..{E} scored",
-            "splits: "
-            + ", ".join(
-                f"{s} ({int(sum(data.last(s)['correct_count_hist']))} images)" for s in data.splits
-            ),
-            f"split tolerance {int(data.epoch_metrics['tol'].iloc[-1])}; compared with: "
-            + (", ".join(compare) if compare else "the run's own two halves"),
-            f"built by curate {__version__} from {ws.catalog} at "
-            f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC",
-        ]
-        title = f"curate report: {run}"
-        (tmp / HTML).write_text(
-            page.render(tmp, title, facts, data.splits, sections), encoding="utf-8"
+        sections = _sections(ws, data, tmp, compare, pairs_dir)
+        page_html = page.render(
+            tmp, f"curate report: {run}", _facts(ws, data, compare), data.splits, sections
         )
-        rows = [
-            {
-                "section": sec.key,
-                "quantity": h.quantity,
-                "paper": h.paper,
-                "split": split,
-                "value": h.values.get(split),
-                "shown": h.text(split),
-            }
-            for sec in sections
-            for h in sec.headlines
-            for split in data.splits
-        ]
-        pd.DataFrame(rows).to_csv(tmp / HEADLINE_CSV, index=False)
-        figures = [f.name for sec in sections for f in sec.figures]
+        (tmp / HTML).write_text(page_html, encoding="utf-8")
+        headline_frame(sections, data.splits).to_csv(tmp / HEADLINE_CSV, index=False)
         (tmp / MARKER).write_text(
-            json.dumps(
-                {
-                    "run": run,
-                    "compare": compare,
-                    "pairs": str(pairs_dir) if pairs_dir else None,
-                    "workspace": str(ws.root),
-                    "version": __version__,
-                    "figures": figures,
-                    "notes": [n for sec in sections for n in sec.notes],
-                },
-                indent=1,
-            )
+            json.dumps(_marker(ws, run, compare, pairs_dir, sections), indent=1)
         )
 
     return write_folder(out, build, keep=keep, by="curate report")
+
+
+def _sections(
+    ws: Workspace, data: RunData, folder: Path, compare: list[str], pairs: Path | None
+) -> list[page.Section]:
+    """Every section of the report, in page order; pruning only when retrainings on subsets
+    pruned from the run exist."""
+    from curate.report import hacohen, meding, pliushch, pruning, reliability
+
+    sections = [
+        pliushch.section(data, folder),
+        hacohen.section(ws, data, folder, compare),
+        meding.section(ws, data, folder, pairs),
+        reliability.section(data, folder),
+    ]
+    pruned = pruning.section(ws, data.run, folder)
+    return sections + ([pruned] if pruned is not None else [])
+
+
+def _facts(ws: Workspace, data: RunData, compare: list[str]) -> list[str]:
+    """The lines under the page's title: the run, its splits, what it is compared with, the build."""
+    info = data.info
+    E = int(data.epoch_metrics["epoch"].max())
+    splits = ", ".join(
+        f"{s} ({int(sum(data.last(s)['correct_count_hist']))} images)" for s in data.splits
+    )
+    return [
+        f"run {data.run}: {info['members']} x {info['arch']} ({info['strategy']}, "
+        f"{info['device']}) on {data.dataset}, {info['epochs']} epochs trained, epochs 1..{E} "
+        "scored",
+        "splits: " + splits,
+        f"split tolerance {int(data.epoch_metrics['tol'].iloc[-1])}; compared with: "
+        + (", ".join(compare) if compare else "the run's own two halves"),
+        f"built by curate {__version__} from {ws.catalog} at "
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC",
+    ]
+
+
+def headline_frame(sections: list[page.Section], splits: list[str]) -> pd.DataFrame:
+    """headline.csv: one row per section, quantity and split, with the value as stored and as
+    shown on the page."""
+    rows = [
+        {
+            "section": sec.key,
+            "quantity": h.quantity,
+            "paper": h.paper,
+            "split": split,
+            "value": h.values.get(split),
+            "shown": h.text(split),
+        }
+        for sec in sections
+        for h in sec.headlines
+        for split in splits
+    ]
+    return pd.DataFrame(rows)
+
+
+def _marker(
+    ws: Workspace, run: str, compare: list[str], pairs: Path | None, sections: list[page.Section]
+) -> dict:
+    """report.json: what was reported, which figures were drawn and what was missing."""
+    return {
+        "run": run,
+        "compare": compare,
+        "pairs": str(pairs) if pairs else None,
+        "workspace": str(ws.root),
+        "version": __version__,
+        "figures": [f.name for sec in sections for f in sec.figures],
+        "notes": [n for sec in sections for n in sec.notes],
+    }

@@ -6,7 +6,7 @@ report of an ImageNet-size run moves kilobytes, not the table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ class RunData:
     reliability: pd.DataFrame
     label_noise: pd.DataFrame
     kappa: pd.DataFrame  # per split, subset, epoch: mean / min / max over member pairs
+    label_estimate: pd.DataFrame = field(default_factory=pd.DataFrame)  # label_noise_estimate
 
     def em(self, split: str) -> pd.DataFrame:
         """epoch_metrics of one split, by epoch."""
@@ -70,12 +71,8 @@ def _refuse_unfinished(ws: Workspace, run: str, flag: str) -> None:
         )
 
 
-def load(ws: Workspace, run: str, compare: list[str] | None = None) -> RunData:
-    """Read everything the report needs of `run` (and of the runs it is compared with).
-
-    Raises CurateError when the run is unknown or unscored, or a compared run is unknown, unscored
-    or of another dataset.
-    """
+def _run_row(ws: Workspace, run: str) -> dict:
+    """The run's `runs` row; CurateError when the run is unknown or unfinished."""
     info = fetch(ws, "SELECT * FROM runs WHERE run = ?", [run])
     if info.empty:
         _refuse_unfinished(ws, run, "")
@@ -84,13 +81,12 @@ def load(ws: Workspace, run: str, compare: list[str] | None = None) -> RunData:
             f"no run {run!r} in the catalog {ws.catalog} (runs: {', '.join(known) or 'none'}); "
             "train it first (`curate run RECIPE`) or pass the right --workspace"
         )
-    em = fetch(ws, "SELECT * FROM epoch_metrics WHERE run = ? ORDER BY split, epoch", [run])
-    if em.empty:
-        raise CurateError(f"run {run!r} has no scores; run `curate score {run}` first")
-    row = info.iloc[0].to_dict()
-    dataset = row["dataset"]
-    splits = sorted(em["split"].unique(), key=lambda s: (s != "train", s))
-    for other in compare or []:
+    return info.iloc[0].to_dict()
+
+
+def _check_compared(ws: Workspace, run: str, dataset: str, compare: list[str]) -> None:
+    """CurateError unless every compared run is finished, of `dataset` and scored."""
+    for other in compare:
         o = fetch(ws, "SELECT dataset FROM runs WHERE run = ?", [other])
         if o.empty:
             _refuse_unfinished(ws, other, "--compare ")
@@ -100,59 +96,102 @@ def load(ws: Workspace, run: str, compare: list[str] | None = None) -> RunData:
                 f"--compare {other}: it trained on {o['dataset'][0]!r}, {run} on {dataset!r}; "
                 "compare runs of the same dataset"
             )
-        if (
-            fetch(ws, "SELECT count(*) AS n FROM instance_scores WHERE run = ?", [other])["n"][0]
-            == 0
-        ):
+        scored = fetch(ws, "SELECT count(*) AS n FROM instance_scores WHERE run = ?", [other])
+        if scored["n"][0] == 0:
             raise CurateError(f"--compare {other}: it has no scores; run `curate score {other}`")
-    kappa = fetch(
-        ws,
-        "SELECT split, subset, epoch, avg(kappa) AS mean, min(kappa) AS min, max(kappa) AS max, "
-        "count(*) AS pairs FROM error_consistency WHERE run = ? GROUP BY ALL "
-        "ORDER BY split, subset, epoch",
-        [run],
-    )
-    return RunData(
-        run=run,
-        dataset=dataset,
-        info=row,
-        splits=splits,
-        epoch_metrics=em,
-        comparisons=fetch(
+
+
+def _tables(ws: Workspace, run: str) -> dict[str, pd.DataFrame]:
+    """The run's rows of every table beside epoch_metrics that the report draws on."""
+    return {
+        "comparisons": fetch(
             ws,
             "SELECT * FROM ensemble_comparison WHERE run_a = ? ORDER BY run_b, split, kind, "
             "epoch_a, bin_lo",
             [run],
         ),
-        correlations=_rows(
+        "correlations": _rows(
             ws,
             "correlations",
             "SELECT * FROM correlations WHERE run = ? ORDER BY split, statistic, kind",
             [run],
         ),
-        stat_curves=_rows(
+        "stat_curves": _rows(
             ws,
             "agreement_stat_curves",
             "SELECT * FROM agreement_stat_curves WHERE run = ? ORDER BY split, statistic, epoch",
             [run],
         ),
-        categories=_rows(
+        "categories": _rows(
             ws,
             "category_agreement",
             "SELECT * FROM category_agreement WHERE run = ? ORDER BY split, attribute, category, "
             "epoch",
             [run],
         ),
-        reliability=_rows(
+        "reliability": _rows(
             ws,
             "score_reliability",
             "SELECT * FROM score_reliability WHERE run = ? ORDER BY split, curve, x",
             [run],
         ),
-        label_noise=_rows(
+        "label_noise": _rows(
             ws, "label_noise_eval", "SELECT * FROM label_noise_eval WHERE run = ?", [run]
         ),
-        kappa=kappa,
+        "label_estimate": _rows(
+            ws,
+            "label_noise_estimate",
+            "SELECT e.*, d.class_names[e.label + 1] AS class_name FROM label_noise_estimate e "
+            "JOIN runs r USING (run) JOIN datasets d USING (dataset) WHERE e.run = ? "
+            "ORDER BY e.split, e.label",
+            [run],
+        ),
+        "kappa": fetch(
+            ws,
+            "SELECT split, subset, epoch, avg(kappa) AS mean, min(kappa) AS min, max(kappa) AS "
+            "max, count(*) AS pairs FROM error_consistency WHERE run = ? GROUP BY ALL "
+            "ORDER BY split, subset, epoch",
+            [run],
+        ),
+    }
+
+
+def load(ws: Workspace, run: str, compare: list[str] | None = None) -> RunData:
+    """Read everything the report needs of `run` (and of the runs it is compared with).
+
+    Parameters
+    ----------
+    ws : Workspace
+        The workspace; read through the read-only reader only.
+    run : str
+        The reported run.
+    compare : list of str, optional
+        Runs whose accessibility the report compares with the run's.
+
+    Returns
+    -------
+    RunData
+        The run's catalog rows; empty frames where a table has no rows.
+
+    Raises
+    ------
+    CurateError
+        When the run is unknown or unscored, or a compared run is unknown, unscored or of another
+        dataset.
+    """
+    row = _run_row(ws, run)
+    em = fetch(ws, "SELECT * FROM epoch_metrics WHERE run = ? ORDER BY split, epoch", [run])
+    if em.empty:
+        raise CurateError(f"run {run!r} has no scores; run `curate score {run}` first")
+    _check_compared(ws, run, row["dataset"], compare or [])
+    splits = sorted(em["split"].unique(), key=lambda s: (s != "train", s))
+    return RunData(
+        run=run,
+        dataset=row["dataset"],
+        info=row,
+        splits=splits,
+        epoch_metrics=em,
+        **_tables(ws, run),
     )
 
 
@@ -182,13 +221,6 @@ def kappa_pairs(ws: Workspace, run: str, split: str, epoch: int) -> pd.DataFrame
         "SELECT subset, member_i, member_j, kappa FROM error_consistency WHERE run = ? AND "
         "split = ? AND epoch = ?",
         [run, split, epoch],
-    )
-
-
-def scored_epochs(ws: Workspace, run: str) -> int:
-    """E: the last epoch the run's scores use."""
-    return int(
-        fetch(ws, "SELECT max(epochs) AS e FROM instance_scores WHERE run = ?", [run])["e"][0]
     )
 
 

@@ -1,16 +1,19 @@
 """The report's building blocks (figures, notes, headline numbers, sections) and the one HTML page.
 
-The page is self-contained: every figure is embedded as a base64 PNG, the style sheet is inline,
-and nothing refers to the network.
+The page is rendered from the jinja2 template templates/report.html.j2 (package data), autoescaped.
+It is self-contained: every figure is embedded as a base64 PNG, the style sheet is inline, and
+nothing refers to the network. `render_template` also renders the 2AFC page of `curate pairs`.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+
+import jinja2
 
 
 @dataclass
@@ -61,35 +64,44 @@ def format_value(value: float | None, fmt: str = ".3f") -> str:
     return format(value, fmt)
 
 
-_CSS = """
-body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; line-height: 1.4; }
-h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: .92em; }
-th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; vertical-align: top; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-th { background: #f2f2f2; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: .92em; color: #333; }
-p.note { background: #fff6e0; border-left: 4px solid #e0a800; padding: .4em .8em; }
-"""
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The jinja2 environment of curate's pages: templates from curate/report/templates (package
+    data), autoescape on for every template (run, class, observer and file names are free text),
+    an undefined name an error; `tojson` keeps the keys' order."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("curate.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.policies["json.dumps_kwargs"] = {"sort_keys": False}
+    return env
 
 
-def _img(folder: Path, name: str) -> str:
-    data = base64.b64encode((folder / name).read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+def render_template(name: str, **context) -> str:
+    """Template `name` of curate/report/templates rendered with `context` (autoescaped).
+
+    Parameters
+    ----------
+    name : str
+        E.g. "report.html.j2".
+    **context
+        The template's variables; plain strings are escaped, so no name can inject markup.
+
+    Returns
+    -------
+    str
+        The page.
+    """
+    return environment().get_template(name).render(**context)
 
 
-def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
-    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
-    for row in rows:
-        cells = [
-            f'<td class="num">{html.escape(c)}</td>'
-            if i >= numeric_from
-            else f"<td>{html.escape(c)}</td>"
-            for i, c in enumerate(row)
-        ]
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    return "\n".join(out) + "</table>"
+def _png(folder: Path, name: str) -> str:
+    """The PNG folder/name as base64 text, for a data: URL."""
+    return base64.b64encode((folder / name).read_bytes()).decode("ascii")
 
 
 def headline_rows(sections: list[Section], splits: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -106,35 +118,34 @@ def headline_rows(sections: list[Section], splits: list[str]) -> tuple[list[str]
 def render(
     folder: Path, title: str, facts: list[str], splits: list[str], sections: list[Section]
 ) -> str:
-    """The whole page; figures are read from `folder` and embedded."""
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in facts) + "</ul>",
-        "<h2>Headline numbers</h2>",
-        "<p>What each paper found beside what this run shows; every value of this run is read "
-        "from the catalog (last scored epoch unless the row says otherwise).</p>",
-    ]
+    """The whole page (templates/report.html.j2); figures are read from `folder` and embedded.
+
+    Parameters
+    ----------
+    folder : Path
+        The report folder holding every figure's PNG.
+    title : str
+        The page's title and heading.
+    facts : list of str
+        What was reported, one list item each.
+    splits : list of str
+        The headline table's value columns.
+    sections : list of Section
+        The sections in page order.
+
+    Returns
+    -------
+    str
+        One self-contained HTML page: no script, no address outside it.
+    """
     header, rows = headline_rows(sections, splits)
-    parts.append(_table(header, rows, numeric_from=3))
-    parts.append(
-        "<p>Contents: "
-        + ", ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
-        + "</p>"
+    images = {f.name: _png(folder, f.name) for sec in sections for f in sec.figures}
+    return render_template(
+        "report.html.j2",
+        title=title,
+        facts=facts,
+        headline_header=header,
+        headline_rows=rows,
+        sections=sections,
+        images=images,
     )
-    for sec in sections:
-        parts.append(f'<h2 id="{sec.key}">{html.escape(sec.title)}</h2>')
-        parts.append(f"<p>{html.escape(sec.intro)}</p>")
-        for note in sec.notes:
-            parts.append(f'<p class="note">{html.escape(note)}</p>')
-        for caption, header, rows in sec.tables:
-            parts.append(f"<p>{html.escape(caption)}</p>" + _table(header, rows))
-        for fig in sec.figures:
-            parts.append(
-                f"<figure>{_img(folder, fig.name)}<figcaption><b>{html.escape(fig.title)}.</b> "
-                f"{html.escape(fig.caption)} <i>({html.escape(fig.name)})</i></figcaption></figure>"
-            )
-    parts.append("</body></html>")
-    return "\n".join(parts)

@@ -1,4 +1,4 @@
-"""Between ensembles (SCIENCE.md, `ensemble_comparison`): the accessibility correlation of two
+"""Between ensembles (docs/concepts.md#ensemble-comparison, `ensemble_comparison`): the accessibility correlation of two
 ensembles on one split and Hacohen's counts at epochs of matched majority-vote accuracy. The
 ensembles are a run's two halves, or a run and another run on the same dataset."""
 

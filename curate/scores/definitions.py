@@ -1,4 +1,4 @@
-"""Every score of SCIENCE.md as a small pure function over arrays.
+"""Every score of docs/concepts.md as a small pure function over arrays.
 
 Shapes: M members, T = E + 1 recorded epochs (index 0 is the untrained model), N instances,
 K classes. `c` is bool (M, T, N): member m correct on instance n after epoch e. `pred` is int
@@ -286,7 +286,7 @@ def epoch_metrics_from_stats(
 
 
 def epoch_metrics(c: np.ndarray, pred: np.ndarray, tol: int = 0) -> dict[str, np.ndarray]:
-    """All per-epoch metrics of SCIENCE.md for one split: c, pred (M, T, N) -> {name: (T,) or (T, ...)}."""
+    """All per-epoch metrics of docs/concepts.md#per-epoch for one split: c, pred (M, T, N) -> {name: (T,) or (T, ...)}."""
     return epoch_metrics_from_stats(
         correct_count_hist(c), c.sum(axis=2), flip_counts(c), flip_counts(pred), c.shape[2], tol
     )

@@ -13,14 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from curate import runlog
 from curate.data.positions import find_positions
 from curate.errors import CurateError
+from curate.runlog.shards import has_column, read_shard
 from curate.scores import definitions as d
 from curate.scores import label_issues as li
-from curate.scores.kernels import BLOCK, epoch_pass, member_timelines, vote_mode
-from curate.train import predlog
+from curate.scores import noise as nz
+
+try:  # compiled with numba (curate[train], curate[stats])
+    from curate.scores.kernels import BLOCK, epoch_pass, member_timelines, vote_mode
+except ImportError:  # the core install, without numba: the same loops in numpy, same numbers
+    from curate.scores.kernels_numpy import BLOCK, epoch_pass, member_timelines, vote_mode
 
 
 @dataclass
@@ -41,22 +46,22 @@ class SplitScores:
     )  # group -> majority-vote correct (T, N)
     groups_accessibility: dict[str, np.ndarray] = field(default_factory=dict)
     member_hits: np.ndarray | None = None  # (M, N) epochs 1..E each member was right
+    noise_by_class: dict[str, np.ndarray] | None = None  # label, n, est_wrong, n_flagged: (K,)
 
 
 def log_layout(run_dir: Path, split: str) -> tuple[list[int], int]:
     """Members and last epoch of a split's eval log; errors when it is missing or incomplete."""
-    base = run_dir / "predictions" / "pass=eval" / f"split={split}"
-    if not base.is_dir():
+    members = runlog.logged_members(run_dir, split)
+    if members is None:
         raise CurateError(
             f"no predictions for split {split!r} in {run_dir}; run `curate train` first"
         )
-    members = sorted(int(p.name.split("=")[1]) for p in base.glob("member=*"))
-    last = min(predlog.last_done_epoch(run_dir, m) for m in members) if members else -1
+    last = min(runlog.last_done_epoch(run_dir, m) for m in members) if members else -1
     for m in members:
         missing = [
             e
             for e in range(last + 1)
-            if not predlog.shard_path(run_dir, "eval", split, m, e).exists()
+            if not runlog.shard_path(run_dir, runlog.EVAL, split, m, e).exists()
         ]
         if missing:
             raise CurateError(
@@ -89,7 +94,7 @@ def score_split(
     run_dir : the run's folder.
     split : the split whose eval log to score.
     labels_by_idx : (idx (N,), label (N,)) of the split, from the catalog, in any order.
-    tol : the ddd split tolerance (SCIENCE.md).
+    tol : the ddd split tolerance (docs/concepts.md#ddd).
     groups : named member subsets whose majority vote is tracked per epoch (ensemble comparison).
     threads : threads reading shards.
     progress : a tqdm-like bar, advanced once per epoch.
@@ -108,7 +113,7 @@ def score_split(
         votes = LabelVotes(len(members), last, len(y))
         for t, (pred, p_true, margin) in enumerate(reader):
             stats.add(t, pred, p_true)
-            votes.add(t, pred, margin)
+            votes.add(t, pred, margin, p_true if t > 0 else None)
             if progress is not None:
                 progress.update(1)
     epochs = np.arange(last + 1)
@@ -131,6 +136,7 @@ def score_split(
         {g: stats.group_ok[gi] for gi, g in enumerate(groups, 1)},
         {g: stats.group_hits[gi] / (stats.sizes[gi] * last) for gi, g in enumerate(groups, 1)},
         stats.cube[:, 1:].sum(axis=1, dtype=np.int32),
+        votes.by_class,
     )
 
 
@@ -146,13 +152,13 @@ def read_el2n(
         )
     total = np.zeros(len(idx))
     for m in members:
-        path = predlog.shard_path(run_dir, "eval", split, m, epoch)
-        if "el2n" not in pq.read_schema(path).names:
+        path = runlog.shard_path(run_dir, runlog.EVAL, split, m, epoch)
+        if not has_column(path, "el2n"):
             return np.full(len(idx), np.nan)
-        t = pq.read_table(path, columns=["idx", "el2n"])
-        if not np.array_equal(t.column("idx").to_numpy(), idx):
+        t = read_shard(path, ["idx", "el2n"])
+        if not np.array_equal(t["idx"], idx):
             raise CurateError(f"shards of split {split!r} epoch {epoch} list different instances")
-        total += t.column("el2n").to_numpy().astype(np.float64)
+        total += t["el2n"].astype(np.float64)
     return total / len(members)
 
 
@@ -170,14 +176,8 @@ def prefix_end(logged: int, wanted: int | None, split: str) -> int:
 
 def _read(path: Path, with_idx: bool):
     """idx (or None), pred, p_true, margin of one shard."""
-    t = pq.read_table(path, columns=(["idx"] if with_idx else []) + ["pred", "p_true", "margin"])
-    idx = t.column("idx").to_numpy() if with_idx else None
-    return (
-        idx,
-        t.column("pred").to_numpy(),
-        t.column("p_true").to_numpy(),
-        t.column("margin").to_numpy(),
-    )
+    t = read_shard(path, (["idx"] if with_idx else []) + ["pred", "p_true", "margin"])
+    return t.get("idx"), t["pred"], t["p_true"], t["margin"]
 
 
 class EpochReader:
@@ -203,7 +203,7 @@ class EpochReader:
 
     def _submit(self, e: int):
         """Futures of one epoch's shards; member 0's brings idx, the others are checked by length."""
-        path = lambda m: predlog.shard_path(self.run_dir, "eval", self.split, m, e)  # noqa: E731
+        path = lambda m: runlog.shard_path(self.run_dir, runlog.EVAL, self.split, m, e)  # noqa: E731
         return [self.pool.submit(_read, path(m), j == 0) for j, m in enumerate(self.members)]
 
     @staticmethod
@@ -326,15 +326,20 @@ class EpochStats:
 class LabelVotes:
     """What the label-issue signals need from the stream (`curate.scores.label_issues`): the sum
     of margins over members and epochs 1..E and over the late epochs (`label_issues.late_epochs`),
-    and the predictions of the late epochs, (M |L|, N) of the log's dtype (int16, or int32 bitmasks)."""
+    and the predictions, p_true and margins of the late epochs, (M |L|, N) each (predictions of the
+    log's dtype: int16, or int32 bitmasks), for the noise estimate (`curate.scores.noise`)."""
 
     def __init__(self, m_count: int, last: int, n: int):
         self.late = li.late_epochs(last)
         self.msum, self.msum_late = np.zeros(n), np.zeros(n)
-        self.preds = np.empty((m_count * len(self.late), n), np.int16)
+        rows = m_count * len(self.late)
+        self.preds = np.empty((rows, n), np.int16)
+        self.p_late = np.full((rows, n), np.nan, np.float32)
+        self.m_late = np.full((rows, n), np.nan, np.float32)
         self.m_count, self.last = m_count, last
+        self.by_class: dict[str, np.ndarray] | None = None  # set by `scores`
 
-    def add(self, t: int, pred: np.ndarray, margin: np.ndarray | None) -> None:
+    def add(self, t: int, pred: np.ndarray, margin: np.ndarray | None, p_true=None) -> None:
         if margin is not None:
             total = margin.sum(axis=0, dtype=np.float64)
             self.msum += total
@@ -345,18 +350,37 @@ class LabelVotes:
         if t in self.late:
             j = (t - self.late.start) * self.m_count
             self.preds[j : j + self.m_count] = pred
+            if p_true is not None and margin is not None:
+                self.p_late[j : j + self.m_count] = p_true
+                self.m_late[j : j + self.m_count] = margin
 
     def scores(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """aum, late_aum, suggested_label, consensus, issue_score, flagged, each (N,)."""
+        """aum, late_aum, suggested_label, consensus, issue_score, flagged, each (N,); and in
+        `by_class` the noise estimate per class (single-label data with p_true and margins; a
+        multilabel log, whose predictions are int32 bitmasks, keeps `label_issues.flag`)."""
+        multilabel = self.preds.dtype == np.int32
         suggested, count = vote_mode(self.preds, y.astype(self.preds.dtype))
         late_aum = self.msum_late / (self.m_count * len(self.late))
+        score = li.issue_score(late_aum)
+        flagged = li.flag(late_aum, suggested, y)  # multilabel, or a log without p_true
+        if not multilabel and not np.isnan(self.p_late).any():
+            k = int(max(y.max(), self.preds.max())) + 1
+            self_conf = self.p_late.mean(axis=0, dtype=np.float64)
+            cand = nz.candidate_confidence(self.preds, self.p_late, self.m_late, suggested)
+            n_wrong, flagged = nz.estimate(y, suggested, self_conf, cand, score, k)
+            self.by_class = {
+                "label": np.arange(k),
+                "n": np.bincount(y, minlength=k),
+                "est_wrong": n_wrong,
+                "n_flagged": np.bincount(y[flagged], minlength=k),
+            }
         return {
             "aum": self.msum / (self.m_count * self.last),
             "late_aum": late_aum,
             "suggested_label": suggested.astype(np.int32),
             "consensus": count / len(self.preds),
-            "issue_score": li.issue_score(late_aum),
-            "flagged": li.flag(late_aum, suggested, y),
+            "issue_score": score,
+            "flagged": flagged,
         }
 
 

@@ -15,7 +15,9 @@ gathered in `label_issues` view):
   will learn (early epochs mostly measure how hard an image is to learn, not whether its label is
   wrong);
 - ``issue_score``: `issue_score` below, -late_aum; higher = more likely mislabelled;
-- ``flagged``: `flag` below, a fixed rule (no threshold fitted to any labels).
+- ``flagged``: as many labels per class as confident learning estimates to be wrong
+  (`curate.scores.noise`), by ``issue_score`` among those the members assign to another class;
+  `flag` below, a fixed rule, for multilabel data and logs without p_true.
 
 How these were chosen, before any evaluation on CIFAR-10N: on a development set of real human label
 noise from other images and other annotators (the 10,000 CIFAR-10 test images, each labelled with the

@@ -7,16 +7,14 @@ Only the score tables are written here; the statistics' `correlations` belong to
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from curate import catalog
+from curate import catalog, runlog
 from curate.data.positions import find_positions
 from curate.errors import CurateError
-from curate.record.parts import check_complete
 from curate.scores import definitions as d
 from curate.scores import label_issues as li
 from curate.scores import reliability as rel
@@ -38,28 +36,28 @@ def run_info(ws: Workspace, run: str) -> RunInfo:
     """The run's dataset, ensemble size and splits; a clear error when the run or its dataset is
     missing."""
     run_dir = ws.run_dir(run)
-    rec = run_dir / "run.json"
-    if not rec.exists():
-        have = sorted(p.name for p in (ws.root / "runs").glob("*") if (p / "run.json").exists())
+    manifest = runlog.load_manifest(run_dir)
+    if manifest is None:
+        have = runlog.run_names(run_dir.parent)
         raise CurateError(
             f"no run {run!r} in {ws.root / 'runs'} (have: {', '.join(have) or 'none'}); "
             f"train it first: curate train {run} --workspace {ws.root}"
         )
-    ident = json.loads(rec.read_text())
     con = catalog.read(ws)
     try:
         row = con.execute(
-            "SELECT splits FROM datasets WHERE dataset = ?", [ident["dataset"]]
+            "SELECT splits FROM datasets WHERE dataset = ?", [manifest.dataset]
         ).fetchone()
     finally:
         con.close()
     if row is None:
         raise CurateError(
-            f"run {run!r} trained on {ident['dataset']!r}, which the catalog no longer has; re-ingest it"
+            f"run {run!r} trained on {manifest.dataset!r}, which the catalog no longer has; "
+            "re-ingest it"
         )
-    # a recorded run (curate.Recorder) lists the splits it records; `curate train` logs them all
-    splits = [s for s in row[0] if s in ident.get("splits", row[0])]
-    return RunInfo(run, ident["dataset"], ident["train"]["members"], splits)
+    # the splits the log holds (the manifest's; None: every split of the dataset)
+    splits = [s for s in row[0] if manifest.splits is None or s in manifest.splits]
+    return RunInfo(run, manifest.dataset, manifest.members, splits)
 
 
 def score_run(
@@ -89,22 +87,47 @@ def score_run(
     A short summary per split (`summarize`), for `curate.scores.summary.print_summary`.
     """
     info = run_info(ws, run)
-    check_complete(ws.run_dir(run), epochs)  # a recorded run's missing parts, by name
-    results, comparisons, reliability, noise = [], [], [], []
+    runlog.check_complete(ws.run_dir(run), epochs)  # a recorded run's missing parts, by name
+    results, comparisons, reliability, noise, estimate = [], [], [], [], []
     for sc, halves in _score_splits(ws, info, tol, quiet, epochs, el2n_epoch):
         results.append(sc)
         comparisons += halves_rows(run, sc, halves)
         reliability += reliability_rows(run, sc, tol)
         noise += noise_rows(ws, info, sc)
+        estimate += estimate_rows(info.run, sc)
     for other in compare:
         comparisons += _compare_with(ws, info, other, results)
-    write_scores(ws, run, info.dataset, results, comparisons, tol, reliability, noise, el2n_epoch)
+    write_scores(
+        ws, run, info.dataset, results, comparisons, tol, reliability, noise, el2n_epoch, estimate
+    )
     return {
         sc.split: summarize(sc, [r for r in reliability if r["split"] == sc.split])
         | {"label_noise": next((r for r in noise if r["split"] == sc.split), None)}
         | {"flagged": int(sc.instance["flagged"].sum())}
+        | {"noise_by_class": [r for r in estimate if r["split"] == sc.split]}
         for sc in results
     }
+
+
+def estimate_rows(run: str, sc: SplitScores) -> list[dict]:
+    """`label_noise_estimate` rows of one split: per class, instances, estimated wrong labels,
+    their rate and the number flagged; none where no estimate was made (multilabel, old logs)."""
+    b = sc.noise_by_class
+    if b is None:
+        return []
+    return [
+        {
+            "run": run,
+            "split": sc.split,
+            "label": int(k),
+            "n": int(n),
+            "est_wrong": float(w),
+            "noise_rate": float(w / n) if n else float("nan"),
+            "n_flagged": int(f),
+        }
+        for k, n, w, f in zip(b["label"], b["n"], b["est_wrong"], b["n_flagged"], strict=True)
+        if n
+    ]
 
 
 def noise_rows(ws: Workspace, info: RunInfo, sc: SplitScores) -> list[dict]:

@@ -35,6 +35,8 @@ def print_summary(ws: Workspace, run: str, summary: dict) -> None:
             print("  " + reliability_line(s["reliability"]))
         if "flagged" in s:
             print("  " + label_issue_line(s["flagged"], s["instances"], s.get("label_noise")))
+            if s.get("noise_by_class"):
+                print("  " + noise_estimate_line(s["noise_by_class"]))
     print(f"\ncatalog: {ws.catalog}")
     literal = "'" + run.replace("'", "''") + "'"  # SQL string literal
     sql = f"SELECT ddd, count(*) FROM difficulty WHERE run = {literal} GROUP BY ddd"
@@ -63,6 +65,23 @@ def reliability_line(r: dict) -> str:
     return (
         f"accessibility is reproducible at r = {r['split_half_r']:.3f} between two halves of the "
         f"members; {members}; {epochs}"
+    )
+
+
+def noise_estimate_line(rows: list[dict], shown: int = 10) -> str:
+    """The estimated share of wrong labels per class, beside the count flagged (the classes with
+    the highest estimated rate first when there are more than `shown`)."""
+    total = sum(r["est_wrong"] for r in rows)
+    n = sum(r["n"] for r in rows)
+    top = sorted(rows, key=lambda r: -r["noise_rate"])[:shown]
+    top = top if len(rows) > shown else sorted(rows, key=lambda r: r["label"])
+    parts = [f"{r['label']}: {r['noise_rate']:.1%} ({r['n_flagged']} flagged)" for r in top]
+    more = (
+        f"; {len(rows) - shown} more classes in label_noise_estimate" if len(rows) > shown else ""
+    )
+    return (
+        f"estimated wrong labels: {total:.0f} of {n} ({total / max(n, 1):.1%}); per class, "
+        f"estimated rate (flagged): {', '.join(parts)}{more}"
     )
 
 

@@ -108,6 +108,7 @@ def write_scores(
     reliability: list[dict] | None = None,
     noise: list[dict] | None = None,
     el2n_epoch: int = 1,
+    estimate: list[dict] | None = None,
 ) -> None:
     """Replace the run's rows of the score tables, all in one transaction."""
     with catalog.write(ws) as con:
@@ -118,6 +119,7 @@ def write_scores(
             ("ensemble_comparison", "run_a"),
             ("score_reliability", "run"),
             ("label_noise_eval", "run"),
+            ("label_noise_estimate", "run"),
         ):
             con.execute(f"DELETE FROM {table} WHERE {key} = ?", [run])  # names are constants
         for sc in results:
@@ -130,7 +132,11 @@ def write_scores(
         catalog.insert_frame(
             con, "ensemble_comparison", pd.DataFrame(comparisons).reindex(columns=cols)
         )
-        for table, rows in (("score_reliability", reliability), ("label_noise_eval", noise)):
+        for table, rows in (
+            ("score_reliability", reliability),
+            ("label_noise_eval", noise),
+            ("label_noise_estimate", estimate),
+        ):
             if rows:
                 cols = [c for c, _, _ in catalog.SCHEMA[table]]
                 catalog.insert_frame(con, table, pd.DataFrame(rows).reindex(columns=cols))

@@ -1,4 +1,4 @@
-"""Agreement against image statistics (SCIENCE.md): the `correlations` and `category_agreement`
+"""Agreement against image statistics (docs/concepts.md#correlations): the `correlations` and `category_agreement`
 tables, as Pliushch et al. analyse them.
 
 mu_f[e] = mean of statistic f over the instances every member gets right at epoch e; Pearson r

@@ -1,4 +1,4 @@
-"""Image statistics of SCIENCE.md (Image statistics), each a pure function; batched forms work on
+"""Image statistics of docs/concepts.md#image-statistics, each a pure function; batched forms work on
 stacks of equal-sized images.
 
 Images are uint8 (H, W, C) with C in {1, 3}. Grey level g = 0.2989 R + 0.5870 G + 0.1140 B on 0..255

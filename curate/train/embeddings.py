@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from curate import runlog
 from curate.config import LoaderConfig, Recipe, TrainConfig
 from curate.data.loader import dataset_info
 from curate.errors import CurateError
-from curate.train import checkpoints, predlog
+from curate.train import checkpoints
 from curate.train.fused import FusedEnsemble, GroupedLinear
 from curate.train.models import build_model
 from curate.train.seeds import member_seeds
@@ -46,7 +46,7 @@ class SourceRun:
 
     name: str
     run_dir: Path
-    recipe: Recipe  # the network's own loader and training settings (from its run.json)
+    recipe: Recipe  # the network's own loader and training settings (from its manifest)
     epoch: int  # its last epoch: the checkpoint that embeds
     unit: str  # the checkpoint unit holding member 0 (member-0, fused-0-7, ...)
 
@@ -86,38 +86,38 @@ def source_run(ws: Workspace, run: str, dataset: str) -> SourceRun:
     CurateError : unknown run, another dataset, unfinished, or not a network.
     """
     run_dir = ws.run_dir(run)
-    rec = run_dir / "run.json"
-    if not rec.exists():
-        have = sorted(p.parent.name for p in (ws.root / "runs").glob("*/run.json"))
+    manifest = runlog.load_manifest(run_dir)
+    if manifest is None:
+        have = runlog.run_names(ws.run_dir(run).parent)
         raise CurateError(
             f"train.features = {run!r}: no such run in {ws.root} (runs: {', '.join(have) or 'none'}); "
             f"train a network on {dataset} first (`curate train {dataset} --run-name {run}`), "
             "or use train.features = pixels"
         )
-    identity = json.loads(rec.read_text())
-    if identity.get("dataset") != dataset:
+    if manifest.dataset != dataset:
         raise CurateError(
-            f"train.features = {run!r}: that run trained on dataset {identity.get('dataset')!r}, "
+            f"train.features = {run!r}: that run trained on dataset {manifest.dataset!r}, "
             f"not on {dataset!r}; embed with a network run on {dataset}"
         )
-    if "recorder" in identity:  # curate.record / import-log: the network stayed in the user's loop
+    if manifest.recorded:  # curate.Recorder / import-log: the network stayed in the user's loop
         raise CurateError(
             f"train.features = {run!r}: that run was recorded from your own training loop (or "
             "imported), so curate holds none of its weights to embed with; use a run that "
             f"`curate train {dataset}` trained, or train.features = pixels"
         )
+    identity = manifest.identity()
     net = _recipe(identity)
     epochs = net.train.epochs
     members = net.train.members
-    unfinished = [m for m in range(members) if predlog.last_done_epoch(run_dir, m) < epochs]
+    unfinished = [m for m in range(members) if runlog.last_done_epoch(run_dir, m) < epochs]
     if unfinished:
         m = unfinished[0]
         raise CurateError(
             f"train.features = {run!r}: that run is not finished (member {m} has "
-            f"{max(predlog.last_done_epoch(run_dir, m), 0)} of {epochs} epochs); finish it with "
+            f"{max(runlog.last_done_epoch(run_dir, m), 0)} of {epochs} epochs); finish it with "
             "the command that started it"
         )
-    unit = predlog.read_progress(run_dir, MEMBER)["epochs"][str(epochs)].get("unit", "")
+    unit = runlog.read_progress(run_dir, MEMBER)["epochs"][str(epochs)].get("unit", "")
     if not (unit == f"member-{MEMBER}" or unit.startswith(f"fused-{MEMBER}-")):
         raise CurateError(
             f"train.features = {run!r}: that run's strategy {net.train.strategy!r} trained no "
@@ -139,7 +139,7 @@ def source_run(ws: Workspace, run: str, dataset: str) -> SourceRun:
 
 
 def _recipe(identity: dict) -> Recipe:
-    """The network run's recipe from its run.json (keys added since it was written keep their
+    """The network run's recipe from its manifest's identity (keys added since it was written keep their
     defaults; the dataset section is not needed: the dataset is ingested already)."""
     known_l = {f.name for f in dataclasses.fields(LoaderConfig)}
     known_t = {f.name for f in dataclasses.fields(TrainConfig)}

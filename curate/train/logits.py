@@ -1,11 +1,6 @@
-"""From logits to what the prediction log records: each member's predicted class, softmax
-probability of the true class and margin, per instance.
-
-Multilabel (class sets as bitmasks, bit k = class k): the prediction is the set {k : sigmoid(z_k) >
-0.5} = {k : z_k > 0} as a bitmask, correct only on an exact match; p_true is the probability of
-exactly the true set under independent sigmoids, prod over k in the set of sigma(z_k) times prod
-over the rest of 1 - sigma(z_k); margin is min over k of (2 y_k - 1) z_k, > 0 exactly when the
-thresholded prediction matches (ties z_k = 0 aside)."""
+"""A unit's predictions, gathered from its logits batch by batch: what the epoch loop writes to the
+prediction log. The columns themselves (predicted class, p_true, margin, el2n; multilabel as
+class-set bitmasks) are computed by `curate.runlog.columns`, the functions the recorder uses too."""
 
 from __future__ import annotations
 
@@ -14,55 +9,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from curate.runlog.columns import error_norm, k_hot, logit_stats, multilabel_stats
 
-def logit_stats(logits: torch.Tensor, y: torch.Tensor):
-    """logits (B, M, K), y (B,) or (M, B) -> pred, p_true, margin each (M, B).
-
-    margin = true logit minus the largest other logit (> 0 exactly when correct, ties aside).
-    """
-    logits = logits.transpose(0, 1)  # (M, B, K)
-    y = y.expand(logits.shape[0], -1) if y.dim() == 1 else y
-    true_logit = logits.gather(2, y.unsqueeze(2)).squeeze(2)
-    others = logits.scatter(2, y.unsqueeze(2), float("-inf"))
-    p_true = torch.softmax(logits, 2).gather(2, y.unsqueeze(2)).squeeze(2)
-    return logits.argmax(2), p_true, true_logit - others.max(2).values
-
-
-def error_norm(logits: torch.Tensor, y: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
-    """EL2N (Paul et al. 2021): the L2 norm of the error vector, (M, B) from logits (B, M, K) and
-    y (B,) or (M, B): ||softmax(z) - onehot(y)||_2; multilabel: ||sigmoid(z) - k_hot(y)||_2."""
-    logits = logits.transpose(0, 1).float()  # (M, B, K)
-    y = y.expand(logits.shape[0], -1) if y.dim() == 1 else y
-    k = logits.shape[2]
-    if multilabel:
-        err = torch.sigmoid(logits) - k_hot(y, k)
-    else:
-        err = torch.softmax(logits, 2)
-        err = err - torch.nn.functional.one_hot(y.long(), k).to(err.dtype)
-    return torch.linalg.vector_norm(err, dim=2)
-
-
-def k_hot(y: torch.Tensor, k: int) -> torch.Tensor:
-    """Bitmask labels (...) -> float K-hot targets (..., K): element k is bit k of the label."""
-    bits = torch.arange(k, device=y.device)
-    return ((y.unsqueeze(-1) >> bits) & 1).float()
-
-
-def multilabel_stats(logits: torch.Tensor, y: torch.Tensor):
-    """logits (B, M, K), bitmask labels y (B,) or (M, B) -> pred (bitmask, int32), p_true, margin
-    each (M, B), as the module docstring defines them."""
-    logits = logits.transpose(0, 1).float()  # (M, B, K)
-    y = y.expand(logits.shape[0], -1) if y.dim() == 1 else y
-    k = logits.shape[2]
-    sign = 2 * k_hot(y, k) - 1  # +1 for the label's classes, -1 for the others
-    bits = torch.ones(k, dtype=torch.int64, device=logits.device) << torch.arange(
-        k, device=logits.device
-    )
-    pred = ((logits > 0).long() * bits).sum(2).to(torch.int32)
-    signed = sign * logits
-    # log sigma(s z) summed over classes: exact-set probability without underflow on the way
-    p_true = torch.nn.functional.logsigmoid(signed).sum(2).exp()
-    return pred, p_true, signed.min(2).values
+__all__ = [
+    "Collector",
+    "Predictions",
+    "error_norm",
+    "k_hot",
+    "logit_stats",
+    "multilabel_stats",
+]
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Trains an ensemble and logs every member's prediction on every instance after every epoch (and at
 epoch 0, untrained). The steps, each in its own module: where this process trains
 (`placement`), the run's folder (`rundir`), the learner chosen by `train.strategy` (`learner`,
-`learners/`), the batches (`feed`), the epoch loop (`loop`), the log (`predlog`), and the catalog
-record (`catalog`).
+`learners/`), the batches (`feed`), the epoch loop (`loop`), the log (`predlog`, over
+`curate.runlog`), and the catalog record (`curate.runlog.record_run`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import curate.train.learners  # noqa: F401  (registers the built-in learners)
-from curate import catalog
+from curate import catalog, runlog
 from curate.config import Recipe
 from curate.data.ingest import default_name
 from curate.data.loader import DatasetInfo, dataset_info
 from curate.errors import CurateError
 from curate.locks import run_lock
 from curate.train import predlog
-from curate.train.catalog import RunRecord, record_run
 from curate.train.embeddings import PIXELS, source_run
 from curate.train.feed import make_feed
 from curate.train.learner import TrainSetup, learner_class, learner_names
@@ -31,7 +30,7 @@ from curate.train.learners.neural import auto_strategy
 from curate.train.loop import steps_to_do, train_units
 from curate.train.placement import place, rank
 from curate.train.precision import choose_precision
-from curate.train.rundir import prepare_run_dir, run_identity
+from curate.train.rundir import prepare_run_dir, run_identity, run_manifest
 from curate.train.seeds import member_seeds
 from curate.workspace import Workspace
 
@@ -183,7 +182,24 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
 
     where.barrier()
     if where.rank == 0:
-        precision = choose_precision(t.precision, where.device)
-        rec = RunRecord(run, run_dir, recipe, dataset, strategy, where.device, identity, precision)
-        record_run(ws, rec)
+        facts = runlog.RunFacts(
+            strategy,
+            where.device.type,
+            choose_precision(t.precision, where.device),
+            seeds=seeds,
+            subset=identity["train"].get("subset") or None,  # the subset's checksum
+            subset_info=subset_info(t.subset, identity["train"].get("subset")),
+        )
+        runlog.record_run(ws, run, run_dir, run_manifest(identity), facts)
     return run_dir
+
+
+def subset_info(path: str, checksum: str | None) -> dict | None:
+    """`runs.subset_info`: the subset's sidecar (from `curate prune`), its absolute path and
+    checksum; None without a subset."""
+    if not path:
+        return None
+    from curate.prune import read_sidecar
+
+    where = Path(path).expanduser().absolute()
+    return read_sidecar(where) | {"path": str(where), "checksum": checksum}

@@ -1,74 +1,51 @@
-"""A run's folder and its identity: what makes two runs the same (dataset, loader and training
-settings), recorded once in `run.json`; a different recipe asking for the same run is refused."""
+"""A trained run's folder and its identity: what makes two runs the same (dataset, loader and
+training settings), recorded once in the run's manifest (`curate.runlog`); a different recipe
+asking for the same run is refused."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
-from curate.config import LoaderConfig, Recipe, TrainConfig
+from curate import runlog
+from curate.config import Recipe
 from curate.errors import CurateError
-from curate.workspace import Workspace, atomic_path
+from curate.workspace import Workspace
+
+# settings that say where and how fast a run trains, not what it trains
+_NOT_IDENTITY = {"loader": ("workers", "os_cache"), "train": ("device", "threads", "fuse_members")}
 
 
 def run_identity(recipe: Recipe, dataset: str) -> dict:
     """What makes two runs the same: the dataset, the loader and the training settings."""
-    train = {
-        k: v
-        for k, v in dataclasses.asdict(recipe.train).items()
-        if k not in ("device", "threads", "fuse_members")  # where and how fast, not what
-    }
+    settings = recipe.to_dict()
     return {
         "dataset": dataset,
-        "loader": {
-            k: v
-            for k, v in dataclasses.asdict(recipe.loader).items()
-            if k not in ("workers", "os_cache")
-        },
-        "train": train,
+        "loader": _identity_section(settings, "loader"),
+        "train": _identity_section(settings, "train"),
     }
+
+
+def _identity_section(settings: dict, section: str) -> dict:
+    return {k: v for k, v in settings[section].items() if k not in _NOT_IDENTITY[section]}
+
+
+def run_manifest(identity: dict) -> runlog.Manifest:
+    """The manifest of a run `curate train` trains with this identity."""
+    return runlog.Manifest.from_identity(identity, origin="train")
 
 
 def prepare_run_dir(ws: Workspace, run: str, identity: dict) -> Path:
-    """Create the run's folder with its `run.json`, or check that an existing one matches."""
+    """Create the run's folder with its manifest, or check that an existing one matches.
+
+    A manifest written before a setting existed counts as having that setting's default.
+    """
     run_dir = ws.run_dir(run)
-    rec = run_dir / "run.json"
-    if rec.exists():
-        old = _with_new_defaults(json.loads(rec.read_text()), identity)
-        if old != json.loads(json.dumps(identity)):
-            diff = [
-                f"{s}.{k}"
-                for s in identity
-                if isinstance(identity[s], dict)
-                for k in identity[s]
-                if old.get(s, {}).get(k) != identity[s][k]
-            ]
-            if old.get("dataset") != identity["dataset"]:
-                diff.insert(0, "dataset")
-            raise CurateError(
-                f"run {run!r} in {run_dir} was made with a different recipe (differs in: "
-                f"{', '.join(diff) or 'settings'}); pass --run-name NEW_NAME to keep both, or delete "
-                f"{run_dir} to start over"
-            )
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(rec) as tmp:
-            tmp.write_text(json.dumps(identity, indent=1))
+    defaults = Recipe().to_dict()
+    diff = runlog.prepare_run(run_dir, run_manifest(identity), defaults)
+    if diff:
+        raise CurateError(
+            f"run {run!r} in {run_dir} was made with a different recipe (differs in: "
+            f"{', '.join(diff)}); pass --run-name NEW_NAME to keep both, or delete "
+            f"{run_dir} to start over"
+        )
     return run_dir
-
-
-def _with_new_defaults(old: dict, identity: dict) -> dict:
-    """A run.json written before a setting existed counts as having that setting's default."""
-    defaults = {
-        "loader": dataclasses.asdict(LoaderConfig()),
-        "train": dataclasses.asdict(TrainConfig()),
-    }
-    for section, values in defaults.items():
-        have = old.get(section)
-        if not isinstance(have, dict):
-            continue
-        for k, v in identity.get(section, {}).items():
-            if k not in have and k in values and v == values[k]:
-                have[k] = v
-    return old

@@ -8,7 +8,7 @@ a `SourceData`, and one line in `FORMATS`.
 
 Formats: digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder, imagenet, kth-tips2b
 (with scale, pose and illumination attributes), the synthetic controls gaussian-sigma, gabor,
-gaussian-2class (SCIENCE.md, Synthetic controls), and voc (Pascal VOC, multilabel).
+gaussian-2class (docs/concepts.md#synthetic-controls), and voc (Pascal VOC, multilabel).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from collections.abc import Callable
 from curate.config import DatasetConfig
 from curate.data.formats import cifar, digits, idx, imagefolder, imagenet, kth, synthetic, voc
 from curate.data.formats.base import SourceData, Split, decode_image
-from curate.errors import CurateError
 from curate.workspace import Workspace
 
 __all__ = ["FORMATS", "SourceData", "Split", "decode_image", "read_source"]
@@ -52,6 +51,4 @@ def read_source(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     SourceData
         per split, labels and images (or encoded files), and the checksum of the inputs
     """
-    if cfg.format not in FORMATS:
-        raise CurateError(f"unknown dataset format {cfg.format!r}; known: {', '.join(FORMATS)}")
-    return FORMATS[cfg.format](cfg, ws)
+    return FORMATS[cfg.format](cfg, ws)  # a DatasetConfig's format is one of FORMATS (config.py)

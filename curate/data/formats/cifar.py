@@ -78,6 +78,9 @@ def _read_cifar(cfg: DatasetConfig, ws: Workspace, fmt: str) -> SourceData:
     c10 = fmt == "cifar10"
     folder = "cifar-10-batches-py" if c10 else "cifar-100-python"
     if cfg.download and not cfg.source:
+        from curate.extras import need
+
+        need("train", "torchvision", what="--download")
         import torchvision
 
         root = ws.sources_dir() / fmt

@@ -13,6 +13,9 @@ from curate.workspace import Workspace
 
 def read_digits(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     """scikit-learn's 8x8 digits; 0..16 mapped losslessly to uint8 by round(v * 255 / 16)."""
+    from curate.extras import need
+
+    need("train", "sklearn", what="the digits format")
     from sklearn.datasets import load_digits
 
     d = load_digits()

@@ -80,6 +80,9 @@ def _read_idx_dataset(
     cfg: DatasetConfig, ws: Workspace, fmt: str, classes: list[str]
 ) -> SourceData:
     if cfg.download and not cfg.source:
+        from curate.extras import need
+
+        need("train", "torchvision", what="--download")
         import torchvision
 
         root = ws.sources_dir() / fmt

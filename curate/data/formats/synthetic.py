@@ -1,4 +1,4 @@
-"""The synthetic controls `gaussian-sigma`, `gabor` and `gaussian-2class` (SCIENCE.md, Synthetic
+"""The synthetic controls `gaussian-sigma`, `gabor` and `gaussian-2class` (docs/concepts.md, Synthetic
 controls): images drawn from seeded generators, one per split.
 """
 

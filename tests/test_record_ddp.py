@@ -1,0 +1,271 @@
+"""Sharded recording: ranks of one DDP job each log their own share of a split (a
+DistributedSampler's, padding included) and the part appears, once, when they cover the split.
+A Lightning DDP fit on 2 CPU processes (gloo) records the score tables of the single-process fit;
+bad inputs fail at the end of the pass, naming the split and the cause."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT
+from test_record import assert_same_table
+
+from curate.cli import main
+from curate.errors import CurateError
+from curate.record.recorder import Recorder
+
+K, SIZES = 3, {"train": 101, "test": 51}  # odd sizes: a DistributedSampler over 2 ranks pads
+
+
+@pytest.fixture()
+def odd(tmp_path):
+    """A labels-only dataset with odd-sized splits; the workspace's path."""
+    rows = [(s, i, i % K) for s, n in SIZES.items() for i in range(n)]
+    pd.DataFrame(rows, columns=["split", "idx", "label"]).to_csv(tmp_path / "l.csv", index=False)
+    ws = tmp_path / "ws"
+    assert main(["ingest", "labels", "--labels", str(tmp_path / "l.csv"), "--name", "odd",
+                 "--workspace", str(ws)]) == 0  # fmt: skip
+    return ws
+
+
+def fixed_logits(idx: np.ndarray, epoch: int) -> torch.Tensor:
+    """Logits as a deterministic function of idx and epoch, the same in any batch or process."""
+    i = idx.astype(np.float64)[:, None]
+    z = np.sin(i * np.array([0.37, 0.11, 0.73]) + epoch) * (1 + epoch)
+    return torch.from_numpy(z.astype(np.float32))
+
+
+def shares(n: int, world: int) -> list[np.ndarray]:
+    """What a DistributedSampler (shuffle=False, drop_last=False) gives each rank."""
+    return [np.asarray(list(torch.utils.data.DistributedSampler(range(n), world, r, False)))
+            for r in range(world)]  # fmt: skip
+
+
+def test_ranks_without_a_group_merge_padded_shares(odd):
+    recs = [Recorder(odd, run="r", dataset="odd", members=2, epochs=1) for _ in range(2)]
+    for r, rec in enumerate(recs):
+        rec.set_rank(r, 2)
+    for e in (0, 1):
+        for r, rec in enumerate(recs):
+            for split, n in SIZES.items():
+                for b in np.array_split(shares(n, 2)[r], 3):  # the pad repeats idx 0 on rank 1
+                    rec.log(split, 0, e, b, fixed_logits(b, e))
+            rec.end_pass(0, e)
+            # the part appears once the last rank's file is in, not before
+            assert all(rec.done(s, 0, e) for s in SIZES) == (r == 1)
+    single = Recorder(odd, run="s", dataset="odd", members=2, epochs=1)
+    for e in (0, 1):
+        for split, n in SIZES.items():
+            single.log(split, 0, e, np.arange(n), fixed_logits(np.arange(n), e))
+    import pyarrow.parquet as pq
+
+    from curate import runlog
+
+    for split in SIZES:
+        for e in (0, 1):
+            r, s = (pq.read_table(runlog.shard_path(odd / "runs" / run, "eval", split, 0, e))
+                    for run in ("r", "s"))  # fmt: skip
+            assert r.equals(s)
+    folder = odd / "runs" / "r" / "predictions/pass=eval/split=test/member=0/epoch=0"
+    assert [p.name for p in folder.iterdir()] == ["part.parquet"]  # the rank files are gone
+    assert (odd / "runs/r/progress/member=0.json").exists()
+
+
+def test_incomplete_part_raises_at_end_of_pass(odd):
+    rec = Recorder(odd, run="short", dataset="odd", members=2, epochs=1)
+    keep = np.arange(96)  # as drop_last=True with batches of 32 leaves 96 of 101
+    rec.log("train", 0, 0, keep, fixed_logits(keep, 0))
+    rec.log("test", 0, 0, np.arange(51), fixed_logits(np.arange(51), 0))
+    with pytest.raises(
+        CurateError, match=r"split train.*96 of the split's 101 idx.*drop_last=True"
+    ):
+        rec.end_pass(0, 0)
+    assert not list(
+        (odd / "runs" / "short").rglob("split=train/*/*/*.parquet")
+    )  # nothing half-done
+    rec.log("train", 0, 0, keep, fixed_logits(keep, 0))  # the rerun of the pass starts afresh
+
+
+def test_sampler_share_without_sharding_raises_at_once(odd):
+    """Rank 0's share of a DistributedSampler, recorded as if whole: refused when the next epoch
+    starts (the plain loop's end of pass), naming the cause."""
+    rec = Recorder(odd, run="half", dataset="odd", members=2, epochs=1)
+    mine = shares(101, 2)[0]
+    rec.log("train", 0, 0, mine, fixed_logits(mine, 0))
+    with pytest.raises(CurateError, match=r"51 of the split's 101.*DistributedSampler"):
+        rec.log("train", 0, 1, mine, fixed_logits(mine, 1))
+
+
+def test_sharded_coverage_short_raises_on_the_last_rank(odd):
+    recs = [Recorder(odd, run="gap", dataset="odd", members=2, epochs=1) for _ in range(2)]
+    for r, rec in enumerate(recs):
+        rec.set_rank(r, 2)
+        for split, n in SIZES.items():
+            b = shares(n, 2)[r]
+            if (split, r) == ("test", 1):
+                b = b[:-2]  # drops idx 49 and the pad (idx 0, which rank 0 gives)
+            rec.log(split, 1, 0, b, fixed_logits(b, 0))
+    recs[0].end_pass(1, 0)  # the other rank has not written yet: nothing to say
+    with pytest.raises(CurateError, match=r"split test.*50 of the split's 51 idx .*by 2 ranks"):
+        recs[1].end_pass(1, 0)
+
+
+def test_disagreeing_duplicates_refused(odd):
+    recs = [Recorder(odd, run="dis", dataset="odd", members=2, epochs=1) for _ in range(2)]
+    for r, rec in enumerate(recs):
+        rec.set_rank(r, 2)
+        for split, n in SIZES.items():
+            b = shares(n, 2)[r]
+            z = fixed_logits(b, 0)
+            if r == 1:
+                z[b == 0] += torch.tensor([5.0, -5.0, 0.0])  # the padded idx 0, other weights
+            rec.log(split, 0, 0, b, z)
+    recs[0].end_pass(0, 0)
+    with pytest.raises(CurateError, match=r"idx 0 was logged more than once .*different"):
+        recs[1].end_pass(0, 0)
+    # within one rank, a repeat must agree too
+    rec = Recorder(odd, run="dis2", dataset="odd", members=2, epochs=1)
+    rec.set_rank(0, 2)
+    rec.log("test", 0, 0, np.arange(5), fixed_logits(np.arange(5), 0))
+    rec.log("test", 0, 0, np.arange(3), fixed_logits(np.arange(3), 0))  # agrees: fine
+    with pytest.raises(CurateError, match="logged twice with different predictions"):
+        rec.log("test", 0, 0, np.arange(2), fixed_logits(np.arange(2), 1))
+
+
+def test_close_on_nonzero_rank_reads_disk(odd, capsys):
+    recs = [Recorder(odd, run="c", dataset="odd", members=2, epochs=1) for _ in range(3)]
+    for r in (0, 1):
+        recs[r].set_rank(r, 2)
+    for m in (0, 1):
+        for e in (0, 1):
+            for r in (0, 1):
+                for split, n in SIZES.items():
+                    b = shares(n, 2)[r]
+                    recs[r].log(split, m, e, b, fixed_logits(b, e))
+                recs[r].end_pass(m, e)
+    capsys.readouterr()
+    # rank 0 (not the one that merged), and a parent process that logged nothing (ddp_spawn)
+    for rec in (recs[0], recs[2], recs[1]):
+        assert rec.close().complete
+    assert "not recorded yet" not in capsys.readouterr().err
+    con = duckdb.connect(str(odd / "catalog.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT min(epochs_done) FROM members WHERE run='c'").fetchone() == (1,)
+    finally:
+        con.close()
+
+
+SCRIPT = """
+import os, sys
+import numpy as np
+import torch
+import lightning.pytorch as L
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+import curate
+from curate.record.lightning import RecorderCallback
+
+ws, run, devices = sys.argv[1], sys.argv[2], int(sys.argv[3])
+SIZES = {"train": 101, "test": 51}
+torch.set_num_threads(1)
+
+
+def fixed_logits(idx, epoch):
+    i = idx.astype(np.float64)[:, None]
+    z = np.sin(i * np.array([0.37, 0.11, 0.73]) + epoch) * (1 + epoch)
+    return torch.from_numpy(z.astype(np.float32))
+
+
+class Member(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net, self.k = torch.nn.Linear(1, 3), 0
+
+    def on_train_epoch_start(self):
+        self.k += 1  # the epoch the next evaluation pass records
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def forward(module, x):  # fixed predictions: the test isolates the recording
+    return fixed_logits(x[:, 0].numpy().astype(np.int64), module.k)
+
+
+def loader(split):
+    n = SIZES[split]
+    ds = TensorDataset(torch.arange(n).float()[:, None], torch.arange(n))
+    if devices == 1:
+        return DataLoader(ds, batch_size=8)
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    return DataLoader(ds, batch_size=8, sampler=DistributedSampler(ds, 2, rank, shuffle=False))
+
+
+train = DataLoader(TensorDataset(torch.randn(64, 1), torch.arange(64) % 3), batch_size=16)
+evals = {s: loader(s) for s in SIZES}
+rec = curate.Recorder(ws, run=run, dataset="odd", members=2, epochs=2)
+for m in range(2):
+    L.seed_everything(m)
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", devices=devices,
+        strategy="ddp" if devices > 1 else "auto", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[RecorderCallback(rec, m, evals, forward=forward)],
+    )
+    trainer.fit(Member(), train)
+res = rec.close()  # on every rank
+print(f"closed rank={rec.rank} complete={res.complete}", flush=True)
+"""
+
+
+def scores(ws: Path, run: str) -> dict[str, pd.DataFrame]:
+    assert main(["score", run, "--workspace", str(ws)]) == 0
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
+    out = {}
+    try:
+        for name in ("instance_scores", "epoch_metrics"):
+            df = con.execute(f"SELECT * EXCLUDE (run) FROM {name} WHERE run = ?", [run]).df()
+            keys = [c for c in ("split", "idx", "epoch") if c in df.columns]
+            out[name] = df.sort_values(keys).reset_index(drop=True)
+    finally:
+        con.close()
+    return out
+
+
+@pytest.mark.slow  # two Lightning fits in subprocesses, one of them on 2 DDP ranks: ~30 s
+def test_lightning_ddp_gloo_matches_single_process(odd, tmp_path):
+    script = tmp_path / "fit.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = {}
+    for run, devices in (("single", 1), ("ddp", 2)):
+        res = subprocess.run([sys.executable, str(script), str(odd), run, str(devices)],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)  # fmt: skip
+        assert res.returncode == 0, res.stderr[-3000:]
+        out[run] = res
+    ddp = out["ddp"]
+    assert (
+        "closed rank=0 complete=True" in ddp.stdout and "closed rank=1 complete=True" in ddp.stdout
+    )
+    assert "not recorded yet" not in ddp.stderr  # no false warning on any rank
+    a, b = scores(odd, "single"), scores(odd, "ddp")
+    for name in a:  # the same fixed logits: floats within rtol 1e-6 (summation order only)
+        assert_same_table(a[name], b[name])
+    con = duckdb.connect(str(odd / "catalog.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT world_size FROM runs WHERE run = 'ddp'").fetchone() == (2,)
+    finally:
+        con.close()

@@ -1,0 +1,118 @@
+"""Resuming a recorded member from its own state: `Recorder.save_state` / `load_state` keep the
+user's training state with the log (atomically; a state counts once its epoch's parts are all
+written), and a resumed member whose accuracy collapses gets a warning naming the likely cause."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT
+
+from curate.cli import main
+from curate.record.recorder import Recorder, ResumedAccuracyWarning
+
+K, SIZES = 3, {"train": 101, "test": 51}
+
+
+@pytest.fixture()
+def ws(tmp_path):
+    rows = [(s, i, i % K) for s, n in SIZES.items() for i in range(n)]
+    pd.DataFrame(rows, columns=["split", "idx", "label"]).to_csv(tmp_path / "l.csv", index=False)
+    ws = tmp_path / "ws"
+    assert main(["ingest", "labels", "--labels", str(tmp_path / "l.csv"), "--name", "odd",
+                 "--workspace", str(ws)]) == 0  # fmt: skip
+    return ws
+
+
+def good(n: int) -> torch.Tensor:
+    """Logits predicting every label right (labels are idx % 3)."""
+    return torch.nn.functional.one_hot(torch.arange(n) % K, K).float() * 5
+
+
+def fresh(n: int) -> torch.Tensor:
+    """An untrained model's logits: class 0 everywhere (chance accuracy)."""
+    return torch.tensor([[1.0, 0.0, 0.0]]).repeat(n, 1)
+
+
+def record_epoch(rec: Recorder, m: int, e: int, logits=good) -> None:
+    for split, n in SIZES.items():
+        rec.log(split, m, e, np.arange(n), logits(n))
+    rec.end_pass(m, e)
+
+
+def test_save_load_round_trip(ws):
+    rec = Recorder(ws, run="st", dataset="odd", members=2, epochs=3)
+    assert rec.load_state(0) is None
+    s0 = {"model": {"w": torch.arange(4.0)}, "opt": {"lr": 0.1}, "epoch": 0}
+    rec.save_state(0, 0, s0)
+    assert rec.load_state(0) is None  # epoch 0's parts are not written yet
+    record_epoch(rec, 0, 0)
+    e, got = rec.load_state(0)
+    assert e == 0 and torch.equal(got["model"]["w"], s0["model"]["w"]) and got["opt"] == s0["opt"]
+    rec.save_state(0, 1, {"model": {"w": torch.ones(4)}})  # after training, before its pass
+    assert rec.load_state(0)[0] == 0  # killed now, a rerun retrains epoch 1 from epoch 0's state
+    record_epoch(rec, 0, 1)
+    assert rec.load_state(0)[0] == 1
+    rec.save_state(0, 2, {"model": {"w": torch.zeros(4)}})
+    # states older than the last usable one are dropped; the usable one and newer ones stay
+    assert [p.name for p in sorted((rec.run_dir / "state" / "member=0").iterdir())] == [
+        "epoch=1.pt",
+        "epoch=2.pt",
+    ]
+    assert Recorder(ws, run="st", dataset="odd", members=2, epochs=3).load_state(0)[0] == 1
+    assert rec.load_state(1) is None
+
+
+def test_kill_mid_save_leaves_the_previous_state(ws):
+    rec = Recorder(ws, run="kill", dataset="odd", members=2, epochs=2)
+    record_epoch(rec, 0, 0)
+    record_epoch(rec, 0, 1)
+    rec.save_state(0, 0, {"w": torch.arange(3.0)})
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import torch
+        from curate.record.recorder import Recorder
+
+        class Killer:
+            def __reduce__(self):
+                os.kill(os.getpid(), signal.SIGKILL)  # dies while the state is being written
+
+        rec = Recorder({str(ws)!r}, run="kill", dataset="odd", members=2, epochs=2)
+        rec.save_state(0, 1, {{"w": torch.zeros(10_000), "then": Killer()}})
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=120)
+    assert res.returncode == -9, res.stderr[-2000:]
+    e, state = Recorder(ws, run="kill", dataset="odd", members=2, epochs=2).load_state(0)
+    assert e == 0 and torch.equal(state["w"], torch.arange(3.0))  # epoch 1's parts are there too
+    assert not (rec.run_dir / "state" / "member=0" / "epoch=1.pt").exists()
+
+
+def test_resumed_fresh_model_warns(ws):
+    rec = Recorder(ws, run="res", dataset="odd", members=2, epochs=3)
+    for e in (0, 1):
+        record_epoch(rec, 0, e)
+        record_epoch(rec, 1, e)
+    rec.close()
+    again = Recorder(ws, run="res", dataset="odd", members=2, epochs=3)
+    with pytest.warns(ResumedAccuracyWarning, match=r"member 0.*fell from 1.000.*rec.load_state"):
+        record_epoch(again, 0, 2, fresh)  # a fresh model mixed into member 0's log
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResumedAccuracyWarning)
+        record_epoch(again, 1, 2)  # member 1 restored properly: no warning
+        record_epoch(again, 0, 3, fresh)  # not a resumed epoch: checked once per member
+
+
+def test_sharded_state_written_by_rank_zero_only(ws):
+    rec = Recorder(ws, run="sh", dataset="odd", members=2, epochs=1)
+    rec.set_rank(1, 2)
+    rec.save_state(0, 0, {"w": 1})
+    assert not (rec.run_dir / "state").exists()
