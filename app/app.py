@@ -217,7 +217,10 @@ def view_subset(path, run, split):
         st.error(str(e))
         return
     pages = max(1, -(-count // 48))
-    page = st.number_input(f"{count} images; page (of {pages})", 1, pages, 1) - 1
+    page = (
+        st.number_input(f"{count} images, least confident first; page (of {pages})", 1, pages, 1)
+        - 1
+    )
     rows = explore.call(path, "subset_page", clause, params, int(page))
     if rows.empty:
         st.info("no image matches")
@@ -227,7 +230,7 @@ def view_subset(path, run, split):
         split,
         rows,
         lambda r: (
-            f"{r.idx}: {r.class_name}\nacc {r.accessibility:.2f}, learned "
+            f"{r.idx}: {r.class_name}\nconf {r.confidence:.2f}, acc {r.accessibility:.2f}, learned "
             f"{r.learned_epoch if pd.notna(r.learned_epoch) else '-'}"
         ),
     )

@@ -49,7 +49,7 @@ def test_query_functions(ws, con):
     n = explore.subset_count(con, clause, params)
     page = explore.subset_page(con, clause, params, page=0, page_size=5)
     assert len(page) == min(5, n) and (page["ddd"] == "impossible").all()
-    assert (np.diff(page["accessibility"]) >= 0).all()
+    assert (np.diff(page["confidence"]) >= 0).all()  # least confident (hardest) first
     row = explore.instance_detail(con, "digits", "test", 3)
     correct, pred, members, epochs = explore.prediction_timeline(con, "digits", "test", 3)
     assert correct.shape == (4, 3) and correct[:, -1].sum() == row["final_correct"]
@@ -171,7 +171,9 @@ def test_every_view_shows_a_catalog_value(ws, monkeypatch, tmp_path, view):
         assert int(at.select_slider[0].value) == epochs[-1]
     if view == "Subset explorer":  # the impossible instances of the split, all accessibilities
         (n,) = rows(f"SELECT count(*) FROM difficulty WHERE {where} AND ddd = 'impossible'")[0]
-        assert any(x.label.startswith(f"{n} images; page") for x in at.number_input)
+        assert any(
+            x.label.startswith(f"{n} images, least confident first") for x in at.number_input
+        )
     if view == "Image detail":  # instance 0's class and difficulty group
         name, ddd = rows(f"SELECT class_name, ddd FROM difficulty WHERE {where} AND idx = 0")[0]
         detail = at.dataframe[0].value["value"]

@@ -52,6 +52,9 @@ def section(data: RunData, folder: Path) -> Section:
         Headline(sec.title, "first epoch whose scores agree at rho >= 0.9", "—", prefix, "d"),
     ]
     _labels(data, sec)
+    from curate.scores.summary import WHICH_SCORE
+
+    sec.notes.append(WHICH_SCORE[0].upper() + WHICH_SCORE[1:] + " (docs/concepts.md, which score).")
     return sec
 
 

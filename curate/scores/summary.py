@@ -33,6 +33,7 @@ def print_summary(ws: Workspace, run: str, summary: dict) -> None:
         )
         if s.get("reliability"):
             print("  " + reliability_line(s["reliability"]))
+            print("  " + WHICH_SCORE)
         if "flagged" in s:
             print("  " + label_issue_line(s["flagged"], s["instances"], s.get("label_noise")))
             if s.get("noise_by_class"):
@@ -66,6 +67,13 @@ def reliability_line(r: dict) -> str:
         f"accessibility is reproducible at r = {r['split_half_r']:.3f} between two halves of the "
         f"members; {members}; {epochs}"
     )
+
+
+# which column answers which question (docs/concepts.md, "Which score for which question")
+WHICH_SCORE = (
+    "which score: held-out difficulty -> confidence (closest to CIFAR-10's C-scores); the order "
+    "members learn in -> accessibility; wrong labels -> issue_score, flagged"
+)
 
 
 def noise_estimate_line(rows: list[dict], shown: int = 10) -> str:

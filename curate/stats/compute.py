@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -125,32 +126,33 @@ def _fingerprint(info, pmi_boundaries: bool) -> str:
     return hashlib.blake2b(json.dumps(what).encode(), digest_size=8).hexdigest()
 
 
-def compute_stats(
-    dataset: str, ws: Workspace, workers: int = 0, quiet: bool = False, pmi: bool = True
-) -> int:
-    """Compute (or resume) the statistics of every split; returns the number of instances.
-
-    `pmi = False` leaves `edge_strength_pmi` NULL (score.pmi, `curate stats --no-pmi`): it costs
-    more than every other statistic together (seconds per image at ImageNet sizes)."""
-    info = dataset_info(dataset, ws)
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    root = ws.root / "stats" / dataset
+def _reset_if_stale(root: Path, fp: str, rank: int) -> None:
+    """Remove the parts of another version or dataset build, then stamp `root` with `fp`."""
     stamp = root / "fingerprint"
-    fp = _fingerprint(info, pmi)
     if stamp.exists() and stamp.read_text() != fp and rank == 0:
         import shutil
 
         shutil.rmtree(root)  # parts of another version or dataset build: recompute
     root.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fp)
+
+
+def _instances(dataset: str, ws: Workspace) -> pd.DataFrame:
+    """The catalog's (split, idx, source) rows of `dataset`, ordered by split and idx."""
     con = catalog.read(ws)
     try:
-        inst = con.execute(
+        return con.execute(
             "SELECT split, idx, source FROM instances WHERE dataset = ? ORDER BY split, idx",
             [dataset],
         ).df()
     finally:
         con.close()
+
+
+def _plan_chunks(
+    info, inst: pd.DataFrame, root: Path, pmi_boundaries: bool, world: int, rank: int
+) -> tuple[list[Path], list[tuple[dict, Path]]]:
+    """Every part file of the run, and this rank's unfinished (job, part) pairs, in order."""
     parts, mine, k = [], [], 0
     for split in info.splits:
         rows = inst[inst["split"] == split]
@@ -169,15 +171,20 @@ def compute_stats(
                             "idx": idx[s : s + CHUNK],
                             "files": None if files is None else files[s : s + CHUNK],
                             "pixels": None if pixels is None else pixels[s : s + CHUNK],
-                            "pmi": pmi,
+                            "pmi": pmi_boundaries,
                         },
                         part,
                     )
                 )
             k += 1
-    workers = workers or usable_cores()
-    total = sum(len(j["idx"]) for j, _ in mine)
-    with tqdm(total=total, desc=f"stats {dataset}", unit="img", disable=quiet or rank != 0) as bar:
+    return parts, mine
+
+
+def _run_chunks(
+    mine: list[tuple[dict, Path]], workers: int, total: int, desc: str, disable: bool
+) -> None:
+    """Compute and write each (job, part) pair: in `workers` processes, serially for 1 worker or chunk."""
+    with tqdm(total=total, desc=desc, unit="img", disable=disable) as bar:
 
         def done(df, part):
             with atomic_path(part, ".parquet") as tmp:
@@ -193,14 +200,20 @@ def compute_stats(
                     mine, pool.map(_chunk_job, [j for j, _ in mine]), strict=True
                 ):
                     done(df, part)
+
+
+def _barrier(world: int) -> None:
+    """Wait for every torchrun rank (gloo) to finish its parts; nothing on a single process."""
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
             dist.init_process_group("gloo")
         dist.barrier()
-    if rank != 0:
-        return total
+
+
+def _write_table(dataset: str, info, root: Path, parts: list[Path], ws: Workspace) -> int:
+    """Replace `dataset`'s rows of `image_stats` by its parts; returns the number of rows."""
     missing = [str(p) for p in parts if not p.exists()]
     if missing:
         raise CurateError(
@@ -219,6 +232,28 @@ def compute_stats(
         # by name: a catalog made before a statistic existed has that column last
         catalog.insert_frame(con, "image_stats", stats_frame)
     return len(stats_frame)
+
+
+def compute_stats(
+    dataset: str, ws: Workspace, workers: int = 0, quiet: bool = False, pmi: bool = True
+) -> int:
+    """Compute (or resume) the statistics of every split; returns the number of instances.
+
+    `pmi = False` leaves `edge_strength_pmi` NULL (score.pmi, `curate stats --no-pmi`): it costs
+    more than every other statistic together (seconds per image at ImageNet sizes)."""
+    info = dataset_info(dataset, ws)
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    root = ws.root / "stats" / dataset
+    _reset_if_stale(root, _fingerprint(info, pmi), rank)
+    inst = _instances(dataset, ws)
+    parts, mine = _plan_chunks(info, inst, root, pmi, world, rank)
+    workers = workers or usable_cores()
+    total = sum(len(j["idx"]) for j, _ in mine)
+    _run_chunks(mine, workers, total, f"stats {dataset}", quiet or rank != 0)
+    _barrier(world)
+    if rank != 0:
+        return total
+    return _write_table(dataset, info, root, parts, ws)
 
 
 def reference(ws: Workspace, dataset: str | None = None, bins: int = 20) -> dict:

@@ -21,21 +21,19 @@ from curate.errors import CurateError
 from curate.workspace import Workspace
 
 
-def read_imagenet(cfg: DatasetConfig, ws: Workspace) -> SourceData:
-    """ILSVRC-2012 layout: train/<wnid>/*.JPEG; val/<wnid>/*.JPEG or flat val/ + LOC_val_solution.csv.
-
-    Labels follow LOC_synset_mapping.txt's order (the standard class indices); idx is the position
-    in torchvision's ImageFolder order (by wnid, then file name).
-    """
-    root = resolve_source(
-        cfg.source, "imagenet", "the ILSVRC-2012 folder holding train/ and val/", ws
-    )
+def _data_root(root: Path) -> Path:
+    """The folder holding train/ and val/: `root`, or its ILSVRC/Data/CLS-LOC (Kaggle's layout)."""
     if (root / "ILSVRC" / "Data" / "CLS-LOC").is_dir():  # the Kaggle layout
         data_root = root / "ILSVRC" / "Data" / "CLS-LOC"
     else:
         data_root = root
     if not (data_root / "train").is_dir():
         raise CurateError(f"{data_root} has no train/ folder; imagenet needs train/<wnid>/*.JPEG")
+    return data_root
+
+
+def _classes(root: Path, data_root: Path) -> tuple[Path | None, list[str], list[str]]:
+    """(LOC_synset_mapping.txt or None, wnids, names); without the file, train/'s sorted wnids."""
     mapping = next(
         (
             p
@@ -51,6 +49,77 @@ def read_imagenet(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     else:
         wnids = sorted(p.name for p in (data_root / "train").iterdir() if p.is_dir() and visible(p))
         names = list(wnids)
+    return mapping, wnids, names
+
+
+def _class_folders(
+    sub: list[Path],
+    label_of: dict[str, int],
+    mapping: Path | None,
+    cfg: DatasetConfig,
+    skipped: list,
+) -> list[tuple[str, int]]:
+    """(file, label) of every image in a split's <wnid>/ folders; loose files beside them ignored."""
+    entries = []
+    for c in sub:
+        if not c.is_dir():
+            continue
+        if c.name not in label_of:
+            raise CurateError(f"{c}: wnid {c.name} is not in {mapping or 'train/'}; wrong folder?")
+        entries += list_class_folder(c, label_of[c.name], cfg.skip_corrupt, skipped)
+    return entries
+
+
+def _flat_val(
+    root: Path,
+    data_root: Path,
+    sd: Path,
+    sub: list[Path],
+    label_of: dict[str, int],
+    wnids: list[str],
+) -> list[tuple[str, int]]:
+    """(file, label) of a flat split's images by LOC_val_solution.csv, in ImageFolder order."""
+    sol = next(
+        (
+            p
+            for p in (
+                root / "LOC_val_solution.csv",
+                data_root / "LOC_val_solution.csv",
+                sd / "LOC_val_solution.csv",
+            )
+            if p.is_file()
+        ),
+        None,
+    )
+    if sol is None:
+        raise CurateError(
+            f"{sd} is flat but LOC_val_solution.csv is missing; put it beside train/ "
+            "or sort val/ into <wnid>/ folders"
+        )
+    with open(sol) as f:
+        truth = {row["ImageId"]: row["PredictionString"].split()[0] for row in csv.DictReader(f)}
+    entries = []
+    for p in sub:
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if p.stem not in truth:
+            raise CurateError(f"{p} has no row in {sol}; the solution file does not match val/")
+        entries.append((str(p), label_of[truth[p.stem]]))
+    entries.sort(key=lambda e: (wnids[e[1]], Path(e[0]).name))
+    return entries
+
+
+def read_imagenet(cfg: DatasetConfig, ws: Workspace) -> SourceData:
+    """ILSVRC-2012 layout: train/<wnid>/*.JPEG; val/<wnid>/*.JPEG or flat val/ + LOC_val_solution.csv.
+
+    Labels follow LOC_synset_mapping.txt's order (the standard class indices); idx is the position
+    in torchvision's ImageFolder order (by wnid, then file name).
+    """
+    root = resolve_source(
+        cfg.source, "imagenet", "the ILSVRC-2012 folder holding train/ and val/", ws
+    )
+    data_root = _data_root(root)
+    mapping, wnids, names = _classes(root, data_root)
     label_of = {w: k for k, w in enumerate(wnids)}
     splits = []
     for split in ("train", "val"):
@@ -58,48 +127,11 @@ def read_imagenet(cfg: DatasetConfig, ws: Workspace) -> SourceData:
         if not sd.is_dir():
             continue
         skipped: list = []
-        entries = []
         sub = sorted(p for p in sd.iterdir() if visible(p))
         if any(p.is_dir() for p in sub):
-            for c in sub:
-                if not c.is_dir():
-                    continue
-                if c.name not in label_of:
-                    raise CurateError(
-                        f"{c}: wnid {c.name} is not in {mapping or 'train/'}; wrong folder?"
-                    )
-                entries += list_class_folder(c, label_of[c.name], cfg.skip_corrupt, skipped)
+            entries = _class_folders(sub, label_of, mapping, cfg, skipped)
         else:
-            sol = next(
-                (
-                    p
-                    for p in (
-                        root / "LOC_val_solution.csv",
-                        data_root / "LOC_val_solution.csv",
-                        sd / "LOC_val_solution.csv",
-                    )
-                    if p.is_file()
-                ),
-                None,
-            )
-            if sol is None:
-                raise CurateError(
-                    f"{sd} is flat but LOC_val_solution.csv is missing; put it beside train/ "
-                    "or sort val/ into <wnid>/ folders"
-                )
-            with open(sol) as f:
-                truth = {
-                    row["ImageId"]: row["PredictionString"].split()[0] for row in csv.DictReader(f)
-                }
-            for p in sub:
-                if p.suffix.lower() not in IMAGE_EXTENSIONS:
-                    continue
-                if p.stem not in truth:
-                    raise CurateError(
-                        f"{p} has no row in {sol}; the solution file does not match val/"
-                    )
-                entries.append((str(p), label_of[truth[p.stem]]))
-            entries.sort(key=lambda e: (wnids[e[1]], Path(e[0]).name))
+            entries = _flat_val(root, data_root, sd, sub, label_of, wnids)
         if not entries:
             raise CurateError(f"{sd} holds no images")
         splits.append(file_split(split, entries, skipped, integer_ids=False))

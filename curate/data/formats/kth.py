@@ -113,6 +113,81 @@ def _refuse_or_skip(path: Path, why: str, fix: str, cfg: DatasetConfig, skipped:
     skipped.append((str(path), why))
 
 
+def _materials(root: Path) -> list[Path]:
+    """The material folders under `root`, sorted (their order gives the labels)."""
+    materials = sorted(p for p in root.iterdir() if p.is_dir() and visible(p))
+    if not materials:
+        raise CurateError(
+            f"{root} has no material folders; kth-tips2b needs <material>/sample_<a..d>/<image>.png"
+        )
+    return materials
+
+
+def _read_material(
+    label: int,
+    material: Path,
+    cfg: DatasetConfig,
+    rows: dict[str, list[tuple]],
+    skipped: dict[str, list],
+) -> None:
+    """Append one material's images to `rows` (and refused files to `skipped`) by split."""
+    folders = [e.name.lower() for e in material.iterdir() if e.is_dir()]  # case-blind
+    if f"sample_{TEST_SAMPLE}" not in folders:
+        raise CurateError(
+            f"{material} has no sample_{TEST_SAMPLE}/ folder: the test split is sample "
+            f"{TEST_SAMPLE} of every material; restore it or remove the material folder"
+        )
+    for entry in sorted(filter(visible, material.iterdir())):
+        low = entry.name.lower()  # Sample_A as sample_a, as file names are read
+        sample = low[len("sample_") :] if low.startswith("sample_") else ""
+        if not entry.is_dir() or sample not in SAMPLES:
+            _refuse_or_skip(
+                entry,
+                "not a sample_<a..d> folder inside a material folder",
+                "move or remove it",
+                cfg,
+                skipped["train"],
+            )
+            continue
+        split = "test" if sample == TEST_SAMPLE else "train"
+        for f in sorted(filter(visible, entry.iterdir())):
+            try:
+                if not f.is_file():
+                    raise ValueError("a folder inside a sample folder")
+                scale, pose, illumination = parse_name(f, sample)
+            except ValueError as e:
+                _refuse_or_skip(f, str(e), "rename or remove it", cfg, skipped[split])
+                continue
+            image = int(NAME.fullmatch(f.stem)["image"])
+            rows[split].append((label, sample, scale, image, str(f), pose, illumination))
+
+
+def _split(name: str, rows: list[tuple], skipped: list, root: Path) -> Split:
+    """One split from its (label, sample, scale, image, file, pose, illumination) rows."""
+    entries = sorted(rows)  # material, sample, scale, image number
+    for a, b in zip(entries, entries[1:], strict=False):
+        if a[:4] == b[:4]:  # names differing only in case or extension: one shot twice
+            raise CurateError(
+                f"{a[4]} and {b[4]} are the same image (sample {a[1]}, scale {a[2]}, im_{a[3]}) "
+                "of one material; remove one of them"
+            )
+    if not entries:
+        raise CurateError(f"{root}: no readable KTH-TIPS2-b image in the {name} split")
+    return Split(
+        name=name,
+        labels=np.array([e[0] for e in entries], np.int64),
+        files=[e[4] for e in entries],
+        refs=[e[4] for e in entries],
+        skipped=skipped,
+        attributes={
+            "scale": np.array([e[2] for e in entries], np.float64),
+            "pose": np.array([e[5] for e in entries], dtype=object),
+            "illumination": np.array([e[6] for e in entries], dtype=object),
+            "sample": np.array([e[1] for e in entries], dtype=object),
+        },
+    )
+
+
 def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
     """KTH-TIPS2-b as a `SourceData`: classes = material folders (sorted), test = sample a of
     every material, train = samples b..d, each split's images ordered by material, sample, scale
@@ -136,69 +211,12 @@ def read_kth_tips2b(cfg: DatasetConfig, ws: Workspace) -> SourceData:
         splits `train` and `test` of image files, with labels and attributes
     """
     root = _root(cfg, ws)
-    materials = sorted(p for p in root.iterdir() if p.is_dir() and visible(p))
-    if not materials:
-        raise CurateError(
-            f"{root} has no material folders; kth-tips2b needs <material>/sample_<a..d>/<image>.png"
-        )
+    materials = _materials(root)
     rows: dict[str, list[tuple]] = {"train": [], "test": []}
     skipped: dict[str, list] = {"train": [], "test": []}
     for label, material in enumerate(materials):
-        folders = [e.name.lower() for e in material.iterdir() if e.is_dir()]  # case-blind
-        if f"sample_{TEST_SAMPLE}" not in folders:
-            raise CurateError(
-                f"{material} has no sample_{TEST_SAMPLE}/ folder: the test split is sample "
-                f"{TEST_SAMPLE} of every material; restore it or remove the material folder"
-            )
-        for entry in sorted(filter(visible, material.iterdir())):
-            low = entry.name.lower()  # Sample_A as sample_a, as file names are read
-            sample = low[len("sample_") :] if low.startswith("sample_") else ""
-            if not entry.is_dir() or sample not in SAMPLES:
-                _refuse_or_skip(
-                    entry,
-                    "not a sample_<a..d> folder inside a material folder",
-                    "move or remove it",
-                    cfg,
-                    skipped["train"],
-                )
-                continue
-            split = "test" if sample == TEST_SAMPLE else "train"
-            for f in sorted(filter(visible, entry.iterdir())):
-                try:
-                    if not f.is_file():
-                        raise ValueError("a folder inside a sample folder")
-                    scale, pose, illumination = parse_name(f, sample)
-                except ValueError as e:
-                    _refuse_or_skip(f, str(e), "rename or remove it", cfg, skipped[split])
-                    continue
-                image = int(NAME.fullmatch(f.stem)["image"])
-                rows[split].append((label, sample, scale, image, str(f), pose, illumination))
-    splits = []
-    for name in ("train", "test"):
-        entries = sorted(rows[name])  # material, sample, scale, image number
-        for a, b in zip(entries, entries[1:], strict=False):
-            if a[:4] == b[:4]:  # names differing only in case or extension: one shot twice
-                raise CurateError(
-                    f"{a[4]} and {b[4]} are the same image (sample {a[1]}, scale {a[2]}, im_{a[3]}) "
-                    "of one material; remove one of them"
-                )
-        if not entries:
-            raise CurateError(f"{root}: no readable KTH-TIPS2-b image in the {name} split")
-        splits.append(
-            Split(
-                name=name,
-                labels=np.array([e[0] for e in entries], np.int64),
-                files=[e[4] for e in entries],
-                refs=[e[4] for e in entries],
-                skipped=skipped[name],
-                attributes={
-                    "scale": np.array([e[2] for e in entries], np.float64),
-                    "pose": np.array([e[5] for e in entries], dtype=object),
-                    "illumination": np.array([e[6] for e in entries], dtype=object),
-                    "sample": np.array([e[1] for e in entries], dtype=object),
-                },
-            )
-        )
+        _read_material(label, material, cfg, rows, skipped)
+    splits = [_split(name, rows[name], skipped[name], root) for name in ("train", "test")]
     files = sorted(Path(f) for s in splits for f in s.files)
     return SourceData(
         "kth-tips2b", str(root), [m.name for m in materials], splits, checksum_files(files, root)
