@@ -268,8 +268,9 @@ def _read_labels_csv(path: Path, multilabel: bool = False) -> tuple[_Splits, lis
     return out, used
 
 
-def _read_label_arrays(path: Path, suffix: str) -> _Splits:
-    """An .npy (the train split) or .npz (one array per split) of class indices in idx order."""
+def _load_arrays(path: Path, suffix: str, give: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npy (the train split) or .npz (key = split); one error when unreadable
+    or empty (`give` says what to give instead)."""
     try:
         if suffix == ".npy":
             arrays = {"train": np.load(path, allow_pickle=False)}
@@ -279,7 +280,13 @@ def _read_label_arrays(path: Path, suffix: str) -> _Splits:
     except Exception as e:
         raise CurateError(f"--labels {path}: not a readable numpy file ({e})") from None
     if not arrays:
-        raise CurateError(f"--labels {path}: holds no arrays; give one array of labels per split")
+        raise CurateError(f"--labels {path}: holds no arrays; give {give}")
+    return arrays
+
+
+def _read_label_arrays(path: Path, suffix: str) -> _Splits:
+    """An .npy (the train split) or .npz (one array per split) of class indices in idx order."""
+    arrays = _load_arrays(path, suffix, "one array of labels per split")
     out = {}
     for split, a in arrays.items():
         check_name(split, f"--labels {path}: split")  # a split names files of the prediction log
@@ -302,16 +309,7 @@ def _read_label_arrays(path: Path, suffix: str) -> _Splits:
 def _read_khot_arrays(path: Path, suffix: str) -> tuple[_Splits, list[str]]:
     """An .npy (the train split) or .npz (one per split) of K-hot label sets, shape (N, K) of 0/1,
     as bitmasks; and the default class names '0'..'K-1'."""
-    try:
-        if suffix == ".npy":
-            arrays = {"train": np.load(path, allow_pickle=False)}
-        else:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise CurateError(f"--labels {path}: not a readable numpy file ({e})") from None
-    if not arrays:
-        raise CurateError(f"--labels {path}: holds no arrays; give one K-hot array per split")
+    arrays = _load_arrays(path, suffix, "one K-hot array per split")
     widths, out = set(), {}
     for split, a in arrays.items():
         check_name(split, f"--labels {path}: split")  # a split names files of the prediction log
