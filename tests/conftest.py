@@ -290,3 +290,17 @@ def stop_process(proc, grace: float = 30.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(grace)
+
+
+def labels_only_ws(tmp_path: Path, sizes: dict[str, int], k: int, name: str = "odd") -> Path:
+    """A workspace holding one labels-only dataset `name`: split -> size, label idx % k."""
+    import pandas as pd
+
+    from curate.cli import main
+
+    rows = [(s, i, i % k) for s, n in sizes.items() for i in range(n)]
+    pd.DataFrame(rows, columns=["split", "idx", "label"]).to_csv(tmp_path / "l.csv", index=False)
+    ws = tmp_path / "ws"
+    args = ["ingest", "labels", "--labels", str(tmp_path / "l.csv"), "--name", name]
+    assert main([*args, "--workspace", str(ws)]) == 0
+    return ws

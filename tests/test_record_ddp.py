@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, labels_only_ws
 from test_record import assert_same_table
 
 from curate.cli import main
@@ -29,12 +29,7 @@ K, SIZES = 3, {"train": 101, "test": 51}  # odd sizes: a DistributedSampler over
 @pytest.fixture()
 def odd(tmp_path):
     """A labels-only dataset with odd-sized splits; the workspace's path."""
-    rows = [(s, i, i % K) for s, n in SIZES.items() for i in range(n)]
-    pd.DataFrame(rows, columns=["split", "idx", "label"]).to_csv(tmp_path / "l.csv", index=False)
-    ws = tmp_path / "ws"
-    assert main(["ingest", "labels", "--labels", str(tmp_path / "l.csv"), "--name", "odd",
-                 "--workspace", str(ws)]) == 0  # fmt: skip
-    return ws
+    return labels_only_ws(tmp_path, SIZES, K)
 
 
 def fixed_logits(idx: np.ndarray, epoch: int) -> torch.Tensor:

@@ -10,12 +10,10 @@ import textwrap
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, labels_only_ws
 
-from curate.cli import main
 from curate.record.recorder import Recorder, ResumedAccuracyWarning
 
 K, SIZES = 3, {"train": 101, "test": 51}
@@ -23,12 +21,7 @@ K, SIZES = 3, {"train": 101, "test": 51}
 
 @pytest.fixture()
 def ws(tmp_path):
-    rows = [(s, i, i % K) for s, n in SIZES.items() for i in range(n)]
-    pd.DataFrame(rows, columns=["split", "idx", "label"]).to_csv(tmp_path / "l.csv", index=False)
-    ws = tmp_path / "ws"
-    assert main(["ingest", "labels", "--labels", str(tmp_path / "l.csv"), "--name", "odd",
-                 "--workspace", str(ws)]) == 0  # fmt: skip
-    return ws
+    return labels_only_ws(tmp_path, SIZES, K)
 
 
 def good(n: int) -> torch.Tensor:
