@@ -299,6 +299,14 @@ def table_from_log(log: Log, ref: np.ndarray | None) -> dict:
                 "n_cscore": a["n"],
                 # rho with the sign that makes agreement with the C-scores positive
                 "validity": sign * a["spearman"],
+                # the validity of infinitely many such members: rho corrected for the ensemble's
+                # own unreliability (Spearman's correction for attenuation, the reference taken
+                # as it is); more members of this recipe cannot exceed it
+                "validity_ceiling": (
+                    sign * a["spearman"] / math.sqrt(spearman_brown(sh["r"], 2))
+                    if math.isfinite(sh["r"]) and sh["r"] > 0
+                    else math.nan
+                ),
             }
             if name == "forgetting":
                 b = agreement(_never_as_hardest(full[name]), ref)
@@ -685,14 +693,16 @@ def print_tables(rows: list[dict]) -> None:
         return
     print(
         "\nper score, train split: rho = Spearman with the C-scores (whole ensemble; negative "
-        "expected for el2n and forgetting, higher = harder), r = split-half Pearson r\n"
+        "expected for el2n and forgetting, higher = harder), r = split-half Pearson r, max = the "
+        "validity more members of the recipe tend to (|rho| corrected for attenuation)\n"
     )
-    print(f"{'recipe':24s} {'CPU min':>8s} " + " ".join(f"{s:>19s}" for s in SCORES))
-    print(f"{'':24s} {'':>8s} " + " ".join(f"{'rho':>9s} {'r':>9s}" for _ in SCORES))
+    print(f"{'recipe':24s} {'CPU min':>8s} " + " ".join(f"{s:>20s}" for s in SCORES))
+    print(f"{'':24s} {'':>8s} " + " ".join(f"{'rho':>7s} {'r':>6s} {'max':>5s}" for _ in SCORES))
     for r in scored:
         cells = " ".join(
-            f"{fmt(r['scores'][s].get('spearman_cscore'), '9.3f')} "
-            f"{fmt(r['scores'][s]['split_half_r'], '9.3f')}"
+            f"{fmt(r['scores'][s].get('spearman_cscore'), '7.3f')} "
+            f"{fmt(r['scores'][s]['split_half_r'], '6.3f')} "
+            f"{fmt(r['scores'][s].get('validity_ceiling'), '5.3f')}"
             for s in SCORES
         )
         print(f"{r['recipe']:24s} {fmt(r.get('cpu_minutes'), '8.1f')} {cells}")
@@ -715,7 +725,9 @@ def write(path: Path, rows: list[dict]) -> None:
         "order; higher C-score = easier, so el2n and forgetting correlate negatively), validity = "
         "that rho signed so agreement is positive, split_half_r = Pearson r between the score of "
         "members 0..M/2-1 and of members M/2..M-1 over the same epochs 1..E, "
-        "full_ensemble_r_predicted = its Spearman-Brown step-up to M members; rows[].score_setup: "
+        "full_ensemble_r_predicted = its Spearman-Brown step-up to M members, validity_ceiling = "
+        "validity / sqrt(full_ensemble_r_predicted), the validity more members of the recipe "
+        "tend to (correction for attenuation); rows[].score_setup: "
         "members, halves, epochs, el2n_epoch, the NULL rule of forgetting, checks against the "
         "catalog. Rows with source = analyse-only were trained elsewhere (cpu_minutes from their "
         "/usr/bin/time log)",

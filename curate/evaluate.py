@@ -28,6 +28,33 @@ from curate.scores.label_issues import auroc
 from curate.workspace import Workspace
 
 SCORE_TYPES = ("DOUBLE", "INTEGER", "BOOLEAN")
+# `--score all`: the per-instance difficulty scores compared in benchmarks/bench_recipes.py, and the
+# label-issue ranking
+COMPARED = (
+    "accessibility",
+    "confidence",
+    "aum",
+    "el2n",
+    "forgetting_events",
+    "learned_epoch",
+    "issue_score",
+)
+
+
+def expand_scores(scores: list[str] | None) -> list[str]:
+    """The `--score` values as given, with ``all`` standing for `COMPARED` (each once, in order);
+    accessibility when none is given."""
+    out: list[str] = []
+    for s in scores or ["accessibility"]:
+        for name in COMPARED if s == "all" else (s,):
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def ranked(rows: list[dict]) -> list[dict]:
+    """Rows of several scores against one reference, the strongest |Spearman| first (NaN last)."""
+    return sorted(rows, key=lambda r: -abs(r["spearman"]) if np.isfinite(r["spearman"]) else 1)
 
 
 def score_columns() -> list[str]:

@@ -100,6 +100,9 @@ def test_split_half_by_hand(tmp_path):
     assert scores["el2n"]["direction"] == "higher = harder"
     r = scores["accessibility"]["split_half_r"]
     assert scores["accessibility"]["full_ensemble_r_predicted"] == pytest.approx(2 * r / (1 + r))
+    # the ceiling: validity 1 over the root of the stepped-up reliability
+    ceiling = scores["accessibility"]["validity_ceiling"]
+    assert ceiling == pytest.approx(1 / math.sqrt(2 * r / (1 + r)))
     # the reference is read at idx (its standard order), not at row positions
     path = tmp_path / "ref.npz"
     np.savez(path, scores=ref, labels=np.zeros(16, int))

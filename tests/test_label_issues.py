@@ -429,3 +429,31 @@ def test_explorer_label_issues_view(noisy_run, monkeypatch):
     assert shown.issue_score.is_monotonic_decreasing
     at.sidebar.radio[0].set_value("References").run()
     assert not at.exception, at.exception
+
+
+def test_evaluate_compares_every_score_strongest_first(noisy_run, tmp_path, capsys):
+    """`--score all`: one stored row per compared score; printed by |Spearman|, strongest first.
+    The reference is -confidence, so confidence agrees perfectly (Spearman -1) and comes first."""
+    from curate.evaluate import COMPARED
+
+    ws, _ = noisy_run
+    conf = _q(
+        ws,
+        "SELECT confidence FROM instance_scores WHERE run = 'noisy' AND split = 'train' "
+        "ORDER BY idx",
+    ).confidence.to_numpy()
+    np.save(tmp_path / "hard.npy", -conf)
+    args = ["evaluate", "noisy", "--reference", str(tmp_path / "hard.npy"), "--score", "all"]
+    capsys.readouterr()
+    assert main([*args, "--score", "aum", "--workspace", str(ws)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if " vs hard.npy " in ln]
+    assert len(lines) == len(COMPARED)  # `aum` again is not compared twice
+    assert ": confidence vs" in lines[0] and "Spearman -1.000" in lines[0]
+    rhos = [abs(float(ln.split("Spearman ")[1].split()[0])) for ln in lines]
+    assert rhos == sorted(rhos, reverse=True)
+    mine = "SELECT score FROM reference_agreement WHERE reference LIKE '%hard.npy'"
+    assert sorted(_q(ws, mine).score) == sorted(COMPARED)
+    before = len(_q(ws, "SELECT * FROM reference_agreement"))
+    capsys.readouterr()
+    assert main([*args, "--score", "nope", "--workspace", str(ws)]) == 2
+    assert len(_q(ws, "SELECT * FROM reference_agreement")) == before  # nothing more stored

@@ -37,25 +37,40 @@ def test_wrong_but_hard_flags_nothing():
 
 
 def test_candidate_confidence_from_p_true_and_margin():
-    """softmax ratios: p_pred = p_true exp(-margin). Instance 0 (label 0, both predictions 1):
-    0.2 e^{ln 2} = 0.4 and 0.3 e^{ln 1.5} = 0.45, mean 0.425. Instance 1 (suggested 1): one
-    prediction is its label 0 (the probability of 1 unknown: counts 0), the other 1 with
-    0.4 e^{ln 1.25} = 0.5: mean 0.25, a lower bound."""
-    preds = np.array([[1, 0], [1, 1]])
-    p_true = np.array([[0.2, 0.6], [0.3, 0.4]])
-    margin = np.array([[-np.log(2.0), 0.5], [-np.log(1.5), -np.log(1.25)]])
-    cand = noise.candidate_confidence(preds, p_true, margin, np.array([1, 1]))
-    np.testing.assert_allclose(cand, [0.425, 0.25])
+    """softmax ratios: p_top = p_true exp(-margin). Instance 0 (label 0, both predictions 1):
+    exact, 0.2 e^{ln 2} = 0.4 and 0.3 e^{ln 1.5} = 0.45, mean 0.425 for both bounds. Instance 1
+    (label 0, suggested 1): one prediction is 1 with 0.4 e^{ln 1.25} = 0.5; the other is the given
+    class 0 (p_true 0.6, margin 0.5), so class 1 is at most the runner-up, 0.6 e^{-0.5} = 0.3639
+    (below 1 - 0.6): bounds (0 + 0.5) / 2 = 0.25 and (0.3639 + 0.5) / 2 = 0.4320. Instance 2
+    (label 0, suggested 1): one prediction is 1 with 0.1 e^{ln 3} = 0.3; the other a third class 2
+    with p_c = 0.1 e^{ln 5} = 0.5, so p_1 <= min(0.5, 1 - 0.1 - 0.5) = 0.4: bounds 0.15 and 0.35.
+    The estimate is the lower bound."""
+    preds = np.array([[1, 0, 1], [1, 1, 2]])
+    p_true = np.array([[0.2, 0.6, 0.1], [0.3, 0.4, 0.1]])
+    margin = np.array(
+        [[-np.log(2.0), 0.5, -np.log(3.0)], [-np.log(1.5), -np.log(1.25), -np.log(5.0)]]
+    )
+    suggested = np.array([1, 1, 1])
+    lo, hi = noise.candidate_bounds(preds, p_true, margin, suggested)
+    runner_up = 0.6 * np.exp(-0.5)
+    np.testing.assert_allclose(lo, [0.425, 0.25, 0.15])
+    np.testing.assert_allclose(hi, [0.425, (runner_up + 0.5) / 2, 0.35])
+    cand = noise.candidate_confidence(preds, p_true, margin, suggested)
+    np.testing.assert_allclose(cand, lo)
 
 
-def test_flags_follow_the_estimate_per_class_by_issue_score():
-    """Class 0 is estimated to hold 2 wrong labels among 3 candidates: the 2 with the highest
-    issue_score are flagged; class 1 (estimate 0.4, rounds to 0) none."""
-    labels = np.array([0, 0, 0, 0, 1, 1])
+def test_flags_follow_the_estimate_by_issue_score_across_classes():
+    """Estimates 2.2 (class 0) and 0.4 (class 1) add up to 2.6: 3 flags, the candidates with the
+    highest issue_score whatever their class: instance 4 (class 1, 2.0), then 1 (0.9) and 2 (0.5)
+    of class 0; instance 0 (0.2) is the weakest candidate, instance 3 (3.0) is no candidate."""
     candidates = np.array([True, True, True, False, True, False])
     score = np.array([0.2, 0.9, 0.5, 3.0, 2.0, 0.0])
-    flagged = noise.calibrated_flags(score, labels, candidates, np.array([2.2, 0.4]))
-    assert flagged.tolist() == [False, True, True, False, False, False]
+    flagged = noise.calibrated_flags(score, candidates, np.array([2.2, 0.4]))
+    assert flagged.tolist() == [False, True, True, False, True, False]
+    # never more than the candidates; ties go to the lower position
+    assert noise.calibrated_flags(score, candidates, np.array([9.0])).sum() == 4
+    tie = noise.calibrated_flags(np.zeros(4), np.ones(4, bool), np.array([2.0]))
+    assert tie.tolist() == [True, True, False, False]
 
 
 def test_a_class_with_no_instance_cannot_be_reached():

@@ -320,11 +320,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     int
         the exit code: 0 (what the user can fix raises a CurateError).
     """
-    from curate.evaluate import evaluate, format_row
+    from curate.evaluate import evaluate, expand_scores, format_row, ranked, score_columns
 
     ws = Workspace.resolve(args.workspace)
-    row = evaluate(ws, args.run, args.reference, args.column, args.score, args.split)
-    print(format_row(row))
+    scores = expand_scores(args.score)
+    for s in scores:  # every name checked before any row is stored
+        if s not in score_columns():
+            raise CurateError(f"--score {s!r}: choose one of all, {', '.join(score_columns())}")
+    rows = [evaluate(ws, args.run, args.reference, args.column, s, args.split) for s in scores]
+    if len(rows) > 1:
+        print("strongest agreement first (the sign says the direction: see the score's docs)")
+    for row in ranked(rows):
+        print(format_row(row))
     print("stored in reference_agreement")
     return 0
 
@@ -340,7 +347,10 @@ def add_evaluate(sub: Subparsers) -> None:
     )
     p.add_argument("--column", help="the .npz array, the CSV column, or a 2-d array's column")
     p.add_argument(
-        "--score", default="accessibility", help="a column of instance_scores (accessibility)"
+        "--score",
+        action="append",
+        help="a column of instance_scores (default accessibility); repeat it to compare several, "
+        "or give `all` for every difficulty score and issue_score, strongest first",
     )
     p.add_argument("--split", default="train", help="the split (default train)")
     add_workspace(p)

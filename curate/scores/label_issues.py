@@ -15,7 +15,7 @@ gathered in `label_issues` view):
   will learn (early epochs mostly measure how hard an image is to learn, not whether its label is
   wrong);
 - ``issue_score``: `issue_score` below, -late_aum; higher = more likely mislabelled;
-- ``flagged``: as many labels per class as confident learning estimates to be wrong
+- ``flagged``: as many labels as confident learning estimates to be wrong, summed over the classes
   (`curate.scores.noise`), by ``issue_score`` among those the members assign to another class;
   `flag` below, a fixed rule, for multilabel data and logs without p_true.
 
