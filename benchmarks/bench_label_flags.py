@@ -6,7 +6,10 @@ known (e.g. CIFAR-10N `aggre` from bench_label_noise.py's work dir): the same ra
 - fixed (before): every instance with late_aum < 0 whose suggested label is not the given one.
 
 Both from the run's `instance_scores` in one read; precision, recall, F1 against the true labels,
-the estimated noise rate beside the true one, per split. Reads the catalog read-only.
+the estimated noise rate beside the true one, per split. On CIFAR-10's test split, whose labels
+the source takes as true, the flags are also checked against the 79 labels the majority of
+CIFAR-10H's annotators disagrees with (../shared/data/refs/cifar10h-counts-test.npy, by idx:
+standard CIFAR-10 order), when that file is there. Reads the catalog read-only.
 
     python benchmarks/bench_label_flags.py --workspace W --run cifar10n-aggre \
         [--out benchmarks/results/label_flags.json]
@@ -37,12 +40,16 @@ def rule_figures(flagged: np.ndarray, wrong: np.ndarray) -> dict:
     }
 
 
+HUMANS = ROOT.parent / "shared" / "data" / "refs" / "cifar10h-counts-test.npy"
+
+
 def split_figures(con, run: str, split: str) -> dict:
     """Both rules on one split of `run`, and the estimated against the true noise rate."""
     from curate.scores import label_issues as li
 
     df = con.execute(
-        "SELECT s.label, i.true_label, s.flagged, s.late_aum, s.suggested_label, s.issue_score "
+        "SELECT s.idx, s.label, i.true_label, s.flagged, s.late_aum, s.suggested_label, "
+        "s.issue_score "
         "FROM instance_scores s JOIN instances i USING (dataset, split, idx) "
         "WHERE s.run = ? AND s.split = ? ORDER BY s.idx",
         [run, split],
@@ -54,7 +61,17 @@ def split_figures(con, run: str, split: str) -> dict:
     est = con.execute(
         "SELECT sum(est_wrong) FROM label_noise_estimate WHERE run = ? AND split = ?", [run, split]
     ).fetchone()[0]
-    return {
+    humans = {}
+    if split == "test" and HUMANS.exists() and not wrong.any():
+        counts = np.load(HUMANS)
+        if len(counts) == len(df) and np.array_equal(df["idx"].to_numpy(), np.arange(len(df))):
+            disputed = counts.argmax(axis=1) != df["label"].to_numpy()
+            humans = {
+                "cifar10h_majority_disagrees": int(disputed.sum()),
+                "calibrated_vs_cifar10h": rule_figures(df["flagged"].to_numpy(bool), disputed),
+                "fixed_vs_cifar10h": rule_figures(fixed, disputed),
+            }
+    return humans | {
         "n": len(df),
         "n_wrong": int(wrong.sum()),
         "noise_rate": float(wrong.mean()),

@@ -81,7 +81,8 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
         "imagefolder",
         ["train.arch=lenet5", "train.members=8", "train.epochs=10"],
     ),
-    "cifar10-cpu": ("cifar10-cpu", []),  # 20 x 4 LeNet-5, fused in groups of 10 (= lenet-20x4)
+    "cifar10-cpu": ("cifar10-cpu", []),  # the CPU recipe chosen by validity (its header)
+    "cifar10-lenet-cpu": ("cifar10-lenet-cpu", []),  # 20 x 4 LeNet-5, fused by 10 (= lenet-20x4)
     # the baseline's member-epochs spent on more members, fewer epochs (same defaults otherwise)
     "lenet-16x5": (
         "imagefolder",

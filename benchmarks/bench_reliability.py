@@ -1,6 +1,6 @@
 """How many members, how many epochs: the reliability curves of a CIFAR-10 run with the CPU recipe.
 
-Trains `pipelines/cifar10-cpu.toml` on ../shared/data/cifar10-jpeg.tar.gz (or reuses a trained run
+Trains `pipelines/cifar10-lenet-cpu.toml` on ../shared/data/cifar10-jpeg.tar.gz (or reuses a trained run
 with --workspace/--run), scores it and reports from `score_reliability`:
   - the epoch curve, and the fraction of the epochs (of the compute) after which accessibility from
     the prefix agrees at Spearman rho >= 0.9 with the full run (goal: 20 % or less);
@@ -77,7 +77,9 @@ def curves(ws: Path, run: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", default=str(ROOT / "benchmarks" / ".work" / "reliability"))
-    ap.add_argument("--run", default="cifar10-cpu", help="an existing run to score, else trained")
+    ap.add_argument(
+        "--run", default="cifar10-lenet-cpu", help="an existing run to score, else trained"
+    )
     ap.add_argument("--check-members", type=int, help="train this many members to check")
     args = ap.parse_args()
     from curate.cli import main as curate
@@ -88,7 +90,7 @@ def main() -> None:
         if not CIFAR.exists():
             sys.exit(f"{CIFAR} is absent (shared data)")
         t0 = time.perf_counter()
-        rc = curate(["run", "cifar10-cpu", "--run-name", args.run, *w])
+        rc = curate(["run", "cifar10-lenet-cpu", "--run-name", args.run, *w])
         assert rc == 0
         print(f"trained and scored {args.run} in {time.perf_counter() - t0:.0f} s")
     else:
@@ -108,7 +110,17 @@ def main() -> None:
         n = args.check_members
         check = f"{args.run}-m{n}"
         rc = curate(
-            ["train", "cifar10-cpu", "--run-name", check, "--members", str(n), "--seed", "1", *w]
+            [
+                "train",
+                "cifar10-lenet-cpu",
+                "--run-name",
+                check,
+                "--members",
+                str(n),
+                "--seed",
+                "1",
+                *w,
+            ]
         )
         assert rc == 0
         assert curate(["score", check, *w]) == 0

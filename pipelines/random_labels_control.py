@@ -37,7 +37,7 @@ DATA = ROOT.parent / "shared" / "data"
 SOURCES = {
     "mnist": ("mnist", [f"dataset.source={DATA / 'mnist'}", "dataset.download=false"]),
     "cifar10": (
-        "cifar10-cpu",
+        "cifar10-lenet-cpu",
         [f"dataset.source={DATA / 'cifar10-jpeg.tar.gz'}", "train.fuse_members=0"],
     ),
 }
