@@ -104,3 +104,17 @@ def test_the_scorer_flags_what_the_estimate_says():
 
     old = li.flag(out["late_aum"], out["suggested_label"], y)
     assert old.tolist() == [False, False, True, False, False, True]
+
+
+def test_extreme_logits_keep_the_bounds_finite():
+    """A margin of -200 (the other class 200 logits above: e^200 overflows float32) and a
+    p_true of 0 with margin -inf both mean the predicted class has probability 1: the exact
+    probability of the suggested class is 1 (a p_true that underflowed to 0 under a negative margin
+    is taken as all of the probability elsewhere), no NaN, no overflow."""
+    preds = np.array([[1, 1]])
+    p_true = np.array([[np.exp(-200.0), 0.0]], np.float32)  # the first underflows to 0 as well
+    margin = np.array([[-200.0, -np.inf]], np.float32)
+    with np.errstate(over="raise", invalid="raise"):
+        lo, hi = noise.candidate_bounds(preds, p_true, margin, np.array([1, 1]))
+    np.testing.assert_allclose(lo, [1.0, 1.0])
+    np.testing.assert_allclose(hi, [1.0, 1.0])

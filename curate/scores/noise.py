@@ -17,8 +17,8 @@ Per instance, from the log (single-label data):
   at most the runner-up probability p_true exp(-margin) when the member predicts the given class,
   at most min(p_c, 1 - p_true - p_c) when it predicts a third class c (p_c = p_true exp(-margin)).
   ``cand_conf`` takes the lower bound, so the estimate errs towards fewer wrong labels: on the
-  development set of `curate.scores.label_issues` (11 % wrong) it was the closest of the bounds
-  and their midpoint to the true count, all three above it (`candidate_confidence`).
+  development set of `curate.scores.label_issues` its count was off by the least on average over
+  both noise levels (`candidate_confidence`).
 
 Confident learning then:
 
@@ -62,7 +62,14 @@ def candidate_bounds(
     class is at most the runner-up), from 0 to min(p_top, 1 - p_true - p_top) when it predicts a
     third class.
     """
-    p_top = np.minimum(p_true * np.exp(-margin), 1.0)
+    # in log space, so that extreme logits (exp(-margin) overflows float32 below -88) stay finite;
+    # a p_true that underflowed to 0 under a negative margin: another class holds (nearly) all of
+    # the probability, taken as 1
+    p_true64 = np.asarray(p_true, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_top = np.log(p_true64) - margin
+    log_top = np.where((p_true64 == 0) & (margin < 0), 0.0, np.nan_to_num(log_top, nan=0.0))
+    p_top = np.exp(np.minimum(log_top, 0.0))
     hit = preds == suggested[None, :]
     exact = np.where(margin < 0, p_top, p_true)
     upper = np.where(
@@ -81,10 +88,10 @@ def candidate_confidence(
     """The mean probability of the suggested class over late predictions, (N,): the lower bound of
     `candidate_bounds` (exact where every late prediction names the suggested class).
 
-    On the development set (CIFAR-10 test images labelled by the worst of 3 CIFAR-10H annotators,
-    1,099 of 10,000 wrong; 4 fastconv x 5 epochs) the estimate from the lower bound was 1,620,
-    from the midpoint 1,991 and from the upper bound 2,532: each counts too many, the lower bound
-    fewest."""
+    On the development set (CIFAR-10 test images labelled by the worst of k CIFAR-10H annotators;
+    4 fastconv x 5 epochs) the estimate from the lower bound, the midpoint and the upper bound was
+    1,620, 1,991 and 2,532 where 1,099 labels are wrong (k = 3), and 3,326, 3,937 and 4,655 where
+    4,020 are (k = 25): a mean relative error of 0.32 for the lower bound, 0.42 for the midpoint."""
     return candidate_bounds(preds, p_true, margin, suggested)[0]
 
 
