@@ -14,6 +14,7 @@ A reference of booleans (or of 0/1 only) also gets the AUROC of the score for re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -221,16 +222,20 @@ def evaluate(
     run: str,
     reference: str,
     column: str | None = None,
-    score: str = "accessibility",
+    scores: Sequence[str] = ("accessibility",),
     split: str = "train",
-) -> dict:
-    """Compare `score` of a scored run with a reference file; store and return the row."""
-    if score not in score_columns():
-        raise CurateError(f"--score {score!r}: choose one of {', '.join(score_columns())}")
+) -> list[dict]:
+    """Compare `scores` of a scored run with a reference file (``all`` = `COMPARED`); store and
+    return one row per score, in the order given. Every name is checked, the scores read in one
+    query and the reference once, before anything is stored."""
+    names = expand_scores(list(scores))
+    for name in names:
+        if name not in score_columns():
+            raise CurateError(f"--score {name!r}: choose one of all, {', '.join(score_columns())}")
     with catalog.read(ws) as con:
         df = con.execute(
-            f"SELECT idx, {score} AS score FROM instance_scores WHERE run = ? AND split = ? "
-            "ORDER BY idx",  # score is a checked column name
+            f"SELECT idx, {', '.join(names)} FROM instance_scores WHERE run = ? AND split = ? "
+            "ORDER BY idx",  # checked column names
             [run, split],
         ).df()
         if df.empty:
@@ -244,39 +249,39 @@ def evaluate(
                 f"{', '.join(sorted(s for (s,) in splits))}"
             )
     path = Path(reference)
-    ref_idx, values, used = read_reference(path, column, len(df))
-    idx = df["idx"].to_numpy(np.int64)
-    s = df["score"].to_numpy(float)
-    if ref_idx is None:
-        ref = values
-    else:
-        pos = find_positions(idx, ref_idx)
+    ref_idx, ref, used = read_reference(path, column, len(df))
+    pos = slice(None)
+    if ref_idx is not None:
+        pos = find_positions(df["idx"].to_numpy(np.int64), ref_idx)
         if (pos < 0).any():
             raise CurateError(
                 f"--reference {path}: idx {int(ref_idx[pos < 0][0])} is not in split {split!r} "
                 f"({int((pos < 0).sum())} such rows)"
             )
-        s, ref = s[pos], values
-    row = {"run": run, "split": split, "score": score, "reference": str(path.absolute())}
-    row |= {"reference_column": used} | agreement(s, ref)
-    _store(ws, row)
-    return row
+    head = {"run": run, "split": split, "reference": str(path.absolute()), "reference_column": used}
+    rows = [
+        head | {"score": name} | agreement(df[name].to_numpy(float)[pos], ref) for name in names
+    ]
+    _store(ws, rows)
+    return rows
 
 
-def _store(ws: Workspace, row: dict) -> None:
+def _store(ws: Workspace, rows: list[dict]) -> None:
+    """Replace the rows of the same (run, split, score, reference, column), in one transaction."""
     cols = [c for c, _, _ in catalog.SCHEMA["reference_agreement"] if c != "created_at"]
     key = ("run", "split", "score", "reference", "reference_column")
     with catalog.write(ws) as con:
-        con.execute(
-            "DELETE FROM reference_agreement WHERE "
-            + " AND ".join(f"{k} = ?" for k in key),  # constant column names
-            [row[k] for k in key],
-        )
+        for row in rows:
+            con.execute(
+                "DELETE FROM reference_agreement WHERE "
+                + " AND ".join(f"{k} = ?" for k in key),  # constant column names
+                [row[k] for k in key],
+            )
         catalog.insert_frame(
             con,
             "reference_agreement",
             # Arrow, not pandas: an undefined AUROC stays NaN (pandas would make it NULL)
-            pa.Table.from_pylist([{c: row[c] for c in cols}]),
+            pa.Table.from_pylist([{c: row[c] for c in cols} for row in rows]),
             now=("created_at",),
         )
 

@@ -320,14 +320,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     int
         the exit code: 0 (what the user can fix raises a CurateError).
     """
-    from curate.evaluate import evaluate, expand_scores, format_row, ranked, score_columns
+    from curate.evaluate import evaluate, format_row, ranked
 
     ws = Workspace.resolve(args.workspace)
-    scores = expand_scores(args.score)
-    for s in scores:  # every name checked before any row is stored
-        if s not in score_columns():
-            raise CurateError(f"--score {s!r}: choose one of all, {', '.join(score_columns())}")
-    rows = [evaluate(ws, args.run, args.reference, args.column, s, args.split) for s in scores]
+    rows = evaluate(
+        ws, args.run, args.reference, args.column, args.score or ["accessibility"], args.split
+    )
     if len(rows) > 1:
         print("strongest agreement first (the sign says the direction: see the score's docs)")
     for row in ranked(rows):
