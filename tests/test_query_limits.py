@@ -253,3 +253,46 @@ def test_console_page_sets_both_limits(scored, monkeypatch):
     at.text_area[0].set_value("SELECT count(*) AS n FROM instances")
     at.button[0].click().run()
     assert not at.error and at.dataframe[0].value["n"][0] == 1797
+
+
+# 40 strings of 100 MB built inside DuckDB: 4 GB in one vector before any row reaches Python
+WIDE = "SELECT repeat('x', 100000000) AS s FROM range(40)"
+
+
+def rss_peak_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is Linux's")
+def test_memory_is_bounded_inside_duckdb_too(scored):
+    """Values DuckDB builds outside its own memory limit: the allocation past the cap fails, the
+    query is refused with one line, the process's limit is put back and the next query runs."""
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    peak0 = rss_peak_gib()
+    with catalog.read(Workspace(scored)) as con:
+        with pytest.raises(QueryLimitError) as e:
+            run_limited(con, WIDE, (), Limits(rows=10, address_space=2**30))
+        assert "more than the 1.0 GiB of memory a query may take" in str(e.value)
+        assert "\n" not in str(e.value)
+        assert resource.getrlimit(resource.RLIMIT_AS) == before
+        assert len(run_limited(con, "SELECT * FROM range(1000)", (), Limits(rows=1000))) == 1000
+    assert rss_peak_gib() - peak0 < 1.5  # the 4 GB were never built
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is Linux's")
+def test_query_and_console_refuse_a_result_too_wide_to_build(scored, capsys, monkeypatch):
+    """Both user-facing ways in: one `error:` line, exit 2, nothing on stdout; the console's
+    message; the default cap is what the library says."""
+    import curate.sql
+
+    assert curate.sql.QUERY_ADDRESS_SPACE == 4 * 10**9 + 4 * 2**30 + 2**30
+    monkeypatch.setattr(curate.sql, "QUERY_ADDRESS_SPACE", 2**30)
+    rc, out, err, _ = query(scored, capsys, WIDE)
+    assert rc == 2 and out == ""
+    assert "1.0 GiB of memory a query may take" in one_error(err)
+    with pytest.raises(QueryLimitError, match="memory a query may take"):
+        explore.call(str(scored), "sql_console", WIDE, 30.0, 10)
