@@ -109,3 +109,25 @@ def test_sharded_state_written_by_rank_zero_only(ws):
     rec.set_rank(1, 2)
     rec.save_state(0, 0, {"w": 1})
     assert not (rec.run_dir / "state").exists()
+
+
+def test_state_without_torch_is_pickled_and_read_back(ws, monkeypatch):
+    """The core install (no torch): a numpy state is pickled, read back as it was, also where torch
+    is installed later; a torch-saved state read without torch is one clear error."""
+    import curate.record.recorder as recorder
+    from curate.errors import CurateError
+
+    rec = Recorder(ws, run="np", dataset="odd", members=2, epochs=2)
+    state = {"w": np.arange(5.0), "step": 7}
+    monkeypatch.setattr(recorder, "_torch", lambda: None)
+    rec.save_state(0, 0, state)
+    record_epoch(rec, 0, 0, logits=lambda n: good(n).numpy())
+    e, got = rec.load_state(0)
+    assert e == 0 and np.array_equal(got["w"], state["w"]) and got["step"] == 7
+    monkeypatch.undo()  # torch installed after all: the pickle still reads
+    assert np.array_equal(rec.load_state(0)[1]["w"], state["w"])
+    rec.save_state(0, 1, {"w": torch.ones(2)})  # saved with torch
+    record_epoch(rec, 0, 1, logits=lambda n: good(n).numpy())
+    monkeypatch.setattr(recorder, "_torch", lambda: None)
+    with pytest.raises(CurateError, match="saved with torch, which is not installed here"):
+        rec.load_state(0)

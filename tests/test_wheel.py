@@ -155,6 +155,8 @@ def test_the_core_wheel_records_and_scores_without_torch(core, tmp_path):
                             z = rng.normal(size=(len(idx), {CLASSES})).astype(np.float32)
                             z[np.arange(len(idx)), y[idx]] += 1.5 * e  # learns as epochs go by
                             rec.log(split, m, e, idx, Wrapped(z) if b == 16 else z)
+                    rec.save_state(m, e, {{"w": np.full(3, e)}})  # pickled: no torch here
+            assert rec.load_state(0)[0] == {E} and rec.load_state(0)[1]["w"][0] == {E}
             done = rec.close()
             assert done.missing == [], done.missing
             assert "torch" not in sys.modules

@@ -39,9 +39,11 @@ match its log.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
 import warnings
+import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -666,20 +668,24 @@ class Recorder:
         Parameters
         ----------
         member, epoch : the member and the epoch the state has finished (0: untrained).
-        state : any torch-saveable object, e.g. ``{"model": model.state_dict(), "opt":
-            opt.state_dict()}``.
+        state : e.g. ``{"model": model.state_dict(), "opt": opt.state_dict()}``: saved with
+            ``torch.save`` where torch is installed, else pickled (numpy arrays, an sklearn
+            estimator: anything picklable); `load_state` reads either.
 
         `load_state` returns it once every part of (member, epoch) is written, so save it right
         after training epoch `epoch` or after its evaluation pass, either way. States of earlier
         epochs are removed once a later one counts. Under sharded recording only rank 0 writes.
         """
-        import torch
-
         key = self._key(self.splits[0], member, epoch)
         if self._world > 1 and self._rank != 0:
             return
+        torch = _torch()
         with atomic_path(runlog.state_path(self.run_dir, key[1], key[2]), ".pt") as tmp:
-            torch.save(state, tmp)
+            if torch is not None:
+                torch.save(state, tmp)
+            else:
+                with open(tmp, "wb") as f:
+                    pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
         usable = [
             e for e in runlog.saved_state_epochs(self.run_dir, key[1]) if self.epoch_done(key[1], e)
         ]
@@ -690,18 +696,20 @@ class Recorder:
     def load_state(self, member: int, map_location=None):
         """The last training state of `member` saved at an epoch whose parts are all written.
 
+        Parameters
+        ----------
+        member : the member.
+        map_location : passed to ``torch.load`` (a state saved with torch).
+
         Returns
         -------
         (epoch, state), or None when there is none: resume the loop at ``epoch + 1`` from `state`
         (parts of later epochs already written are skipped by `log`), or at 0 from a fresh model.
         """
-        import torch
-
         m = self._key(self.splits[0], member, 0)[1]
         for e in reversed(runlog.saved_state_epochs(self.run_dir, m)):
             if e <= self.epochs and self.epoch_done(m, e):
-                path = runlog.state_path(self.run_dir, m, e)
-                return e, torch.load(path, map_location=map_location, weights_only=False)
+                return e, _load_state_file(runlog.state_path(self.run_dir, m, e), map_location)
         return None
 
     # ------------------------------------------------------------------ closing
@@ -768,6 +776,20 @@ def _as_ids(idx) -> np.ndarray:
             f"idx must be a 1-d array of integer instance ids, got {a.dtype} of shape {a.shape}"
         )
     return a.astype(np.int64, copy=False)
+
+
+def _load_state_file(path: Path, map_location):
+    """A state `save_state` wrote: torch.save's zip archive, else a pickle."""
+    if zipfile.is_zipfile(path):
+        torch = _torch()
+        if torch is None:
+            raise CurateError(
+                f"{path} was saved with torch, which is not installed here; install torch "
+                "(pip install 'curate[train]') to resume from it"
+            )
+        return torch.load(path, map_location=map_location, weights_only=False)
+    with open(path, "rb") as f:
+        return pickle.load(f)
 
 
 def _torch():
