@@ -43,7 +43,24 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from curate.errors import CurateError
 
-PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+
+def _pipelines() -> Path:
+    """The recipes' folder: the checkout's pipelines/ when curate runs from one, else the copy a
+    wheel installs in <prefix>/share/curate/pipelines (pip install, or --user)."""
+    import site
+    import sysconfig
+
+    checkout = Path(__file__).resolve().parent.parent / "pipelines"
+    if (checkout / "digits.toml").is_file():
+        return checkout
+    for data in (sysconfig.get_path("data"), site.getuserbase()):
+        installed = Path(data or ".") / "share" / "curate" / "pipelines"
+        if data and (installed / "digits.toml").is_file():
+            return installed
+    return checkout
+
+
+PIPELINES = _pipelines()
 _CONFIG = ConfigDict(extra="forbid")
 
 

@@ -52,6 +52,7 @@ def build_wheel(out: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "curate", src / "curate", ignore=ignore)
     shutil.copytree(ROOT / "app", src / "app", ignore=ignore)
+    shutil.copytree(ROOT / "pipelines", src / "pipelines", ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out / "dist"]
@@ -111,6 +112,13 @@ def test_the_core_wheel_records_and_scores_without_torch(core, tmp_path):
     # the explorer came along as a data file, where `curate app` looks for it
     app = ok(sh([py, "-c", "from curate.commands.explorer import app_file; print(app_file())"]))
     assert app.strip() == f"({(core.parent / 'share/curate/app/app.py')!r}, None)", app
+    # and the recipes, where `curate run NAME` finds them; all of them
+    found = ok(
+        sh([py, "-c", "from curate.config import find_recipe; print(find_recipe('cifar10-cpu'))"])
+    )
+    assert found.strip() == str(core.parent / "share/curate/pipelines/cifar10-cpu.toml"), found
+    shipped = {p.name for p in (core.parent / "share/curate/pipelines").iterdir()}
+    assert shipped == {p.name for p in (ROOT / "pipelines").glob("*.*")}, shipped
 
     ws = tmp_path / "ws"
     rng = np.random.default_rng(0)
