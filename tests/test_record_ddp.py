@@ -75,6 +75,43 @@ def test_ranks_without_a_group_merge_padded_shares(odd):
     assert (odd / "runs/r/progress/member=0.json").exists()
 
 
+def test_a_dead_ranks_file_is_not_merged(odd):
+    """Rank 1 wrote its share of pass (0, 0) and died before rank 0 did; the job is rerun with
+    another model. The new rank 1 removes its old file on taking the rank, so rank 0's end of the
+    pass waits for the new one and the part holds the new model's predictions only."""
+    import pyarrow.parquet as pq
+
+    import curate.record.recorder as recorder
+    from curate import runlog
+
+    dead = Recorder(odd, run="r", dataset="odd", members=2, epochs=1)
+    dead.set_rank(1, 2)
+    for split, n in SIZES.items():
+        b = shares(n, 2)[1]
+        dead.log(split, 0, 0, b, fixed_logits(b, 7))  # the model of the killed attempt
+    dead.end_pass(0, 0)
+    stale = runlog.rank_shard_path(odd / "runs" / "r", "eval", "train", 0, 0, 1, 2)
+    assert stale.exists() and not all(dead.done(s, 0, 0) for s in SIZES)
+    del dead  # killed; the rerun's processes begin after its files were written
+    for split in SIZES:
+        other = runlog.rank_shard_path(odd / "runs" / "r", "eval", split, 0, 0, 1, 2)
+        os.utime(other, (recorder.PROCESS_START - 60, recorder.PROCESS_START - 60))
+    recs = [Recorder(odd, run="r", dataset="odd", members=2, epochs=1) for _ in range(2)]
+    recs[0].set_rank(0, 2)
+    recs[1].set_rank(1, 2)
+    assert not stale.exists()
+    for r, rec in enumerate(recs):
+        for split, n in SIZES.items():
+            b = shares(n, 2)[r]
+            rec.log(split, 0, 0, b, fixed_logits(b, 0))
+        rec.end_pass(0, 0)
+        assert all(rec.done(s, 0, 0) for s in SIZES) == (r == 1)  # rank 0 did not merge the old
+    n = SIZES["train"]
+    got = pq.read_table(runlog.shard_path(odd / "runs" / "r", "eval", "train", 0, 0))
+    want = fixed_logits(np.arange(n), 0).numpy().argmax(1)
+    assert np.array_equal(got.column("pred").to_numpy(), want)
+
+
 def test_incomplete_part_raises_at_end_of_pass(odd):
     rec = Recorder(odd, run="short", dataset="odd", members=2, epochs=1)
     keep = np.arange(96)  # as drop_last=True with batches of 32 leaves 96 of 101

@@ -28,10 +28,13 @@ files together cover every idx of the split: under a torch.distributed process g
 a barrier (and every rank learns the outcome by a broadcast); without one, whichever rank finds
 every rank's file present. Instances logged by several ranks (a DistributedSampler pads the split
 to a multiple of the ranks by repeating some) count once, and must agree
-(`runlog.shards.disagree`), else the part is refused.
+(`runlog.shards.disagree`), else the part is refused. A rank's file left by a process that died
+before its part was written is stale (its model may not be the one retrained since): when a
+process takes rank r, it removes rank r's files older than itself, so no other rank merges them.
+Without a group, a rank that starts only after the others have ended that pass is too late for it.
 
 Training state: `save_state(member, epoch, state)` keeps the user's state (model and optimizer
-state_dicts, any torch-saveable dict) with the log, atomically; `load_state(member)` gives back the
+state_dicts, or anything picklable without torch) with the log, atomically; `load_state(member)` gives back the
 last one saved at an epoch whose parts are all written, so a resumed loop starts from weights that
 match its log.
 """
@@ -58,6 +61,9 @@ from curate.locks import exclusive
 from curate.workspace import Workspace, atomic_path
 
 PASS = runlog.EVAL  # the recorder writes the evaluation pass, the one `curate score` reads
+# when this process began recording (module import): a rank's file older than this is a dead
+# process's; one newer, this process's own
+PROCESS_START = time.time()
 STRATEGY = "recorder"  # runs.strategy of a run recorded from the user's own loop
 # a resumed member is suspect when its accuracy on a split drops by more than this from the
 # epoch before, or falls to within CHANCE_BAND of chance after being WELL_ABOVE chance
@@ -553,6 +559,21 @@ class Recorder:
                 "set them before the pass"
             )
         self._rank, self._world = rank, world_size
+        if world_size > 1:
+            self._remove_stale_rank_files()
+
+    def _remove_stale_rank_files(self) -> None:
+        """Remove this rank's files left by an earlier process (a killed attempt): a part whose
+        ranks' files are all present is merged, and one of them from a model since retrained would
+        enter the log. Files of this process, and the other ranks' files, are left alone."""
+        name = runlog.rank_shard_path(Path("."), PASS, "s", 0, 0, self._rank, self._world).name
+        root = runlog.split_dir(self.run_dir, PASS, "_").parent
+        for path in root.glob(f"split=*/member=*/epoch=*/{name}"):
+            try:
+                if path.stat().st_mtime < PROCESS_START:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
     def _resolve_rank(self) -> None:
         """With distributed=True: take the rank from torch.distributed once its group is up."""

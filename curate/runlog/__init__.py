@@ -33,6 +33,7 @@ from curate.runlog.layout import (
     saved_state_epochs,
     shard_path,
     shards_glob,
+    split_dir,
     state_dir,
     state_path,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "prepare_run",
     "progress_path",
     "rank_shard_path",
+    "split_dir",
     "read_progress",
     "run_names",
     "saved_state_epochs",
