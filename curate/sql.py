@@ -1,5 +1,5 @@
 """Parameterised reads of the catalog for the library's own queries, and the bounded run of a user's
-query (`curate query`, the app's SQL console): a time limit, a row limit and a memory limit.
+query (`curate query`, the app's SQL console): a time limit and a row limit.
 
 Values always travel as `?` parameters. A name that has to be written into the SQL text (a column
 chosen by the user) is checked against the relation's actual columns first, then quoted.
@@ -7,9 +7,7 @@ chosen by the user) is checked against the relation's actual columns first, then
 
 from __future__ import annotations
 
-import sys
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -23,16 +21,6 @@ from curate.workspace import Workspace
 # count: a million rows of a per-image table take well under 1 GiB; wider rows are refused here
 # instead of ending in a MemoryError.
 MAX_RESULT_BYTES = 2 * 2**30
-
-# The most address space a user's query may add to the process while it runs: DuckDB's own limit
-# for the reader (what its buffer manager accounts for: sorts, joins, aggregates), twice the result
-# bound (the fetched chunks, then their concatenation) and 1 GiB for what DuckDB allocates outside
-# its buffer manager (the vectors of a result being built, however long their strings). The byte
-# count of the result alone cannot bound memory: `SELECT repeat('x', 10^8) FROM range(100)` builds
-# 10 GB inside DuckDB before a single row reaches Python. Past this, the allocation fails and the
-# query ends with a QueryLimitError; the process lives on. Linux only (RLIMIT_AS); elsewhere the
-# result bound and DuckDB's limit remain.
-QUERY_ADDRESS_SPACE = catalog.READER_MEMORY_BYTES + 2 * MAX_RESULT_BYTES + 2**30
 
 
 class QueryLimitError(CurateError):
@@ -54,9 +42,6 @@ class Limits:
         How the user raises each limit (a flag, a setting), named in the message.
     max_bytes : int
         The most memory the result may take as a DataFrame.
-    address_space : int or None
-        The most address space the query may add to the process, whatever it computes (None:
-        `QUERY_ADDRESS_SPACE`); see `address_space_cap`.
     """
 
     seconds: float | None = None
@@ -64,7 +49,6 @@ class Limits:
     raise_seconds: str = "--timeout SECONDS"
     raise_rows: str = "--max-rows N"
     max_bytes: int = MAX_RESULT_BYTES
-    address_space: int | None = None
 
 
 def fetch(
@@ -115,23 +99,14 @@ def run_limited(
     ------
     QueryLimitError
         When a limit is hit: the time limit interrupts the query; rows are fetched a chunk at a
-        time, so no more than one chunk past the row limit is ever held; an allocation past the
-        address-space cap fails, in DuckDB or in pandas.
+        time, so no more than one chunk past the row limit is ever held.
     """
-    space = QUERY_ADDRESS_SPACE if limits.address_space is None else limits.address_space
     deadline = _Deadline(getattr(con, "_con", con), limits.seconds)  # Reader wraps the connection
     try:
-        with address_space_cap(space):
-            cur = con.execute(sql, list(params))
-            if cur.description is None:
-                return pd.DataFrame()
-            return _fetch_bounded(cur, limits)
-    except (duckdb.OutOfMemoryException, MemoryError):
-        raise QueryLimitError(
-            f"the query needed more than the {space / 2**30:,.1f} GiB of memory a query may take "
-            "and was stopped; select fewer or narrower columns, or fewer rows (LIMIT, WHERE), "
-            "or aggregate before returning"
-        ) from None
+        cur = con.execute(sql, list(params))
+        if cur.description is None:
+            return pd.DataFrame()
+        return _fetch_bounded(cur, limits)
     except duckdb.Error:
         if deadline.fired:
             raise QueryLimitError(
@@ -170,72 +145,6 @@ def _fetch_bounded(cur: duckdb.DuckDBPyConnection, limits: Limits) -> pd.DataFra
     if not frames:
         return chunk  # no rows, the columns and their types
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-
-
-_cap_lock = threading.Lock()
-_cap_users = 0
-_cap_restore: tuple[int, int] | None = None  # the limits to put back when the last query ends
-
-
-def _address_space_now() -> int | None:
-    """The process's address space in bytes (VmSize), None where /proc does not say."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
-    return None
-
-
-@contextmanager
-def address_space_cap(extra: int):
-    """Within the block, allocations that would take the process past its address space at entry
-    plus `extra` bytes fail (the soft RLIMIT_AS), then the limit is put back.
-
-    Process-wide: queries that overlap (threads of the app) share the cap the first one set, and
-    the last one out restores the limit. A limit already lower is kept; where the platform has no
-    RLIMIT_AS or no /proc, nothing is capped.
-    """
-    global _cap_users, _cap_restore
-    with _cap_lock:
-        if _cap_users == 0:
-            _cap_restore = _lower_cap(extra)
-        _cap_users += 1
-    try:
-        yield
-    finally:
-        with _cap_lock:
-            _cap_users -= 1
-            if _cap_users == 0 and _cap_restore is not None:
-                import resource
-
-                resource.setrlimit(resource.RLIMIT_AS, _cap_restore)
-                _cap_restore = None
-
-
-def _lower_cap(extra: int) -> tuple[int, int] | None:
-    """Set the soft RLIMIT_AS to the address space now plus `extra` when that is lower than it is;
-    the limits before (to restore), or None when nothing was changed."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import resource
-
-    now = _address_space_now()
-    if now is None:
-        return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = now + extra
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    if soft != resource.RLIM_INFINITY and soft <= cap:
-        return None
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    except (ValueError, OSError):
-        return None
-    return soft, hard
 
 
 class _Deadline:

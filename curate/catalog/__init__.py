@@ -9,7 +9,6 @@ in (one writing stage at a time, inside a transaction; sandboxed read-only reade
 
 from curate.catalog.connect import (
     BUSY_TIMEOUT,
-    READER_MEMORY_BYTES,
     Reader,
     check_select,
     check_writable,
@@ -38,7 +37,6 @@ from curate.catalog.views import VIEWS, refresh_views
 
 __all__ = [
     "BUSY_TIMEOUT",
-    "READER_MEMORY_BYTES",
     "META_TABLE",
     "MIGRATIONS",
     "PRIMARY_KEYS",

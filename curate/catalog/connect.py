@@ -176,9 +176,7 @@ def check_select(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         )
 
 
-# DuckDB reads "GB" as 10^9 bytes
-READER_MEMORY_BYTES = 4 * 10**9
-READER_MEMORY = f"{READER_MEMORY_BYTES // 10**9}GB"
+READER_MEMORY = "4GB"
 
 
 def read(ws: Workspace) -> Reader:
