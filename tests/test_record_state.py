@@ -131,3 +131,28 @@ def test_state_without_torch_is_pickled_and_read_back(ws, monkeypatch):
     monkeypatch.setattr(recorder, "_torch", lambda: None)
     with pytest.raises(CurateError, match="saved with torch, which is not installed here"):
         rec.load_state(0)
+
+
+def test_state_format_is_read_from_the_first_bytes_and_damage_is_one_error(ws, monkeypatch):
+    """A pickled state holding the bytes of a zip's end record (101010256 is b"PK\\x05\\x06" as a
+    pickled int) is still a pickle; a truncated or empty state is one CurateError naming it."""
+    import curate.record.recorder as recorder
+    from curate.errors import CurateError
+
+    rec = Recorder(ws, run="fmt", dataset="odd", members=2, epochs=2)
+    monkeypatch.setattr(recorder, "_torch", lambda: None)
+    state = {"seed": 101010256, "w": np.array([101010256], np.int32)}
+    rec.save_state(0, 0, state)
+    record_epoch(rec, 0, 0, logits=lambda n: good(n).numpy())
+    assert rec.load_state(0)[1]["seed"] == 101010256
+    monkeypatch.undo()
+    assert rec.load_state(0)[1]["seed"] == 101010256  # with torch installed too
+    path = rec.run_dir / "state" / "member=0" / "epoch=0.pt"
+    for damaged in (path.read_bytes()[:10], b""):
+        path.write_bytes(damaged)
+        with pytest.raises(CurateError, match="is not a readable training state"):
+            rec.load_state(0)
+    rec.save_state(0, 0, {"w": torch.ones(3)})  # a torch.save file, truncated
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CurateError, match="is not a readable training state"):
+        rec.load_state(0)

@@ -46,7 +46,6 @@ import pickle
 import sys
 import time
 import warnings
-import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -799,18 +798,33 @@ def _as_ids(idx) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
+# the first bytes of a `torch.save` file (a zip archive's local file header: torch checks the
+# same); a pickle of protocol 2 or later starts with 0x80
+_TORCH_MAGIC = b"PK\x03\x04"
+
+
 def _load_state_file(path: Path, map_location):
-    """A state `save_state` wrote: torch.save's zip archive, else a pickle."""
-    if zipfile.is_zipfile(path):
-        torch = _torch()
-        if torch is None:
-            raise CurateError(
-                f"{path} was saved with torch, which is not installed here; install torch "
-                "(pip install 'curate[train]') to resume from it"
-            )
-        return torch.load(path, map_location=map_location, weights_only=False)
+    """A state `save_state` wrote: torch.save's zip archive, else a pickle. A file that is neither
+    (damaged, truncated) is one CurateError naming it."""
     with open(path, "rb") as f:
-        return pickle.load(f)
+        saved_with_torch = f.read(4) == _TORCH_MAGIC
+    torch = _torch()
+    if saved_with_torch and torch is None:
+        raise CurateError(
+            f"{path} was saved with torch, which is not installed here; install torch "
+            "(pip install 'curate[train]') to resume from it"
+        )
+    try:
+        if saved_with_torch:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, ImportError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CurateError(
+            f"{path} is not a readable training state ({type(e).__name__}: {first}); move it "
+            "away to resume from the state before it, or retrain the member"
+        ) from None
 
 
 def _torch():
