@@ -95,7 +95,7 @@ def test_a_dead_ranks_file_is_not_merged(odd):
     del dead  # killed; the rerun's processes begin after its files were written
     for split in SIZES:
         other = runlog.rank_shard_path(odd / "runs" / "r", "eval", split, 0, 0, 1, 2)
-        os.utime(other, (recorder.PROCESS_START - 60, recorder.PROCESS_START - 60))
+        os.utime(other, (recorder.process_start() - 60, recorder.process_start() - 60))
     recs = [Recorder(odd, run="r", dataset="odd", members=2, epochs=1) for _ in range(2)]
     recs[0].set_rank(0, 2)
     recs[1].set_rank(1, 2)
@@ -110,6 +110,43 @@ def test_a_dead_ranks_file_is_not_merged(odd):
     got = pq.read_table(runlog.shard_path(odd / "runs" / "r", "eval", "train", 0, 0))
     want = fixed_logits(np.arange(n), 0).numpy().argmax(1)
     assert np.array_equal(got.column("pred").to_numpy(), want)
+
+
+STALE_IN_FORK = """
+import sys, time
+import numpy as np
+from curate.record.recorder import Recorder
+from curate import runlog
+ws = sys.argv[1]
+dead = Recorder(ws, run="f", dataset="odd", members=2, epochs=1)
+dead.set_rank(1, 2)
+for split, n in (("train", 101), ("test", 51)):
+    b = np.arange(1, n, 2)
+    dead.log(split, 0, 0, b, np.eye(3, dtype=np.float32)[b % 3])
+dead.end_pass(0, 0)
+stale = runlog.rank_shard_path(dead.run_dir, "eval", "train", 0, 0, 1, 2)
+time.sleep(1.2)  # the kernel's start time of the child is whole boot seconds + ticks
+import multiprocessing as mp
+def child(q):
+    rec = Recorder(ws, run="f", dataset="odd", members=2, epochs=1)
+    rec.set_rank(1, 2)
+    q.put(stale.exists())
+q = mp.get_context("fork").Queue()
+p = mp.get_context("fork").Process(target=child, args=(q,))
+p.start(); kept = q.get(timeout=60); p.join(60)
+print("kept" if kept else "removed")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and fork")
+def test_a_forked_rank_removes_the_file_of_a_dead_one(odd):
+    """A rank forked from a long-lived parent (a notebook, a sweep driver, ddp_fork) imported
+    curate before the dead attempt wrote its file: its own start, not the import, decides."""
+    out = subprocess.run(
+        [sys.executable, "-c", STALE_IN_FORK, str(odd)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["removed"], out.stdout
 
 
 def test_incomplete_part_raises_at_end_of_pass(odd):

@@ -30,7 +30,8 @@ every rank's file present. Instances logged by several ranks (a DistributedSampl
 to a multiple of the ranks by repeating some) count once, and must agree
 (`runlog.shards.disagree`), else the part is refused. A rank's file left by a process that died
 before its part was written is stale (its model may not be the one retrained since): when a
-process takes rank r, it removes rank r's files older than itself, so no other rank merges them.
+process takes rank r, it removes rank r's files older than the process (its start, from the kernel:
+a forked child's own), so no other rank merges them.
 Without a group, a rank that starts only after the others have ended that pass is too late for it.
 
 Training state: `save_state(member, epoch, state)` keeps the user's state (model and optimizer
@@ -60,9 +61,25 @@ from curate.locks import exclusive
 from curate.workspace import Workspace, atomic_path
 
 PASS = runlog.EVAL  # the recorder writes the evaluation pass, the one `curate score` reads
-# when this process began recording (module import): a rank's file older than this is a dead
-# process's; one newer, this process's own
-PROCESS_START = time.time()
+# when curate was imported: the start of this process where the kernel does not say (no /proc)
+_IMPORTED = time.time()
+
+
+def process_start() -> float:
+    """When this process began, in seconds since the epoch (time.time()'s clock): from /proc (a
+    forked child has its own, later than the modules it inherited were imported), never later than
+    the true start (the boot time is whole seconds, rounded down); else when curate was imported.
+    A rank's file older than this is a dead process's; one newer, possibly this process's own."""
+    try:
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
+
 STRATEGY = "recorder"  # runs.strategy of a run recorded from the user's own loop
 # a resumed member is suspect when its accuracy on a split drops by more than this from the
 # epoch before, or falls to within CHANCE_BAND of chance after being WELL_ABOVE chance
@@ -567,9 +584,10 @@ class Recorder:
         enter the log. Files of this process, and the other ranks' files, are left alone."""
         name = runlog.rank_shard_path(Path("."), PASS, "s", 0, 0, self._rank, self._world).name
         root = runlog.split_dir(self.run_dir, PASS, "_").parent
+        began = process_start()
         for path in root.glob(f"split=*/member=*/epoch=*/{name}"):
             try:
-                if path.stat().st_mtime < PROCESS_START:
+                if path.stat().st_mtime < began:
                     path.unlink()
             except FileNotFoundError:
                 pass
