@@ -476,6 +476,10 @@ def _value_message(key: str, err: dict) -> str:
     if kind == "one_of":
         what = _marker(field_info(key), OneOf).what
         head = f"unknown {what} {value!r} ({key})" if what else f"{key} = {value!r}"
+        if key == "dataset.format":  # `curate run NAME`: NAME was not found as a recipe either
+            recipes = sorted(p.stem for p in PIPELINES.glob("*.toml"))
+            where = f"{', '.join(recipes)} in {PIPELINES}" if recipes else f"none in {PIPELINES}"
+            return f"{head}: choose one of {ctx['allowed']}, or a recipe ({where}) or a .toml path"
         return f"{head}: choose one of {ctx['allowed']}"
     if kind == "folder_name":
         return f"{key} = {value!r}: {err['msg']}"
