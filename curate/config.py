@@ -53,9 +53,9 @@ def _pipelines() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "pipelines"
     if (checkout / "digits.toml").is_file():
         return checkout
-    for data in (sysconfig.get_path("data"), site.getuserbase()):
-        installed = Path(data or ".") / "share" / "curate" / "pipelines"
-        if data and (installed / "digits.toml").is_file():
+    for data in filter(None, (sysconfig.get_path("data"), site.getuserbase())):
+        installed = Path(data) / "share" / "curate" / "pipelines"
+        if (installed / "digits.toml").is_file():
             return installed
     return checkout
 

@@ -30,14 +30,14 @@ every rank's file present. Instances logged by several ranks (a DistributedSampl
 to a multiple of the ranks by repeating some) count once, and must agree
 (`runlog.shards.disagree`), else the part is refused. A rank's file left by a process that died
 before its part was written is stale (its model may not be the one retrained since): when a
-process takes rank r, it removes rank r's files older than the process (its start, from the kernel:
-a forked child's own), so no other rank merges them.
-Without a group, a rank that starts only after the others have ended that pass is too late for it.
+process takes rank r, it removes rank r's files older than the process (its start, from the
+kernel: a forked child's own), so no other rank merges them. Without a group, a rank that starts
+only after the others have ended that pass is too late for it.
 
 Training state: `save_state(member, epoch, state)` keeps the user's state (model and optimizer
-state_dicts, or anything picklable without torch) with the log, atomically; `load_state(member)` gives back the
-last one saved at an epoch whose parts are all written, so a resumed loop starts from weights that
-match its log.
+state_dicts; without torch, anything picklable) with the log, atomically; `load_state(member)`
+gives back the last one saved at an epoch whose parts are all written, so a resumed loop starts
+from weights that match its log.
 """
 
 from __future__ import annotations
