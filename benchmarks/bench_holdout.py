@@ -46,6 +46,7 @@ from bench_recipes import (  # noqa: E402
     cpu_children,
     cpu_from_time_log,
     curate,
+    read_log,
 )
 
 N_TRAIN, DATASET = 50_000, "cifar10-jpeg"
@@ -62,37 +63,24 @@ def halves(folder: Path) -> dict[str, Path]:
 
 
 def read(ws: Path, run: str, labels) -> dict[str, np.ndarray]:
-    """pred, p_true, margin (E+1, M, N) and correct, idx, y of the run's train log."""
-    import pyarrow.parquet as pq
-
-    from curate import runlog
-    from curate.data.positions import find_positions
+    """pred, p_true, margin, correct (M, E+1, N), idx and y of the run's train log."""
     from curate.scores.engine import log_layout
 
     run_dir = ws / "runs" / run
     members, last = log_layout(run_dir, "train")
-    cols = {c: [] for c in ("pred", "p_true", "margin")}
-    for e in range(last + 1):
-        tabs = [
-            pq.read_table(runlog.shard_path(run_dir, "eval", "train", m, e), columns=["idx", *cols])
-            for m in members
-        ]
-        for c in cols:
-            cols[c].append(np.stack([t.column(c).to_numpy() for t in tabs]))
-    idx = tabs[0].column("idx").to_numpy()
-    y = labels[1][find_positions(labels[0], idx)]
-    out = {c: np.stack(v) for c, v in cols.items()}
-    return out | {"correct": out["pred"] == y, "idx": idx, "y": y}
+    log = read_log(run_dir, "train", members, last, labels)
+    keep = ("pred", "p_true", "margin")
+    return {k: getattr(log, k) for k in keep} | {"correct": log.c, "idx": log.idx, "y": log.labels}
 
 
 def noise_count(y, pred, p_true, margin) -> int:
-    """`curate.scores.noise`'s estimate of the wrong labels from the late epochs, (E+1, M, N)."""
+    """`curate.scores.noise`'s estimate of the wrong labels from the late epochs, (M, E+1, N)."""
     from curate.scores import label_issues as li
     from curate.scores import noise as nz
     from curate.scores.engine import vote_mode
 
-    late = list(li.late_epochs(pred.shape[0] - 1))
-    flat = [a[late].reshape(-1, a.shape[2]) for a in (pred, p_true, margin)]
+    late = list(li.late_epochs(pred.shape[1] - 1))
+    flat = [a[:, late].reshape(-1, a.shape[2]) for a in (pred, p_true, margin)]
     preds = flat[0].astype(np.int16)
     suggested, _ = vote_mode(preds, y.astype(np.int16))
     cand = nz.candidate_confidence(preds, flat[1], flat[2], suggested)
@@ -113,14 +101,14 @@ def analyse(ws: Path, subset: Path) -> dict:
     in_a[np.load(subset)] = True
     in_a = in_a[a["idx"]]  # images run half-h1 trained on
 
-    def pick(key, held: bool):  # (E+1, M, N): each image's held-out (or in-sample) members
+    def pick(key, held: bool):  # (M, E+1, N): each image's held-out (or in-sample) members
         return np.where(in_a[None, None] != held, a[key], b[key])
 
     out = {}
     for score, key in (("confidence", "p_true"), ("accuracy", "correct")):
 
         def mean(x, rows=slice(None)):
-            return x[1:, rows].astype(np.float64).mean(axis=(0, 1))
+            return x[rows, 1:].astype(np.float64).mean(axis=(0, 1))
 
         for who in ("held_out", "in_sample", "all"):
             if who == "all":

@@ -160,7 +160,7 @@ class Log(NamedTuple):
 
     idx (N,) the log's instances; labels (N,) their (given) labels; c (M, T, N) bool correct at
     epochs 0..E; p_true, margin (M, T, N) float32; el2n (M, N) float32 at epoch `el2n_epoch`
-    (NaN where the log has no `el2n`).
+    (NaN where the log has no `el2n`); pred (M, T, N) the predicted classes.
     """
 
     members: list[int]
@@ -171,6 +171,7 @@ class Log(NamedTuple):
     margin: np.ndarray
     el2n: np.ndarray
     el2n_epoch: int
+    pred: np.ndarray
 
     @property
     def epochs(self) -> int:
@@ -195,7 +196,7 @@ def read_log(
     if not 1 <= el2n_epoch <= last:
         raise ValueError(f"el2n epoch {el2n_epoch}: the log has epochs 1..{last}")
     idx = None
-    c = p_true = margin = el2n = None
+    c = p_true = margin = el2n = pred = None
     for j, m in enumerate(members):
         for e in range(last + 1):
             path = predlog.shard_path(run_dir, "eval", split, m, e)
@@ -211,16 +212,18 @@ def read_log(
                     raise ValueError(f"the log of {split!r} names instances the catalog lacks")
                 y = np.asarray(labels_by_idx[1])[pos]
                 c = np.zeros(shape, bool)
+                pred = np.zeros(shape, np.int64)
                 p_true, margin = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
                 el2n = np.full((len(members), n), np.nan, np.float32)
             elif not np.array_equal(t.column("idx").to_numpy(), idx):
                 raise ValueError(f"{path}: lists other instances than the first shard")
-            c[j, e] = t.column("pred").to_numpy() == y
+            pred[j, e] = t.column("pred").to_numpy()
+            c[j, e] = pred[j, e] == y
             p_true[j, e] = t.column("p_true").to_numpy()
             margin[j, e] = t.column("margin").to_numpy()
             if take_el2n:
                 el2n[j] = t.column("el2n").to_numpy()
-    return Log(list(members), idx, y, c, p_true, margin, el2n, el2n_epoch)
+    return Log(list(members), idx, y, c, p_true, margin, el2n, el2n_epoch, pred)
 
 
 def member_scores(log: Log, rows) -> dict[str, np.ndarray]:
