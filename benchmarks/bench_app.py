@@ -46,13 +46,14 @@ def main() -> None:
     views = {
         "Run overview": lambda: explore.run_overview(con, run),
         "TP-agreement": lambda: explore.tpa_heatmap(con, run, split),
+        # as the app runs them: in a query worker (started by the untimed first call)
         "Subset explorer (count + first page)": lambda: (
-            explore.subset_count(con, clause, params),
-            explore.subset_page(con, clause, params, 0),
+            explore.call(args.work, "subset_count", clause, params),
+            explore.call(args.work, "subset_page", clause, params, 0),
         ),
         "Subset explorer (SQL filter, page 100)": lambda: (
-            explore.subset_count(con, clause2, params2),
-            explore.subset_page(con, clause2, params2, 100),
+            explore.call(args.work, "subset_count", clause2, params2),
+            explore.call(args.work, "subset_page", clause2, params2, 100),
         ),
         "Image detail (scores)": lambda: explore.instance_detail(con, run, split, 123_456),
         "Image detail (timeline from the log)": lambda: explore.prediction_timeline(
@@ -67,7 +68,7 @@ def main() -> None:
             explore.consistency_matrix(con, run, split, "in-between"),
         ),
         "SQL console": lambda: explore.sql_console(
-            con,
+            args.work,
             "SELECT ddd, count(*), avg(accessibility) FROM difficulty "
             "WHERE run = 'full' GROUP BY ddd",
         ),

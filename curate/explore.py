@@ -16,16 +16,30 @@ import pandas as pd
 
 from curate import catalog
 from curate.errors import CurateError
+from curate.sql import MAX_QUERY_MEMORY
 from curate.stats.definitions import STATS
 
 DDD = ("trivial", "in-between", "impossible")
 
 
 def call(root: str, name: str, *args):
-    """`name(reader, *args)` with a reader opened on the workspace `root` for this call only."""
+    """`name(reader, *args)` with a reader opened on the workspace `root` for this call only.
+
+    The calls that carry the user's SQL (the console's statement, the filter's WHERE clause) run in
+    a worker process instead, within the console's limits (`curate.query_worker`): a runaway
+    statement is stopped there, not in the app.
+    """
     from curate import catalog
     from curate.workspace import Workspace
 
+    if name == "sql_console":
+        return sql_console(root, *args)
+    if name in USER_SQL:
+        from curate import query_worker
+        from curate.sql import Limits
+
+        limits = Limits(seconds=CONSOLE_TIMEOUT, raise_seconds=None, max_memory=CONSOLE_MEMORY)
+        return query_worker.call(root, name, args, limits)
     fn = QUERIES[name]
     with catalog.read(Workspace(root)) as con:
         return fn(con, *args)
@@ -327,16 +341,21 @@ def consistency_matrix(
 # page sends comfortably (`curate query --out` exports more).
 CONSOLE_TIMEOUT = 30.0
 CONSOLE_MAX_ROWS = 100_000
+CONSOLE_MEMORY = MAX_QUERY_MEMORY  # the most memory a console or filter query may take
+# the calls of `call` that carry the user's SQL (the filter's WHERE clause) and so run in a worker,
+# within the console's time and memory limits
+USER_SQL = ("subset_count", "subset_page")
 
 
 def sql_console(
-    con, sql: str, timeout: float = CONSOLE_TIMEOUT, max_rows: int = CONSOLE_MAX_ROWS
+    root, sql: str, timeout: float = CONSOLE_TIMEOUT, max_rows: int = CONSOLE_MAX_ROWS
 ) -> pd.DataFrame:
-    """One read-only SELECT of the console, within its limits.
+    """One read-only SELECT of the console, in a worker process within its limits
+    (`curate.query_worker.query`).
 
     Parameters
     ----------
-    con : an open `catalog.Reader` (or read-only DuckDB connection)
+    root : the workspace
     sql : the statement
     timeout : seconds before the query is stopped
     max_rows : the most rows the result may have
@@ -351,16 +370,18 @@ def sql_console(
     CurateError
         A refused or bad statement; `curate.sql.QueryLimitError` when a limit is hit.
     """
-    from curate.sql import Limits, run_limited
+    from curate import query_worker
+    from curate.sql import Limits
 
     limits = Limits(
         seconds=timeout,
         rows=max_rows,
         raise_seconds="the console's 'time limit (s)'",
         raise_rows="the console's 'row limit'",
+        max_memory=CONSOLE_MEMORY,
     )
     try:
-        return run_limited(con, sql, (), limits)
+        return query_worker.query(root, sql, (), limits)
     except duckdb.PermissionException as e:
         raise CurateError(
             f"not allowed: {str(e).splitlines()[0]}. The console reads the catalog and the "
@@ -468,7 +489,6 @@ QUERIES = {
         correlation_table,
         scatter_sample,
         consistency_matrix,
-        sql_console,
         label_confusion,
         label_issue_page,
         label_noise,

@@ -1,5 +1,7 @@
 """Parameterised reads of the catalog for the library's own queries, and the bounded run of a user's
-query (`curate query`, the app's SQL console): a time limit and a row limit.
+query (`curate query`, the app's SQL console): a time limit, a row limit and memory limits. A
+user's query runs in a worker process (`curate.query_worker`), which is what bounds the memory the
+statement itself takes; the functions here run inside it.
 
 Values always travel as `?` parameters. A name that has to be written into the SQL text (a column
 chosen by the user) is checked against the relation's actual columns first, then quoted.
@@ -22,6 +24,16 @@ from curate.workspace import Workspace
 # instead of ending in a MemoryError.
 MAX_RESULT_BYTES = 2 * 2**30
 
+# About how much memory one chunk of a streamed result takes: wide rows come fewer at a time, so that
+# the copies of a chunk in flight (DuckDB's, the DataFrame, its pickle) stay small
+CHUNK_BYTES = 16 * 2**20
+
+# The most resident memory the worker running a user's query may take. DuckDB keeps its sorts, joins
+# and aggregates within the reader's 4 GB `memory_limit` (spilling to disk past it), but not the
+# values an expression builds (`repeat('x', 10^9)`, a huge `string_agg`): those are what this stops.
+# 6 GiB: the 4 GB, a chunk of the result, and the interpreter with pandas and DuckDB loaded.
+MAX_QUERY_MEMORY = 6 * 2**30
+
 
 class QueryLimitError(CurateError):
     """A user's query stopped by its time, row or memory limit; the message says how to raise it."""
@@ -42,13 +54,35 @@ class Limits:
         How the user raises each limit (a flag, a setting), named in the message.
     max_bytes : int
         The most memory the result may take as a DataFrame.
+    max_memory : int
+        The most resident memory the worker process running the query may take (Linux; elsewhere
+        only DuckDB's own `memory_limit` holds).
     """
 
     seconds: float | None = None
     rows: int | None = None
-    raise_seconds: str = "--timeout SECONDS"
+    raise_seconds: str | None = "--timeout SECONDS"
     raise_rows: str = "--max-rows N"
     max_bytes: int = MAX_RESULT_BYTES
+    max_memory: int = MAX_QUERY_MEMORY
+
+
+def time_limit_message(seconds: float, raise_seconds: str | None) -> str:
+    """The one line of a query stopped at its time limit."""
+    how = f" or raise the limit with {raise_seconds}" if raise_seconds else ""
+    return (
+        f"the query ran past its time limit of {seconds:g} s and was stopped; narrow it (WHERE, "
+        f"LIMIT, fewer joins){how}"
+    )
+
+
+def memory_limit_message(max_memory: int) -> str:
+    """The one line of a query stopped at its memory limit."""
+    return (
+        f"the query took more than {max_memory / 2**30:,.1f} GiB of memory and was stopped: it "
+        "builds values too large to hold (a repeat(), a string_agg or list() over many rows?) or "
+        "very wide rows. Narrow it: fewer or shorter values, fewer columns or rows (WHERE, LIMIT)"
+    )
 
 
 def fetch(
@@ -58,30 +92,33 @@ def fetch(
 
     The connection is `catalog.Reader`'s sandbox, held only while the statement runs. Bad SQL, a write,
     a second statement or a file outside the workspace's prediction log is a CurateError. Given
-    `limits` (a user's query), the run is bounded as `run_limited` says; without, it is not (the
-    library's own reads).
+    `limits` (a user's query), the statement runs in a worker process within them
+    (`curate.query_worker.query`); without, it runs here, unbounded (the library's own reads).
     """
-    with catalog.read(ws) as con:
-        try:
-            if limits is None:
-                return con.execute(sql, list(params)).df()
-            return run_limited(con, sql, params, limits)
-        except duckdb.PermissionException as e:
-            raise CurateError(
-                f"not allowed: {_first_line(e)}. Queries read the catalog and the prediction log "
-                f"under {ws.root / 'runs'}, no other file"
-            ) from None
-        except duckdb.Error as e:
-            raise CurateError(
-                f"SQL error: {_first_line(e)}. Check the statement; `curate query --tables` "
-                "lists tables and columns"
-            ) from None
+    try:
+        if limits is not None:
+            from curate import query_worker
+
+            return query_worker.query(ws.root, sql, params, limits)
+        with catalog.read(ws) as con:
+            return con.execute(sql, list(params)).df()
+    except duckdb.PermissionException as e:
+        raise CurateError(
+            f"not allowed: {_first_line(e)}. Queries read the catalog and the prediction log "
+            f"under {ws.root / 'runs'}, no other file"
+        ) from None
+    except duckdb.Error as e:
+        raise CurateError(
+            f"SQL error: {_first_line(e)}. Check the statement; `curate query --tables` "
+            "lists tables and columns"
+        ) from None
 
 
 def run_limited(
     con, sql: str, params: list | tuple = (), limits: Limits = Limits()
 ) -> pd.DataFrame:
-    """Run `sql` on an open reader within `limits`; its result as a DataFrame (empty for no result).
+    """Run `sql` on an open reader within `limits` (all but `max_memory`, which only a worker process
+    can hold); its result as a DataFrame (empty for no result).
 
     Parameters
     ----------
@@ -101,53 +138,63 @@ def run_limited(
         When a limit is hit: the time limit interrupts the query; rows are fetched a chunk at a
         time, so no more than one chunk past the row limit is ever held.
     """
-    deadline = _Deadline(getattr(con, "_con", con), limits.seconds)  # Reader wraps the connection
+    deadline = Deadline(getattr(con, "_con", con), limits.seconds)  # Reader wraps the connection
     try:
-        cur = con.execute(sql, list(params))
-        if cur.description is None:
-            return pd.DataFrame()
-        return _fetch_bounded(cur, limits)
+        return concat(list(iter_limited(con, sql, params, limits)))
     except duckdb.Error:
         if deadline.fired:
             raise QueryLimitError(
-                f"the query ran past its time limit of {limits.seconds:g} s and was stopped; "
-                f"narrow it (WHERE, LIMIT, fewer joins) or raise the limit with "
-                f"{limits.raise_seconds}"
+                time_limit_message(limits.seconds, limits.raise_seconds)
             ) from None
         raise
     finally:
         deadline.end()
 
 
-def _fetch_bounded(cur: duckdb.DuckDBPyConnection, limits: Limits) -> pd.DataFrame:
-    """The streaming result of `cur`, a chunk at a time, refused once past the row or byte limit."""
+def concat(chunks: list[pd.DataFrame]) -> pd.DataFrame:
+    """The chunks of `iter_limited` as one DataFrame (the first chunk alone carries the columns of an
+    empty result)."""
+    if not chunks:
+        return pd.DataFrame()
+    rows = [c for c in chunks if len(c)] or chunks[:1]
+    return rows[0] if len(rows) == 1 else pd.concat(rows, ignore_index=True)
+
+
+def iter_limited(con, sql: str, params: list | tuple = (), limits: Limits = Limits()):
+    """The result of `sql` on an open reader, a chunk (DataFrame) at a time, refused once past the row
+    or byte limit of `limits` (the time limit is the caller's). Yields nothing for a statement
+    without a result, and one empty chunk (the columns and their types) for an empty result."""
+    cur = con.execute(sql, list(params))
+    if cur.description is None:
+        return
     rows = limits.rows
-    vectors = 16 if rows is None else min(16, max(1, rows // 2048))  # 2,048 rows a vector
-    frames: list[pd.DataFrame] = []
-    n = size = 0
+    most = 16 if rows is None else min(16, max(1, rows // 2048))  # 2,048 rows a vector
+    vectors, n, size = 1, 0, 0  # one vector first, then as many as make about CHUNK_BYTES
     while True:
         chunk = cur.fetch_df_chunk(vectors)
         if chunk.empty:
-            break
+            if n == 0:
+                yield chunk  # no rows: the columns and their types
+            return
         n += len(chunk)
         if rows is not None and n > rows:
             raise QueryLimitError(
                 f"the result has more than {rows:,} rows, the row limit; add LIMIT (or WHERE, "
                 f"GROUP BY) to the query, or raise the limit with {limits.raise_rows}"
             )
-        size += int(chunk.memory_usage(deep=True).sum())
+        chunk_bytes = int(chunk.memory_usage(deep=True).sum())
+        size += chunk_bytes
+        per_vector = chunk_bytes / vectors
+        vectors = int(min(most, max(1, CHUNK_BYTES // max(per_vector, 1))))
         if size > limits.max_bytes:
             raise QueryLimitError(
                 f"the result passed {limits.max_bytes / 2**20:,.0f} MiB in memory at {n:,} rows; "
                 "select fewer or narrower columns, or fewer rows (LIMIT, WHERE)"
             )
-        frames.append(chunk)
-    if not frames:
-        return chunk  # no rows, the columns and their types
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        yield chunk
 
 
-class _Deadline:
+class Deadline:
     """Interrupts the query running on `con` once `seconds` have passed, and again every 0.1 s (an
     interrupt that lands between two steps of the query is not lost) until ended."""
 

@@ -86,7 +86,7 @@ def test_query_functions(ws, con):
             con, *explore.subset_where("digits", "test", explore.Subset(where="nope ="))
         )
     with pytest.raises(CurateError):
-        explore.sql_console(con, "DELETE FROM instances")
+        explore.sql_console(ws, "DELETE FROM instances")
 
 
 def _apptest(ws, monkeypatch):

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from curate import catalog, explore
+from curate import catalog, explore, query_worker, sql
 from curate.cli import main
+from curate.errors import CurateError
 from curate.sql import Limits, QueryLimitError, run_limited
 from curate.workspace import Workspace
 
@@ -76,6 +77,18 @@ def writer(ws: Path, wait: float) -> subprocess.Popen:
     return proc
 
 
+def held(ws: Path) -> bool:
+    """A query worker of this process has the catalog open (seen in /proc, without touching it)."""
+    target = str(ws / "catalog.duckdb")
+    for pid in _worker_pids(os.getpid()):
+        try:
+            if any(os.readlink(fd) == target for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def writes_at_once(ws: Path) -> bool:
     """A writer in another process opens the catalog without waiting (a stage would get in)."""
     proc = writer(ws, 0)
@@ -105,7 +118,9 @@ def test_a_writer_waiting_for_a_never_ending_query_gets_in(scored, capsys):
     )
     t0 = time.monotonic()
     thread.start()
-    time.sleep(0.5)  # the query holds the catalog by now
+    while not held(scored):  # until the query (its worker started) holds the catalog
+        assert time.monotonic() - t0 < 2.5, "the query never held the catalog"
+        time.sleep(0.02)
     _, err = stage.communicate("go\n", timeout=60)
     thread.join(60)
     assert stage.returncode == 0, err
@@ -179,10 +194,16 @@ def test_limits_that_cannot_be_are_refused(scored, capsys, flags, needle):
 
 
 def test_a_bounded_result_equals_the_unbounded_one(scored):
-    """Fetched a chunk at a time, the result has the same rows, columns and types as DuckDB's .df()."""
+    """Fetched a chunk at a time, here or in a worker process, the result has the same rows, columns
+    and types as DuckDB's .df()."""
     sql = "SELECT * FROM predictions WHERE run = 'digits' ORDER BY ALL"
+    typed = (
+        "SELECT 1::HUGEINT AS h, 1.5::DECIMAL(9, 2) AS d, [1, 2] AS l, {'a': 1} AS s, "
+        "TIMESTAMP '2026-01-01 00:00:00' AS t, DATE '2026-01-02' AS day, NULL AS n, 'x' AS v"
+    )
     with catalog.read(Workspace(scored)) as con:
         whole = con.execute(sql).df()
+        typed_whole = con.execute(typed).df()
         bounded = run_limited(con, sql, (), Limits(seconds=60, rows=len(whole)))
         empty = run_limited(con, "SELECT * FROM instances WHERE false", (), Limits(rows=1))
         described = run_limited(con, "DESCRIBE instances", (), Limits(rows=100))
@@ -190,6 +211,11 @@ def test_a_bounded_result_equals_the_unbounded_one(scored):
     pd.testing.assert_frame_equal(bounded, whole)
     assert empty.empty and "class_name" in empty.columns
     assert "class_name" in set(described["column_name"])
+    limits = Limits(seconds=60, rows=len(whole))
+    pd.testing.assert_frame_equal(query_worker.query(scored, sql, (), limits), whole)
+    pd.testing.assert_frame_equal(query_worker.query(scored, typed, (), limits), typed_whole)
+    worker_empty = query_worker.query(scored, "SELECT * FROM instances WHERE false", (), limits)
+    pd.testing.assert_frame_equal(worker_empty, empty)
 
 
 def test_the_memory_of_a_result_is_bounded_too(scored):
@@ -253,3 +279,346 @@ def test_console_page_sets_both_limits(scored, monkeypatch):
     at.text_area[0].set_value("SELECT count(*) AS n FROM instances")
     at.button[0].click().run()
     assert not at.error and at.dataframe[0].value["n"][0] == 1797
+
+
+# a few rows of 100 MB each: DuckDB builds them outside its memory_limit, 10 GB in one vector
+BUILDS_HUGE_VALUES = "SELECT length(repeat('x', 100000000) || range) AS n FROM range(100)"
+
+
+def rss_peak() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def test_a_query_building_huge_values_is_stopped_at_its_memory_limit(scored):
+    """The statement runs in a worker process, killed past its memory: this process never holds it,
+    the catalog is free at once, and the next query gets a fresh worker."""
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("the worker's memory is read from /proc (Linux)")
+    before = rss_peak()
+    t0 = time.monotonic()
+    with pytest.raises(QueryLimitError) as e:
+        query_worker.query(scored, BUILDS_HUGE_VALUES, (), Limits(seconds=60, max_memory=2**30))
+    assert time.monotonic() - t0 < 30
+    assert "more than 1.0 GiB of memory" in str(e.value) and "\n" not in str(e.value)
+    assert rss_peak() - before < 256 * 2**20  # not here: 10 GB were asked for
+    assert writes_at_once(scored)
+    n = query_worker.query(scored, "SELECT count(*) AS n FROM instances", (), Limits(seconds=60))
+    assert n["n"][0] == 1797
+
+
+def test_the_console_and_the_filter_run_within_the_memory_limit(scored, monkeypatch):
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("the worker's memory is read from /proc (Linux)")
+    monkeypatch.setattr(explore, "CONSOLE_MEMORY", 2**30)
+    with pytest.raises(QueryLimitError, match="more than 1.0 GiB of memory"):
+        explore.call(str(scored), "sql_console", BUILDS_HUGE_VALUES)
+    subset = explore.Subset(where="length(repeat('x', 100000000) || idx) > 0")
+    clause, params = explore.subset_where("digits", "test", subset)
+    for name, args in (("subset_count", ()), ("subset_page", (0,))):
+        with pytest.raises(QueryLimitError, match="more than 1.0 GiB of memory"):
+            explore.call(str(scored), name, clause, params, *args)
+    assert writes_at_once(scored)
+
+
+def test_the_filter_of_the_app_stops_at_the_console_time_limit(scored, monkeypatch):
+    """The explorer's free WHERE clause once ran unbounded in the app's own process."""
+    monkeypatch.setattr(explore, "CONSOLE_TIMEOUT", 1.0)
+    where = "(SELECT count(*) FROM instances a, instances b, instances c, instances d) > 0"
+    clause, params = explore.subset_where("digits", "test", explore.Subset(where=where))
+    t0 = time.monotonic()
+    with pytest.raises(QueryLimitError) as e:
+        explore.call(str(scored), "subset_count", clause, params)
+    assert time.monotonic() - t0 < 10
+    assert "time limit of 1 s" in str(e.value) and "raise" not in str(e.value)
+    assert writes_at_once(scored)
+    subset = explore.Subset(["impossible"], where="accessibility < 0.5")
+    clause, params = explore.subset_where("digits", "test", subset)
+    n = explore.call(str(scored), "subset_count", clause, params)
+    page = explore.call(str(scored), "subset_page", clause, params, 0)
+    with catalog.read(Workspace(scored)) as con:
+        assert n == explore.subset_count(con, clause, params)
+        pd.testing.assert_frame_equal(page, explore.subset_page(con, clause, params, 0))
+    with pytest.raises(CurateError, match="SQL error"):
+        explore.call(str(scored), "subset_count", "nope =", [])
+
+
+def test_a_worker_that_dies_is_one_error_and_the_next_query_works(scored):
+    """Killed from outside while idle: replaced unseen. Killed during a query: one line."""
+    limits = Limits(seconds=60)
+    query_worker.query(scored, "SELECT 1", (), limits)
+    for worker in list(query_worker._idle):
+        os.kill(worker.proc.pid, 9)  # not reaped: it may still look alive when the query comes
+    assert query_worker.query(scored, "SELECT 42 AS a", (), limits)["a"][0] == 42
+
+    def kill_soon():
+        time.sleep(1.0)
+        for pid in _worker_pids(os.getpid()):
+            os.kill(pid, 9)
+
+    threading.Thread(target=kill_soon, daemon=True).start()
+    with pytest.raises(CurateError) as e:
+        query_worker.query(scored, CROSS_JOIN, (), limits)
+    assert "ended unexpectedly" in str(e.value) and "\n" not in str(e.value)
+    assert writes_at_once(scored)
+    assert query_worker.query(scored, "SELECT 7 AS a", (), limits)["a"][0] == 7
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The query workers whose parent is `parent`."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"curate.query_worker" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+QUERY_AND_WAIT = """
+import sys
+from curate.query import run_query
+from curate.workspace import Workspace
+print("go", flush=True)
+run_query(Workspace(sys.argv[1]), sys.argv[2], timeout=600)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds the worker in /proc")
+def test_a_killed_curate_query_takes_its_worker_with_it(scored):
+    """SIGKILL of the process that asked: its worker stops within seconds, the catalog is free."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", QUERY_AND_WAIT, str(scored), CROSS_JOIN],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout.readline().strip() == b"go"
+    deadline = time.monotonic() + 30
+    while not (workers := _worker_pids(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workers, "no worker started"
+    time.sleep(1.0)  # the query is running
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{workers[0]}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        assert not Path(f"/proc/{workers[0]}").exists(), "the worker outlived its parent"
+    assert writes_at_once(scored)
+
+
+def test_the_worker_never_imports_from_the_users_folder(scored, tmp_path, monkeypatch):
+    """A duckdb.py or pandas.py where the user stands is not what the worker imports."""
+    here = tmp_path / "here"
+    here.mkdir()
+    for name in ("duckdb", "pandas", "curate"):
+        (here / f"{name}.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w')\n")
+    monkeypatch.chdir(here)
+    for worker in query_worker._idle:
+        worker.close()
+    query_worker._idle.clear()
+    assert query_worker.query(scored, "SELECT 3 AS a", (), Limits(seconds=60))["a"][0] == 3
+    assert not (tmp_path / "imported").exists()
+
+
+def fresh_workers() -> None:
+    """Forget the idle workers: the next query starts a new one (with this test's environment)."""
+    with query_worker._lock:
+        for worker in query_worker._idle:
+            worker.close()
+        query_worker._idle.clear()
+
+
+def test_paths_in_the_sql_are_the_callers(scored, capsys, monkeypatch):
+    """A relative path in the statement is relative to where `curate query` runs, as in DuckDB."""
+    monkeypatch.chdir(scored.parent)
+    sql = f"SELECT count(*) AS n FROM read_parquet('{scored.name}/runs/**/*.parquet')"
+    with catalog.read(Workspace(scored)) as con:
+        want = con.execute(sql.replace(f"'{scored.name}/", f"'{scored}/")).fetchone()[0]
+    rc, out, err, _ = query(scored, capsys, sql, "--format", "csv")
+    assert rc == 0, err
+    assert out.split() == ["n", str(want)] and want > 0
+
+
+HOLDER = """
+import sys, time
+from curate import catalog
+from curate.workspace import Workspace
+with catalog.write(Workspace(sys.argv[1])) as con:
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_query_waiting_for_the_catalog_says_so(scored, capsys):
+    """The worker's "busy" line reaches the caller's stderr, and the query then runs."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(scored), "2"], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    assert holder.stdout.readline().strip() == b"holding"
+    rc, out, err, _ = query(
+        scored, capsys, "SELECT count(*) AS n FROM instances", "--format", "csv"
+    )
+    holder.wait(60)
+    assert rc == 0 and out.split() == ["n", "1797"], err
+    assert "is busy" in err and "waiting up to" in err, err
+
+
+def test_a_query_while_this_process_writes_the_catalog_fails_at_once(scored):
+    t0 = time.monotonic()
+    with catalog.write(Workspace(scored)):
+        with pytest.raises(CurateError, match="open for writing in this process"):
+            query_worker.query(scored, "SELECT 1", (), Limits(seconds=60))
+    assert time.monotonic() - t0 < 20  # 5 s, not the catalog's 120 s wait
+
+
+def test_whatever_prints_at_start_up_stays_out_of_the_result(scored, tmp_path, monkeypatch):
+    """A sitecustomize (or .pth) that prints on stdout as the interpreter starts."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("print('hello from sitecustomize')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    fresh_workers()
+    try:
+        df = query_worker.query(scored, "SELECT 5 AS a", (), Limits(seconds=60))
+    finally:
+        fresh_workers()
+    assert df["a"][0] == 5
+
+
+def test_the_worker_stops_itself_at_its_memory_limit(scored, monkeypatch):
+    """The worker's own watch, without the parent's (a parent whose other threads hold the
+    interpreter cannot look in time)."""
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("the worker's memory is read from /proc (Linux)")
+    real = query_worker._rss
+    monkeypatch.setattr(query_worker, "_rss", lambda pid: None if pid != "self" else real(pid))
+    with pytest.raises(QueryLimitError, match="more than 1.0 GiB of memory"):
+        query_worker.query(scored, BUILDS_HUGE_VALUES, (), Limits(seconds=60, max_memory=2**30))
+    assert writes_at_once(scored)
+
+
+def test_at_most_two_queries_run_at_once(scored):
+    """Four console queries at once: two workers run them, the others wait for a slot."""
+    assert query_worker.MAX_BUSY == 2
+    errors = []
+
+    def one():
+        try:
+            query_worker.query(scored, CROSS_JOIN, (), Limits(seconds=2))
+        except QueryLimitError as e:
+            errors.append(str(e))
+
+    query_worker.query(scored, "SELECT 1", (), Limits(seconds=60))  # one worker warm
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(errors) == 4 and all("time limit of 2 s" in e for e in errors)
+    assert time.monotonic() - t0 >= 4  # two rounds of 2 s
+    assert len(query_worker._idle) <= query_worker.KEEP
+
+
+def test_wide_rows_within_the_limits_come_whole(scored):
+    """About 210 MB of 6.7 KB rows under a 256 MiB result limit and a 1 GiB memory limit: streamed
+    in small chunks, not refused."""
+    sql = "SELECT repeat('x', 6700) || range AS s FROM range(32768)"
+    limits = Limits(seconds=120, max_bytes=256 * 2**20, max_memory=2**30)
+    df = query_worker.query(scored, sql, (), limits)
+    assert len(df) == 32768 and df["s"].str.len().min() == 6701
+
+
+def test_a_worker_is_kept_after_an_answer_and_replaced_after_a_kill(scored):
+    """Bad SQL, a row limit, a time limit the worker enforced itself: it answered and is reused.
+    Killed at its memory limit: a new one takes the next query."""
+    fresh_workers()
+    limits = Limits(seconds=60, rows=10)
+    query_worker.query(scored, "SELECT 1", (), limits)
+    (first,) = [w.proc.pid for w in query_worker._idle]
+    with pytest.raises(CurateError, match="SQL error"):
+        sql.fetch(Workspace(scored), "SELECT * FROM nope", (), limits)
+    with pytest.raises(QueryLimitError, match="more than 10 rows"):
+        query_worker.query(scored, "SELECT * FROM range(11)", (), limits)
+    with pytest.raises(QueryLimitError, match="time limit of 1 s"):
+        query_worker.query(scored, CROSS_JOIN, (), Limits(seconds=1))
+    assert [w.proc.pid for w in query_worker._idle] == [first]
+    if Path("/proc/self/statm").exists():
+        with pytest.raises(QueryLimitError, match="GiB of memory"):
+            query_worker.query(scored, BUILDS_HUGE_VALUES, (), Limits(seconds=60, max_memory=2**30))
+        assert first not in [w.proc.pid for w in query_worker._idle]
+        assert query_worker.query(scored, "SELECT 2 AS a", (), limits)["a"][0] == 2
+
+
+def test_a_worker_that_never_reaches_the_catalog_is_stopped(scored, monkeypatch):
+    """Stopped (SIGSTOP) before it opens the catalog: the caller does not wait for ever."""
+    import signal
+
+    monkeypatch.setattr(query_worker, "START", 1.0)
+    monkeypatch.setenv("CURATE_CATALOG_TIMEOUT", "0")
+    fresh_workers()
+    query_worker.query(scored, "SELECT 1", (), Limits(seconds=60))
+    (worker,) = query_worker._idle
+    os.kill(worker.proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    with pytest.raises(CurateError, match="did not reach the catalog"):
+        query_worker.query(scored, "SELECT 1", (), Limits(seconds=60))
+    assert time.monotonic() - t0 < 15
+    assert worker.proc.poll() is not None  # killed, not left stopped
+
+
+def test_deep_and_nested_values(scored):
+    """Deeply nested lists pickle (the worker's recursion limit); nested values count towards the
+    result's size (pandas' own count misses what is inside a list)."""
+    deep = "SELECT " + "[" * 300 + "1" + "]" * 300 + " AS d"
+    with catalog.read(Workspace(scored)) as con:
+        want = con.execute(deep).df()
+    got = query_worker.query(scored, deep, (), Limits(seconds=60))
+
+    def depth(x) -> tuple[int, object]:
+        n = 0
+        while hasattr(x, "__len__") and len(x) == 1:
+            x, n = x[0], n + 1
+        return n, x
+
+    assert depth(got["d"][0]) == depth(want["d"][0]) == (300, 1)
+    nested = "SELECT list(range) AS l FROM range(2000000)"  # one row, one 16 MB list
+    with pytest.raises(QueryLimitError, match="passed 1 MiB"):
+        query_worker.query(scored, nested, (), Limits(seconds=60, max_bytes=2**20))
+    with pytest.raises(CurateError, match="plain values"):
+        query_worker.query(scored, "SELECT ?", [threading.Lock()], Limits(seconds=60))
+
+
+def test_each_process_spills_to_a_folder_of_its_own(scored):
+    """Readers of two processes never share DuckDB's temporary folder; a dead process's is removed."""
+    import re
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+    prefix = f"catalog.duckdb.tmp-reader-{host}-"
+    dead = scored / f"{prefix}999999999"  # above any pid_max
+    dead.mkdir()
+    (dead / "duckdb_temp_block-1.block").write_bytes(b"spilled by a killed worker")
+    alive = scored / f"{prefix}{os.getppid()}"
+    elsewhere = scored / "catalog.duckdb.tmp-reader-another.host-999999999"  # another host's
+    for d in (alive, elsewhere):
+        d.mkdir()
+    with catalog.read(Workspace(scored)) as con:
+        where = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+    assert where == str(scored / f"{prefix}{os.getpid()}") and not Path(where).exists()
+    assert not dead.exists() and alive.exists() and elsewhere.exists()
+    sql_text = "SELECT current_setting('temp_directory') AS t"
+    worker_dir = query_worker.query(scored, sql_text, (), Limits(seconds=60))["t"][0]
+    assert worker_dir.startswith(str(scored / prefix)) and worker_dir != where

@@ -49,6 +49,10 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, ws: Workspace | None = None) -
 # How long a stage waits for a catalog another process holds (the app between two queries, a
 # `curate query`, another stage) before it gives up; seconds, `$CURATE_CATALOG_TIMEOUT` overrides.
 BUSY_TIMEOUT = 120.0
+# In a query worker (`curate.query_worker`): the process that asked for the query. A catalog it holds
+# itself for writing will not be released while it waits for the answer.
+ASKING_PID: int | None = None
+SELF_WAIT = 5.0  # s a reader waits for a catalog its own process (or the asking one) holds
 
 
 def _busy_timeout() -> float:
@@ -61,7 +65,8 @@ def _busy_timeout() -> float:
 
 def _connect_waiting(ws: Workspace, what: str, **kwargs) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, waiting (bounded, with one message) while another process holds the file."""
-    deadline, told = time.monotonic() + _busy_timeout(), False
+    started, told = time.monotonic(), False
+    deadline = started + _busy_timeout()
     while True:
         try:
             return duckdb.connect(str(ws.catalog), **kwargs)
@@ -71,6 +76,16 @@ def _connect_waiting(ws: Workspace, what: str, **kwargs) -> duckdb.DuckDBPyConne
                 raise CurateError(f"cannot open the catalog {ws.catalog} {what}: {msg}") from None
             holder = re.search(r"PID (\d+)", msg)
             who = f"process {holder.group(1)}" if holder else "another process"
+            if (
+                holder
+                and int(holder.group(1)) in (os.getpid(), ASKING_PID)
+                and time.monotonic() > started + SELF_WAIT
+            ):  # held longer than a stage's write takes, by a process waiting for this reader
+                raise CurateError(
+                    f"the catalog {ws.catalog} is open for writing in this process ({who}), which "
+                    "is waiting for this query; close it (end the `with catalog.write(...)` block) "
+                    "first"
+                ) from None
             if time.monotonic() > deadline:
                 raise CurateError(
                     f"the catalog {ws.catalog} is still held by {who} after "
@@ -201,8 +216,10 @@ def _sandbox(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
     try:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
+        con.execute("SET temp_directory = ?", [str(_spill_directory(ws))])
         con.execute("SET allowed_directories = ?", [[str(ws.root / "runs") + "/"]])
         con.execute("SET enable_external_access = false")
+        con.execute("SET enable_progress_bar = false")  # a query worker's stderr is a log
         # any SQL a reader runs stays within this much memory (DuckDB spills sorts and joins to
         # disk past it, or ends the query with an error); 24 GiB machines run several readers
         con.execute(f"SET memory_limit = '{READER_MEMORY}'")
@@ -216,6 +233,35 @@ def _sandbox(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
             raise CurateError(
                 f"the catalog {ws.catalog} is open for writing in this process; close it first"
             ) from None
+
+
+def _spill_directory(ws: Workspace) -> Path:
+    """Where this process's readers spill (sorts, joins past the memory limit): a folder of its own
+    beside the catalog, `catalog.duckdb.tmp-reader-<host>-<pid>`, which DuckDB creates only when it
+    spills and removes when it closes. Readers of several processes never share one (DuckDB
+    instances sharing a folder can delete each other's files). The folders of this host's processes
+    that no longer run (killed while spilling) are removed here; another host's (a workspace on a
+    shared disk) are left alone."""
+    import shutil
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+    prefix = f"{ws.catalog.name}.tmp-reader-{host}-"
+    for old in ws.catalog.parent.glob(prefix + "*"):
+        pid = old.name.removeprefix(prefix)
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return ws.catalog.parent / f"{prefix}{os.getpid()}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: running
+        return True
+    return True
 
 
 def split_labels(ws: Workspace, dataset: str, split: str, column: str = "label"):
