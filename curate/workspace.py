@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,43 @@ class Workspace:
 
     def run_dir(self, run: str) -> Path:
         return self.runs / run
+
+
+# when curate was imported: the start of this process where the kernel does not say (no /proc)
+_IMPORTED = time.time()
+
+
+def process_start() -> float:
+    """When this process began, in seconds since the epoch (time.time()'s clock): from /proc (a
+    forked child has its own, later than the modules it inherited were imported), never later than
+    the true start (the boot time is whole seconds, rounded down); else when curate was imported.
+    A file an earlier process was writing (a rank's share, a temporary) and left older than this is
+    a dead process's; one newer, possibly a live process's own."""
+    try:
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
+
+def remove_dead_temps(folder: Path, targets: str) -> None:
+    """Remove the temporaries `atomic_path` left in `folder` for targets matching the glob
+    `targets`, last written before this process began: a write killed midway (SIGKILL, power loss)
+    leaves one, which nothing else would ever remove. A live writer's is newer: it is being written."""
+    began = process_start()
+    for tmp in Path(folder).glob(f".{targets}.*.tmp"):
+        try:
+            if tmp.lstat().st_mtime >= began:
+                continue
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink()
+        except FileNotFoundError:
+            pass
 
 
 @contextmanager

@@ -4,6 +4,7 @@ written), and a resumed member whose accuracy collapses gets a warning naming th
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 import torch
 from conftest import ROOT, labels_only_ws
 
+from curate.record import recorder
 from curate.record.recorder import Recorder, ResumedAccuracyWarning
 
 K, SIZES = 3, {"train": 101, "test": 51}
@@ -86,7 +88,18 @@ def test_kill_mid_save_leaves_the_previous_state(ws):
     assert res.returncode == -9, res.stderr[-2000:]
     e, state = Recorder(ws, run="kill", dataset="odd", members=2, epochs=2).load_state(0)
     assert e == 0 and torch.equal(state["w"], torch.arange(3.0))  # epoch 1's parts are there too
-    assert not (rec.run_dir / "state" / "member=0" / "epoch=1.pt").exists()
+    folder = rec.run_dir / "state" / "member=0"
+    assert not (folder / "epoch=1.pt").exists()
+    # the killed save's temporary: removed by the next save of a later process (here: dated back
+    # to before this one began), while one being written now by a live process stays
+    (orphan,) = folder.glob(".epoch=1.pt.*.tmp")
+    old = recorder.process_start() - 60
+    os.utime(orphan, (old, old))
+    live = folder / ".epoch=1.pt.live0000.pt.tmp"
+    live.write_bytes(b"being written")
+    rec.save_state(0, 1, {"w": torch.ones(3)})
+    assert not orphan.exists() and live.exists()
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["epoch=1.pt"]
 
 
 def test_resumed_fresh_model_warns(ws):

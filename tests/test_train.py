@@ -532,3 +532,20 @@ def test_all_cores_means_the_cores_this_process_may_use():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1"]
+
+
+def test_a_checkpoint_save_removes_the_temporary_of_a_killed_one(tmp_path):
+    """A save killed midway (an earlier process) leaves `.epoch=E.pt.*.tmp`; the next save removes
+    it, and leaves one a live process is writing."""
+    from curate.train import checkpoints
+    from curate.workspace import process_start
+
+    folder = tmp_path / "checkpoints" / "m0"
+    folder.mkdir(parents=True)
+    dead, live = folder / ".epoch=2.pt.dead1234.tmp", folder / ".epoch=2.pt.live1234.tmp"
+    dead.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written")
+    os.utime(dead, (process_start() - 60, process_start() - 60))
+    checkpoints.save(tmp_path, "m0", 2, {"w": torch.ones(2)})
+    assert not dead.exists() and live.exists()
+    assert torch.equal(checkpoints.load(tmp_path, "m0", 2)["w"], torch.ones(2))

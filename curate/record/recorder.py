@@ -58,26 +58,9 @@ from curate.config import check_name
 from curate.data.positions import find_positions
 from curate.errors import CurateError
 from curate.locks import exclusive
-from curate.workspace import Workspace, atomic_path
+from curate.workspace import Workspace, atomic_path, process_start, remove_dead_temps
 
 PASS = runlog.EVAL  # the recorder writes the evaluation pass, the one `curate score` reads
-# when curate was imported: the start of this process where the kernel does not say (no /proc)
-_IMPORTED = time.time()
-
-
-def process_start() -> float:
-    """When this process began, in seconds since the epoch (time.time()'s clock): from /proc (a
-    forked child has its own, later than the modules it inherited were imported), never later than
-    the true start (the boot time is whole seconds, rounded down); else when curate was imported.
-    A rank's file older than this is a dead process's; one newer, possibly this process's own."""
-    try:
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return _IMPORTED
 
 
 STRATEGY = "recorder"  # runs.strategy of a run recorded from the user's own loop
@@ -724,6 +707,8 @@ class Recorder:
             else:
                 with open(tmp, "wb") as f:
                     pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+        # a save killed midway (an earlier process) left its temporary beside the states
+        remove_dead_temps(runlog.state_dir(self.run_dir, key[1]), "epoch=*.pt")
         usable = [
             e for e in runlog.saved_state_epochs(self.run_dir, key[1]) if self.epoch_done(key[1], e)
         ]

@@ -10,13 +10,14 @@ from pathlib import Path
 import torch
 
 from curate.errors import CurateError
-from curate.workspace import atomic_path
+from curate.workspace import atomic_path, remove_dead_temps
 
 
 def save(run_dir: Path, unit: str, epoch: int, state: dict) -> None:
     d = run_dir / "checkpoints" / unit
     with atomic_path(d / f"epoch={epoch}.pt") as tmp:
         torch.save({"epoch": epoch, **state}, tmp)
+    remove_dead_temps(d, "epoch=*.pt")  # those of a save killed midway, by an earlier process
 
 
 def remove_older(run_dir: Path, unit: str, epoch: int) -> None:
