@@ -44,20 +44,35 @@ from pydantic_core import PydanticCustomError, core_schema
 from curate.errors import CurateError
 
 
-def _pipelines() -> Path:
-    """The recipes' folder: the checkout's pipelines/ when curate runs from one, else the copy a
-    wheel installs in <prefix>/share/curate/pipelines (pip install, or --user)."""
+def shared_data(*parts: str) -> Path | None:
+    """An installed data file of curate's wheel, ``<data>/share/curate/<parts>``; None where no
+    install holds it. ``<data>`` is the folder this package was installed under, else the
+    interpreter's (pip install, a venv) or the user base (--user): ``pip install --target T``
+    puts curate in T/curate and the data in T/share, ``--prefix P`` in P/lib/pythonX.Y/site-packages
+    and P/share, ``--home H`` in H/lib/python and H/share."""
     import site
     import sysconfig
 
+    package = Path(__file__).resolve().parent
+    # the package's own install first: another curate installed in the interpreter's prefix has
+    # its own copy there
+    roots = [package.parents[i] for i in (0, 2, 3) if i < len(package.parents)]
+    roots += [sysconfig.get_path("data"), site.getuserbase()]
+    for root in filter(None, roots):
+        path = Path(root, "share", "curate", *parts)
+        if path.exists():
+            return path
+    return None
+
+
+def _pipelines() -> Path:
+    """The recipes' folder: the checkout's pipelines/ when curate runs from one, else the copy a
+    wheel installs in <data>/share/curate/pipelines (`shared_data`)."""
     checkout = Path(__file__).resolve().parent.parent / "pipelines"
     if (checkout / "digits.toml").is_file():
         return checkout
-    for data in filter(None, (sysconfig.get_path("data"), site.getuserbase())):
-        installed = Path(data) / "share" / "curate" / "pipelines"
-        if (installed / "digits.toml").is_file():
-            return installed
-    return checkout
+    installed = shared_data("pipelines", "digits.toml")
+    return installed.parent if installed is not None else checkout
 
 
 PIPELINES = _pipelines()

@@ -89,6 +89,29 @@ def core(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_target_and_prefix_installs_find_the_recipes_and_the_app(core, tmp_path):
+    """`pip install --target T` and `--prefix P` put the data files in T/share and P/share, away
+    from the interpreter's data path: `curate run NAME` and `curate app` find them there too."""
+    py = core / "python"
+    (wheel,) = (core.parent.parent / "dist").glob("curate-*.whl")
+    for flag in ("--target", "--prefix"):
+        dest = tmp_path / flag.strip("-")
+        pip = [py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed"]
+        pip += [flag, dest, wheel]  # ignore the venv's own curate, else --prefix installs nothing
+        ok(run(pip, cwd=tmp_path))
+        site = dest if flag == "--target" else next(dest.glob("**/site-packages"))
+        probe = (
+            f"import sys; sys.path.insert(0, {str(site)!r}); import curate; "
+            "from curate.config import find_recipe; from curate.commands.explorer import app_file; "
+            "print(curate.__file__); print(find_recipe('digits')); print(app_file()[0])"
+        )
+        where, recipe, app = ok(run([py, "-c", probe], cwd=tmp_path)).split()
+        assert where.startswith(str(site)), where
+        assert recipe == str(dest / "share/curate/pipelines/digits.toml"), (flag, recipe)
+        assert app == str(dest / "share/curate/app/app.py"), (flag, app)
+
+
+@pytest.mark.slow
 def test_the_core_wheel_records_and_scores_without_torch(core, tmp_path):
     py, curate = core / "python", core / "curate"
 

@@ -19,16 +19,17 @@ from curate.workspace import Workspace
 
 def app_file() -> tuple[Path, Path | None]:
     """The explorer's app.py and the checkout holding it (None when installed from a wheel)."""
-    import site
     import sysconfig
+
+    from curate.config import shared_data
 
     checkout = Path(__file__).resolve().parents[2]
     if (checkout / "app" / "app.py").exists():
         return checkout / "app" / "app.py", checkout
+    installed = shared_data("app", "app.py")  # pip install, --user, --target, --prefix
+    if installed is not None:
+        return installed, None
     tail = Path("share", "curate", "app", "app.py")
-    for data in (sysconfig.get_path("data"), site.getuserbase()):  # pip install, or --user
-        if data and (Path(data) / tail).exists():
-            return Path(data) / tail, None
     raise CurateError(
         f"app/app.py is missing: neither {checkout / 'app'} nor {sysconfig.get_path('data')}/"
         f"{tail.parent} holds it; reinstall curate ({install_hint('app')}) or run it from a "
