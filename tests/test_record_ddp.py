@@ -5,6 +5,7 @@ bad inputs fail at the end of the pass, naming the split and the cause."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -248,10 +249,7 @@ SIZES = {"train": 101, "test": 51}
 torch.set_num_threads(1)
 
 
-def fixed_logits(idx, epoch):
-    i = idx.astype(np.float64)[:, None]
-    z = np.sin(i * np.array([0.37, 0.11, 0.73]) + epoch) * (1 + epoch)
-    return torch.from_numpy(z.astype(np.float32))
+# FIXED_LOGITS
 
 
 class Member(L.LightningModule):
@@ -300,6 +298,10 @@ print(f"closed rank={rec.rank} complete={res.complete}", flush=True)
 """
 
 
+# the scripts' logits: the function above, as source
+SCRIPT = SCRIPT.replace("# FIXED_LOGITS", inspect.getsource(fixed_logits))
+
+
 def scores(ws: Path, run: str) -> dict[str, pd.DataFrame]:
     assert main(["score", run, "--workspace", str(ws)]) == 0
     con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
@@ -325,16 +327,119 @@ def test_lightning_ddp_gloo_matches_single_process(odd, tmp_path):
                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)  # fmt: skip
         assert res.returncode == 0, res.stderr[-3000:]
         out[run] = res
+    same_as_single_process(odd, out)
+
+
+def same_as_single_process(ws: Path, out: dict[str, subprocess.CompletedProcess]) -> None:
+    """Runs `single` and `ddp` (2 ranks) closed complete on every rank, and scored the same."""
     ddp = out["ddp"]
-    assert (
-        "closed rank=0 complete=True" in ddp.stdout and "closed rank=1 complete=True" in ddp.stdout
-    )
+    assert "closed rank=0 complete=True" in out["single"].stdout
+    assert "closed rank=0 complete=True" in ddp.stdout, ddp.stdout
+    assert "closed rank=1 complete=True" in ddp.stdout, ddp.stdout
     assert "not recorded yet" not in ddp.stderr  # no false warning on any rank
-    a, b = scores(odd, "single"), scores(odd, "ddp")
+    a, b = scores(ws, "single"), scores(ws, "ddp")
     for name in a:  # the same fixed logits: floats within rtol 1e-6 (summation order only)
         assert_same_table(a[name], b[name])
-    con = duckdb.connect(str(odd / "catalog.duckdb"), read_only=True)
+    con = duckdb.connect(str(ws / "catalog.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT world_size FROM runs WHERE run = 'ddp'").fetchone() == (2,)
     finally:
         con.close()
+
+
+HF_SCRIPT = """
+import os, sys
+import numpy as np
+import torch
+import transformers
+
+import curate
+from curate.record.hf import HFRecorderCallback
+
+ws, run = sys.argv[1], sys.argv[2]
+SIZES = {"train": 101, "test": 51}
+torch.set_num_threads(1)
+
+
+# FIXED_LOGITS
+
+
+class Member(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net, self.k = torch.nn.Linear(1, 3), 0
+
+    def forward(self, x, labels=None):
+        logits = self.net(x)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
+        return out
+
+
+class Epochs(transformers.TrainerCallback):
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        model.k += 1  # the epoch the next evaluation pass records
+
+
+def forward(model, inputs):  # fixed predictions: the test isolates the recording
+    return fixed_logits(inputs["x"][:, 0].numpy().astype(np.int64), model.k)
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, n, labels=None):
+        self.n, self.labels = n, labels
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        y = int(self.labels[i]) if self.labels is not None else i % 3
+        return {"x": torch.tensor([float(i)]), "labels": y, "idx": i}
+
+
+def collate(items):
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+
+
+evals = {s: torch.utils.data.DataLoader(Rows(n), batch_size=8, collate_fn=collate)
+         for s, n in SIZES.items()}  # plain loaders: the callback shards them per rank
+rec = curate.Recorder(ws, run=run, dataset="odd", members=2, epochs=2)
+for m in range(2):
+    torch.manual_seed(m)
+    args = transformers.TrainingArguments(
+        output_dir=f"{ws}/hf-{run}-{m}", num_train_epochs=2, per_device_train_batch_size=16,
+        report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+        remove_unused_columns=False, logging_strategy="no",
+        ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,  # torchrun on CPUs
+    )
+    trainer = transformers.Trainer(
+        model=Member(), args=args, train_dataset=Rows(64),
+        data_collator=lambda items: {k: v for k, v in collate(items).items() if k != "idx"},
+        callbacks=[Epochs(), HFRecorderCallback(rec, m, evals, forward=forward)],
+    )
+    trainer.train()
+res = rec.close()  # on every rank
+print(f"closed rank={rec.rank} complete={res.complete}", flush=True)
+"""
+
+
+HF_SCRIPT = HF_SCRIPT.replace("# FIXED_LOGITS", inspect.getsource(fixed_logits))
+
+
+@pytest.mark.slow  # two Hugging Face trainings in subprocesses, one of them on 2 ranks: ~60 s
+def test_hf_trainer_ddp_gloo_matches_single_process(odd, tmp_path):
+    """`torchrun --nproc_per_node 2` of a Trainer with HFRecorderCallback: each rank records its
+    share, and the scores equal those of the same training in one process."""
+    pytest.importorskip("transformers")
+    script = tmp_path / "hf_fit.py"
+    script.write_text(textwrap.dedent(HF_SCRIPT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    out = {}
+    for run, launch in (("single", [sys.executable]), ("ddp", [*torchrun, "2"])):
+        res = subprocess.run([*launch, str(script), str(odd), run],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)  # fmt: skip
+        assert res.returncode == 0, res.stderr[-3000:]
+        out[run] = res
+    same_as_single_process(odd, out)
