@@ -221,7 +221,11 @@ def view_subset(path, run, split):
         st.number_input(f"{count} images, least confident first; page (of {pages})", 1, pages, 1)
         - 1
     )
-    rows = explore.call(path, "subset_page", clause, params, int(page))
+    try:
+        rows = explore.call(path, "subset_page", clause, params, int(page))
+    except CurateError as e:  # the filter ran into a limit on this page
+        st.error(str(e))
+        return
     if rows.empty:
         st.info("no image matches")
         return

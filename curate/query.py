@@ -58,7 +58,9 @@ def run_query(
 
         writers = {
             "parquet": lambda p: df.to_parquet(p, index=False),
-            "json": lambda p: df.to_json(p, orient="records", lines=False, date_format="iso"),
+            "json": lambda p: df.to_json(
+                p, orient="records", lines=False, date_format="iso", default_handler=str
+            ),
             "csv": csv_writer(df),
             "table": lambda p: p.write_text(df.to_string(index=False) + "\n"),
         }
@@ -69,7 +71,7 @@ def run_query(
 
         return csv_safe(df).to_csv(index=False).rstrip("\n")
     if fmt == "json":
-        return df.to_json(orient="records", date_format="iso")
+        return df.to_json(orient="records", date_format="iso", default_handler=str)  # UUIDs
     if df.empty:
         return f"(no rows; columns: {', '.join(df.columns)})"
     import pandas as pd

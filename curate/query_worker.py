@@ -138,7 +138,7 @@ def run(root, target: str, args: tuple, limits: Limits) -> tuple[list, object]:
         raise ValueError(f"not a worker target: {target!r}")
     request = {
         "root": str(Path(root).absolute()),
-        "cwd": os.getcwd(),  # paths in the SQL are the caller's
+        "cwd": _cwd(),  # paths in the SQL are the caller's
         "target": target,
         "args": args,
         "seconds": limits.seconds,
@@ -173,6 +173,13 @@ def run(root, target: str, args: tuple, limits: Limits) -> tuple[list, object]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # removed since: relative paths cannot mean anything
+        return None
+
+
 def _acquire() -> tuple[_Worker, bool]:
     """(a worker, whether it is new)."""
     with _lock:
@@ -203,6 +210,21 @@ def _rss(pid: int | str) -> int | None:
         return None
 
 
+def _above_std(*fds: int) -> list[int]:
+    """`fds` moved to numbers above 2: a caller started with stdin, stdout or stderr closed gets
+    pipes there, which the worker's own redirections would overwrite."""
+    import fcntl
+
+    out = []
+    for fd in fds:
+        if fd < 3:
+            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(fd)
+            fd = high
+        out.append(fd)
+    return out
+
+
 def _catalog_wait() -> float:
     from curate.catalog.connect import _busy_timeout
 
@@ -217,8 +239,8 @@ class _Worker:
     """One worker process, and the threads that read its frames and relay its stderr."""
 
     def __init__(self):
-        frames_r, frames_w = os.pipe()
-        log_r, log_w = os.pipe()  # the worker's stdout and stderr
+        frames_r, frames_w = _above_std(*os.pipe())
+        log_r, log_w = _above_std(*os.pipe())  # the worker's stdout and stderr
         try:
             boot = _BOOT.format(parent=str(Path(__file__).resolve().parents[1]), frames=frames_w)
             self.proc = subprocess.Popen(
@@ -292,7 +314,7 @@ class _Worker:
                 try:
                     sys.stderr.write(line)
                     sys.stderr.flush()
-                except (OSError, ValueError):
+                except Exception:  # no stderr (None, closed): the pipe is still drained
                     pass
         except (OSError, ValueError):
             pass
@@ -303,6 +325,7 @@ class _Worker:
         """(chunks, value), or the worker's own exception (returned, not raised: the worker is
         fine); raises QueryLimitError at a limit, _DiedBeforeStart, or CurateError if it dies."""
         self.max_frame = limits.max_bytes + 2**20  # a chunk within the limit, and pickle's framing
+        self.stderr_tail.clear()  # what an unexpected end reports is this request's
         try:
             self.proc.stdin.write(_HEADER.pack(len(data)))
             self.proc.stdin.write(data)
@@ -320,8 +343,11 @@ class _Worker:
             self._watch(started, opened, limits)
             if item is False:
                 continue
-            if item is None:
-                self.proc.wait()
+            if item is None:  # the frames' pipe ended: the worker did, or will (else: kill it)
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.close()
                 if self.proc.returncode == OUT_OF_MEMORY:
                     raise QueryLimitError(memory_limit_message(limits.max_memory))
                 if opened is None:
@@ -370,7 +396,9 @@ class _Worker:
 def _died_message(worker: _Worker) -> str:
     code = worker.proc.returncode
     last = next((x for x in reversed(worker.stderr_tail) if x.strip()), None)
-    last = last or (f"signal {-code}" if code is not None and code < 0 else f"exit code {code}")
+    if code is not None and code < 0:
+        last = f"signal {-code}"
+    last = last or f"exit code {code}"
     return (
         f"the process running the query ended unexpectedly ({last}); run it again, and if it "
         "keeps failing, narrow it"
@@ -403,8 +431,11 @@ def _rebuild(module: str, name: str, text: str) -> BaseException:
 
 def serve(frames_fd: int) -> None:
     """The worker's loop: one request at a time from stdin, its frames to `frames_fd`, until EOF."""
+    import signal
+
     from curate.catalog import connect
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's, which stops the worker
     out = os.fdopen(frames_fd, "wb")
     sys.stdout = sys.stderr
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))  # pickling deeply nested values
@@ -466,7 +497,7 @@ def _answer(request: dict, send) -> None:
     watch = _MemoryWatch(request["max_memory"])
     try:
         try:
-            os.chdir(request["cwd"])
+            os.chdir(request["cwd"] or os.path.abspath(os.sep))
         except OSError:
             os.chdir(os.path.abspath(os.sep))
         module, name = TARGETS[request["target"]]

@@ -4,6 +4,7 @@ one line saying which limit and how to raise it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -478,7 +479,7 @@ def test_a_query_waiting_for_the_catalog_says_so(scored, capsys):
 def test_a_query_while_this_process_writes_the_catalog_fails_at_once(scored):
     t0 = time.monotonic()
     with catalog.write(Workspace(scored)):
-        with pytest.raises(CurateError, match="open for writing in this process"):
+        with pytest.raises(CurateError, match="open for writing in this same process"):
             query_worker.query(scored, "SELECT 1", (), Limits(seconds=60))
     assert time.monotonic() - t0 < 20  # 5 s, not the catalog's 120 s wait
 
@@ -603,11 +604,9 @@ def test_deep_and_nested_values(scored):
 
 def test_each_process_spills_to_a_folder_of_its_own(scored):
     """Readers of two processes never share DuckDB's temporary folder; a dead process's is removed."""
-    import re
-    import socket
+    from curate.catalog.connect import spill_prefix
 
-    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
-    prefix = f"catalog.duckdb.tmp-reader-{host}-"
+    prefix = spill_prefix(Workspace(scored))
     dead = scored / f"{prefix}999999999"  # above any pid_max
     dead.mkdir()
     (dead / "duckdb_temp_block-1.block").write_bytes(b"spilled by a killed worker")
@@ -622,3 +621,53 @@ def test_each_process_spills_to_a_folder_of_its_own(scored):
     sql_text = "SELECT current_setting('temp_directory') AS t"
     worker_dir = query_worker.query(scored, sql_text, (), Limits(seconds=60))["t"][0]
     assert worker_dir.startswith(str(scored / prefix)) and worker_dir != where
+
+
+CLOSED_STD = """
+import os, sys
+os.close(0)
+os.close(1)  # started with stdin and stdout closed: new pipes get these numbers first
+from curate import query_worker
+from curate.sql import Limits
+df = query_worker.query(sys.argv[1], "SELECT 41 + 1 AS a", (), Limits(seconds=30))
+open(sys.argv[2], "w").write(str(df["a"][0]))
+"""
+
+
+def test_a_caller_with_its_standard_streams_closed(scored, tmp_path):
+    out = tmp_path / "out.txt"
+    res = subprocess.run([sys.executable, "-c", CLOSED_STD, str(scored), str(out)],
+                         capture_output=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert out.read_text() == "42"
+
+
+def test_a_removed_working_folder_and_no_stderr(scored, tmp_path, monkeypatch, capsys):
+    """Run from a folder deleted since, with sys.stderr gone (pythonw, a daemon): the query runs,
+    the worker's lines are drained, and an interrupt sent to the process group spares the worker."""
+    import signal
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    monkeypatch.setattr(sys, "stderr", None)
+    fresh_workers()
+    for _ in range(2):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(scored), "1"], stdout=subprocess.PIPE, cwd=ROOT
+        )
+        assert holder.stdout.readline().strip() == b"holding"
+        df = query_worker.query(scored, "SELECT count(*) AS n FROM instances", (), Limits(60))
+        holder.wait(60)
+        assert df["n"][0] == 1797  # and the worker's "busy" line went nowhere, harmlessly
+    (worker,) = query_worker._idle
+    os.kill(worker.proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    time.sleep(0.5)
+    assert worker.alive()
+
+
+def test_uuids_as_json(scored, capsys):
+    rc, out, err, _ = query(scored, capsys, "SELECT uuid() AS u, 1 AS a", "--format", "json")
+    assert rc == 0, err
+    assert len(json.loads(out)[0]["u"]) == 36

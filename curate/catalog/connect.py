@@ -82,9 +82,9 @@ def _connect_waiting(ws: Workspace, what: str, **kwargs) -> duckdb.DuckDBPyConne
                 and time.monotonic() > started + SELF_WAIT
             ):  # held longer than a stage's write takes, by a process waiting for this reader
                 raise CurateError(
-                    f"the catalog {ws.catalog} is open for writing in this process ({who}), which "
-                    "is waiting for this query; close it (end the `with catalog.write(...)` block) "
-                    "first"
+                    f"the catalog {ws.catalog} has been open for writing in this same process "
+                    f"({who}) for {SELF_WAIT:g} s: a `with catalog.write(...)` block around this "
+                    "query, or a stage in another thread; close it or let it finish, then rerun"
                 ) from None
             if time.monotonic() > deadline:
                 raise CurateError(
@@ -237,21 +237,32 @@ def _sandbox(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
 
 def _spill_directory(ws: Workspace) -> Path:
     """Where this process's readers spill (sorts, joins past the memory limit): a folder of its own
-    beside the catalog, `catalog.duckdb.tmp-reader-<host>-<pid>`, which DuckDB creates only when it
-    spills and removes when it closes. Readers of several processes never share one (DuckDB
+    beside the catalog, `catalog.duckdb.tmp-reader-<host>-<pid namespace>-<pid>`, which DuckDB
+    creates only when it spills and removes when it closes. Readers of several processes never share one (DuckDB
     instances sharing a folder can delete each other's files). The folders of this host's processes
-    that no longer run (killed while spilling) are removed here; another host's (a workspace on a
-    shared disk) are left alone."""
+    that no longer run (killed while spilling) are removed here; another host's or another pid
+    namespace's (a workspace on a shared disk, a container) are left alone."""
     import shutil
-    import socket
 
-    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
-    prefix = f"{ws.catalog.name}.tmp-reader-{host}-"
+    prefix = spill_prefix(ws)
     for old in ws.catalog.parent.glob(prefix + "*"):
         pid = old.name.removeprefix(prefix)
         if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return ws.catalog.parent / f"{prefix}{os.getpid()}"
+
+
+def spill_prefix(ws: Workspace) -> str:
+    """`catalog.duckdb.tmp-reader-<host>-<pid namespace>-`: the spill folders of this host's
+    processes (in this pid namespace) are this followed by their pid."""
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+    try:  # containers sharing a host name do not share pids
+        host += "-" + re.sub(r"\D", "", os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass
+    return f"{ws.catalog.name}.tmp-reader-{host}-"
 
 
 def _running(pid: int) -> bool:
