@@ -118,3 +118,25 @@ def test_extreme_logits_keep_the_bounds_finite():
         lo, hi = noise.candidate_bounds(preds, p_true, margin, np.array([1, 1]))
     np.testing.assert_allclose(lo, [1.0, 1.0])
     np.testing.assert_allclose(hi, [1.0, 1.0])
+
+
+def test_the_streamed_candidate_confidence_equals_the_reference():
+    """What the scorer keeps per late prediction (the predicted class's probability, float32) gives
+    the lower bound of `candidate_bounds` on random predictions, extreme logits included."""
+    rng = np.random.default_rng(0)
+    L, N, K = 13, 500, 4
+    preds = rng.integers(0, K, (L, N)).astype(np.int16)
+    labels = rng.integers(0, K, N)
+    p_true = rng.uniform(0, 1, (L, N)).astype(np.float32)
+    margin = rng.normal(0, 3, (L, N)).astype(np.float32)
+    margin[0, :5] = [-200, -np.inf, 150, 0, -0.0]
+    p_true[0, 1] = 0.0
+    suggested = rng.integers(0, K, N)
+    suggested[:50] = labels[:50]
+    margin = np.where(preds == labels, np.abs(margin), -np.abs(margin)).astype(np.float32)
+    want = noise.candidate_confidence(preds, p_true, margin, suggested)
+    got = noise.candidate_confidence_streamed(
+        preds, noise.predicted_probability(p_true, margin), suggested, rows_at_once=4
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert np.isfinite(got).all()

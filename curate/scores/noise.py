@@ -82,6 +82,34 @@ def candidate_bounds(
     return lo, hi
 
 
+def predicted_probability(p_true: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """The probability of each prediction's predicted class, (L, N) float32 (shapes of the inputs):
+    p_true where the given class is predicted (margin >= 0), else p_true exp(-margin), in log space
+    as in `candidate_bounds` (a p_true that underflowed to 0 under a negative margin: 1)."""
+    # float32 throughout (about 3x faster than float64 on ImageNet's 45 late epochs x 10 members;
+    # the result is kept as float32): exp of a number <= 0 cannot overflow
+    p32 = np.asarray(p_true, np.float32)
+    m32 = np.asarray(margin, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_top = np.log(p32) - m32
+    log_top = np.where((p32 == 0) & (m32 < 0), np.float32(0), np.nan_to_num(log_top, nan=0.0))
+    np.minimum(log_top, 0, out=log_top)
+    return np.where(m32 < 0, np.exp(log_top), p32).astype(np.float32, copy=False)
+
+
+def candidate_confidence_streamed(
+    preds: np.ndarray, p_pred: np.ndarray, suggested: np.ndarray, rows_at_once: int = 8
+) -> np.ndarray:
+    """`candidate_confidence` from the predictions (L, N) and `predicted_probability` (L, N) kept
+    as float32, summed a few rows at a time into float64, (N,): what the scorer computes on a log
+    of any size without (L, N) float64 temporaries."""
+    total = np.zeros(preds.shape[1])
+    for i in range(0, len(preds), rows_at_once):
+        hit = preds[i : i + rows_at_once] == suggested[None, :]
+        total += np.where(hit, p_pred[i : i + rows_at_once], 0.0).sum(axis=0)
+    return total / len(preds)
+
+
 def candidate_confidence(
     preds: np.ndarray, p_true: np.ndarray, margin: np.ndarray, suggested: np.ndarray
 ) -> np.ndarray:
