@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from curate.errors import CurateError
+from curate.workspace import pid_running
 
 MANIFEST = ".curate-outputs.json"
 TMP_SUFFIX = ".curate-tmp"
@@ -495,22 +496,12 @@ def _remove_leftovers(target: Path) -> None:
         return
     for name in names:
         m = pattern.match(name)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_running(int(m.group(1))):
             path = target.parent / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 _unlink(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _unlink(path: Path) -> None:

@@ -76,6 +76,17 @@ def process_start() -> float:
         return _IMPORTED
 
 
+def pid_running(pid: int) -> bool:
+    """Whether process `pid` runs on this host (in this pid namespace); another user's counts."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_dead_temps(folder: Path, targets: str) -> None:
     """Remove the temporaries `atomic_path` left in `folder` for targets matching the glob
     `targets`, last written before this process began: a write killed midway (SIGKILL, power loss)

@@ -18,7 +18,7 @@ from curate import __version__
 from curate.catalog.schema import migrate
 from curate.catalog.views import _local_predictions, refresh_views
 from curate.errors import CurateError
-from curate.workspace import Workspace
+from curate.workspace import Workspace, pid_running
 
 
 def git_revision() -> str | None:
@@ -247,7 +247,7 @@ def _spill_directory(ws: Workspace) -> Path:
     prefix = spill_prefix(ws)
     for old in ws.catalog.parent.glob(prefix + "*"):
         pid = old.name.removeprefix(prefix)
-        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_running(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return ws.catalog.parent / f"{prefix}{os.getpid()}"
 
@@ -263,16 +263,6 @@ def spill_prefix(ws: Workspace) -> str:
     except OSError:
         pass
     return f"{ws.catalog.name}.tmp-reader-{host}-"
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's: running
-        return True
-    return True
 
 
 def split_labels(ws: Workspace, dataset: str, split: str, column: str = "label"):

@@ -62,14 +62,7 @@ def candidate_bounds(
     class is at most the runner-up), from 0 to min(p_top, 1 - p_true - p_top) when it predicts a
     third class.
     """
-    # in log space, so that extreme logits (exp(-margin) overflows float32 below -88) stay finite;
-    # a p_true that underflowed to 0 under a negative margin: another class holds (nearly) all of
-    # the probability, taken as 1
-    p_true64 = np.asarray(p_true, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_top = np.log(p_true64) - margin
-    log_top = np.where((p_true64 == 0) & (margin < 0), 0.0, np.nan_to_num(log_top, nan=0.0))
-    p_top = np.exp(np.minimum(log_top, 0.0))
+    p_top = _top_other(p_true, margin, np.float64)
     hit = preds == suggested[None, :]
     exact = np.where(margin < 0, p_top, p_true)
     upper = np.where(
@@ -87,14 +80,22 @@ def predicted_probability(p_true: np.ndarray, margin: np.ndarray) -> np.ndarray:
     p_true where the given class is predicted (margin >= 0), else p_true exp(-margin), in log space
     as in `candidate_bounds` (a p_true that underflowed to 0 under a negative margin: 1)."""
     # float32 throughout (about 3x faster than float64 on ImageNet's 45 late epochs x 10 members;
-    # the result is kept as float32): exp of a number <= 0 cannot overflow
+    # the result is kept as float32)
     p32 = np.asarray(p_true, np.float32)
     m32 = np.asarray(margin, np.float32)
+    return np.where(m32 < 0, _top_other(p32, m32, np.float32), p32).astype(np.float32, copy=False)
+
+
+def _top_other(p_true: np.ndarray, margin: np.ndarray, dtype) -> np.ndarray:
+    """p_top = p_true exp(-margin), the largest probability other than the given class's, in
+    `dtype`. In log space, so that extreme logits (exp(-margin) overflows float32 below -88) stay
+    finite; a p_true that underflowed to 0 under a negative margin: another class holds (nearly)
+    all of the probability, taken as 1."""
+    p = np.asarray(p_true, dtype)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_top = np.log(p32) - m32
-    log_top = np.where((p32 == 0) & (m32 < 0), np.float32(0), np.nan_to_num(log_top, nan=0.0))
-    np.minimum(log_top, 0, out=log_top)
-    return np.where(m32 < 0, np.exp(log_top), p32).astype(np.float32, copy=False)
+        log_top = np.log(p) - np.asarray(margin, dtype)
+    log_top = np.where((p == 0) & (margin < 0), dtype(0), np.nan_to_num(log_top, nan=0.0))
+    return np.exp(np.minimum(log_top, dtype(0)))
 
 
 def candidate_confidence_streamed(
