@@ -89,7 +89,7 @@ def scored_pool(
     """
     import pandas as pd
 
-    from curate.sql import columns, fetch, quote_column
+    from curate.sql import MAX_QUERY_MEMORY, Limits, columns, fetch, quote_column
 
     higher = higher_is_easier(score, direction)
     cols = columns(ws, "difficulty")
@@ -114,7 +114,10 @@ def scored_pool(
         + (f" AND ({where})" if where else "")  # --where is an SQL filter by design
         + " ORDER BY idx"
     )
-    df = fetch(ws, sql, [run])
+    # a user's filter runs in a query worker, within the memory limit of `curate query`: an SQL
+    # filter can build values of any size (no time limit: the command is the user's to stop)
+    limits = Limits(raise_seconds=None, max_memory=MAX_QUERY_MEMORY) if where else None
+    df = fetch(ws, sql, [run], limits=limits)
     if df.empty:
         raise CurateError(f"no train instances of run {run!r} match --where {where!r}; widen it")
     if not pd.api.types.is_numeric_dtype(df["score"]) or pd.api.types.is_bool_dtype(df["score"]):

@@ -42,6 +42,33 @@ def test_both_commands_refuse_the_same_pools(cmd, flags, words, small_scored_ws,
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("cmd", [["curriculum", "digits"], ["prune", "digits", "--keep", "0.5"]])
+def test_a_filter_building_huge_values_stops_at_the_memory_limit(
+    cmd, small_scored_ws, tmp_path, capsys, monkeypatch
+):
+    """--where is the user's SQL: it runs in a query worker within `curate query`'s memory limit,
+    not in this process (10 GB asked for here, stopped at 1 GiB), and nothing is written."""
+    import resource
+    from pathlib import Path
+
+    from curate import sql
+
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("the worker's memory is read from /proc (Linux)")
+    monkeypatch.setattr(sql, "MAX_QUERY_MEMORY", 2**30)
+    where = "(SELECT sum(length(repeat('x', 100000000) || range)) FROM range(100)) > 0"
+    extra = ["--strategy", "easy"] if cmd[0] == "prune" else []
+    out = tmp_path / "x.npy"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    args = [*cmd, *extra, "--where", where, "--out", str(out), "--workspace", str(small_scored_ws)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "more than 1.0 GiB of memory" in err, err
+    assert err.count("\n") == 1, err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < 256 * 2**20
+    assert not list(tmp_path.iterdir())
+
+
 def test_unknown_run_and_bad_direction_for_curriculum(small_scored_ws, tmp_path):
     ws = Workspace(small_scored_ws)
     with pytest.raises(CurateError, match="unknown run 'ghost'"):
