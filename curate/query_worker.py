@@ -45,6 +45,7 @@ import threading
 import time
 from pathlib import Path
 
+from curate.catalog.connect import busy_timeout
 from curate.errors import CurateError
 from curate.sql import Limits, QueryLimitError, memory_limit_message, time_limit_message
 
@@ -225,12 +226,6 @@ def _above_std(*fds: int) -> list[int]:
     return out
 
 
-def _catalog_wait() -> float:
-    from curate.catalog.connect import _busy_timeout
-
-    return _busy_timeout()
-
-
 class _DiedBeforeStart(Exception):
     """The worker ended before it opened the catalog for this request."""
 
@@ -380,11 +375,11 @@ class _Worker:
             self.close()
             raise QueryLimitError(memory_limit_message(limits.max_memory))
         now = time.monotonic()
-        if opened is None and now - started > _catalog_wait() + START:
+        if opened is None and now - started > busy_timeout() + START:
             self.close()
             raise CurateError(
                 f"the process running the query did not reach the catalog within "
-                f"{_catalog_wait() + START:.0f} s and was stopped; is the catalog held by another "
+                f"{busy_timeout() + START:.0f} s and was stopped; is the catalog held by another "
                 "process, or the machine overloaded? Run it again"
             )
         if opened is not None and limits.seconds is not None:

@@ -582,4 +582,4 @@ def test_query_out_cannot_replace_the_workspace_files(scored, capsys):
 @pytest.mark.parametrize("value", ["nan", "-5", "inf", "soon"])
 def test_a_bad_catalog_timeout_falls_back_to_the_default(monkeypatch, value):
     monkeypatch.setenv("CURATE_CATALOG_TIMEOUT", value)
-    assert catalog.connect._busy_timeout() == catalog.BUSY_TIMEOUT
+    assert catalog.connect.busy_timeout() == catalog.BUSY_TIMEOUT

@@ -55,7 +55,9 @@ ASKING_PID: int | None = None
 SELF_WAIT = 5.0  # s a reader waits for a catalog its own process (or the asking one) holds
 
 
-def _busy_timeout() -> float:
+def busy_timeout() -> float:
+    """Seconds a stage waits for a busy catalog: `$CURATE_CATALOG_TIMEOUT`, else `BUSY_TIMEOUT`
+    (also for a value that is not a finite number >= 0)."""
     try:
         value = float(os.environ.get("CURATE_CATALOG_TIMEOUT", BUSY_TIMEOUT))
     except ValueError:
@@ -66,7 +68,7 @@ def _busy_timeout() -> float:
 def _connect_waiting(ws: Workspace, what: str, **kwargs) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, waiting (bounded, with one message) while another process holds the file."""
     started, told = time.monotonic(), False
-    deadline = started + _busy_timeout()
+    deadline = started + busy_timeout()
     while True:
         try:
             return duckdb.connect(str(ws.catalog), **kwargs)
@@ -89,13 +91,13 @@ def _connect_waiting(ws: Workspace, what: str, **kwargs) -> duckdb.DuckDBPyConne
             if time.monotonic() > deadline:
                 raise CurateError(
                     f"the catalog {ws.catalog} is still held by {who} after "
-                    f"{_busy_timeout():.0f} s; stop it (the app? another curate command?) and "
+                    f"{busy_timeout():.0f} s; stop it (the app? another curate command?) and "
                     "rerun, or raise $CURATE_CATALOG_TIMEOUT"
                 ) from None
             if not told:
                 print(
                     f"the catalog {ws.catalog} is busy ({who}); waiting up to "
-                    f"{_busy_timeout():.0f} s to open it {what}",
+                    f"{busy_timeout():.0f} s to open it {what}",
                     file=sys.stderr,
                 )
                 told = True
