@@ -384,11 +384,26 @@ def _commit(temps: dict[Path, Path], digests: dict[Path, str], by: str) -> None:
 def _manifest_or_refuse(folder: Path) -> dict:
     manifest = read_manifest(folder)
     if manifest is None:
+        path = folder / MANIFEST
+        with suppress(OSError):
+            uid = os.lstat(path).st_uid
+            if uid != os.geteuid() and _sticky_elsewhere(folder):
+                raise CurateError(
+                    f"{path} belongs to another user (uid {uid}) in a shared folder you cannot "
+                    "remove it from, and curate keeps the list of the files it wrote in that "
+                    "folder under that name; write the output to a folder of your own"
+                )
         raise CurateError(
-            f"{folder / MANIFEST} is not a manifest curate wrote; move it away, curate keeps the "
+            f"{path} is not a manifest curate wrote; move it away, curate keeps the "
             "list of the files it wrote in that folder under that name"
         )
     return manifest
+
+
+def _sticky_elsewhere(folder: Path) -> bool:
+    """`folder` is sticky (like /tmp) and not this user's: others' files there cannot be removed."""
+    st, me = os.stat(folder), os.geteuid()
+    return me != 0 and bool(st.st_mode & stat.S_ISVTX) and st.st_uid != me
 
 
 def write_folder(

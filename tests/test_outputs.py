@@ -339,6 +339,29 @@ def test_a_manifest_of_another_user_proves_nothing(tmp_path):
     assert target.read_text() == "x\n"
 
 
+def test_a_manifest_planted_in_a_shared_folder_says_what_to_do(tmp_path, monkeypatch):
+    """In a sticky folder of another account (like /tmp) a manifest planted by a third one cannot
+    be moved away: the error says to write elsewhere, and nothing is written."""
+    from curate.errors import CurateError
+    from curate.outputs import write_file
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / MANIFEST).write_text('{"curate_outputs": 1, "files": {}}\n')
+    os.chown(shared / MANIFEST, 12345, 12345)
+    os.chown(shared, 0, 0)
+    shared.chmod(0o1777)
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)  # this user: neither root nor either owner
+    with pytest.raises(CurateError, match="belongs to another user .uid 12345.*folder of your own"):
+        write_file(shared / "a.csv", lambda p: p.write_text("x\n"))
+    assert sorted(p.name for p in shared.iterdir()) == [MANIFEST]
+    monkeypatch.undo()
+    shared.chmod(0o755)  # not sticky: the usual advice
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    with pytest.raises(CurateError, match="not a manifest curate wrote; move it away"):
+        write_file(shared / "a.csv", lambda p: p.write_text("x\n"))
+
+
 def test_runs_linked_to_another_disk_stays_the_workspaces(small_scored_ws, tmp_path, capsys):
     """runs/ as a symbolic link to a bigger disk: a path through it is still the workspace's."""
     ws = tmp_path / "ws"
