@@ -311,6 +311,33 @@ def test_bad_batches_are_refused_and_nothing_kept(lws, call, needle):
     assert rec.done("train", 0, 0)
 
 
+@pytest.mark.parametrize("torch_installed", [True, False])
+@pytest.mark.parametrize(
+    "z, needle",
+    [
+        (np.array([[0, 1e300, 1], [0, 1, 2.0]]), "NaN or infinite"),  # finite in float64 only
+        (
+            np.array([[3e38, -3e38, -3e38], [0, 1, 2]], np.float32),
+            "too large to score",
+        ),  # |margin| 6e38
+    ],
+)
+def test_logits_beyond_float32_are_refused(lws, monkeypatch, torch_installed, z, needle):
+    """Logits are recorded in float32: a value or a difference it cannot hold is refused like a NaN,
+    with or without torch, and the part goes on as before."""
+    from curate.record import recorder
+
+    if not torch_installed:
+        monkeypatch.setattr(recorder, "_torch", lambda: None)
+    rec = Recorder(lws, run="big", dataset="toy", members=2, epochs=1)
+    with pytest.raises(CurateError, match=needle):
+        rec.log("train", 0, 0, np.arange(2), z)
+    rec.log("train", 0, 0, np.arange(10), np.zeros((10, 3)))
+    assert rec.done("train", 0, 0)
+    t = pd.read_parquet(predlog.shard_path(lws / "runs" / "big", "eval", "train", 0, 0))
+    assert np.isfinite(t[["p_true", "margin", "el2n"]].to_numpy()).all()
+
+
 def test_logged_twice_across_batches(lws):
     rec = Recorder(lws, run="twice", dataset="toy", members=2, epochs=1)
     rec.log("train", 0, 0, np.arange(5), np.zeros((5, 3)))

@@ -356,6 +356,7 @@ class Recorder:
         cols = dict(
             zip(runlog.COLUMNS, runlog.member_columns(z, y, self.data.multilabel), strict=True)
         )
+        _check_columns(cols, key)
         if repeat:
             self._check_repeat(key, part, pos, cols)
         if part is None:
@@ -868,14 +869,32 @@ def _as_logits(logits, n: int, k: int, key):
             f"{_name(key)}: logits have {z.shape[1]} classes, the dataset has {k}; give the "
             "model's raw output with one column per class, in the catalog's class order"
         )
+    if xp is np:
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
+            z = z.astype(np.float32)
+    else:
+        z = z.float()
     finite = xp.isfinite(z)
     if not bool(finite.all()):
         bad = int((~finite).any(1).sum())
         raise CurateError(
-            f"{_name(key)}: {bad} rows of the logits are NaN or infinite; the model diverged or "
-            "the batch is broken. Nothing of this batch was recorded"
+            f"{_name(key)}: {bad} rows of the logits are NaN or infinite (in float32, as they are "
+            "recorded); the model diverged or the batch is broken. Nothing of this batch was "
+            "recorded"
         )
-    return z.astype(np.float32) if xp is np else z.float()
+    return z
+
+
+def _check_columns(cols: dict, key) -> None:
+    """Refuse a batch whose logits are finite but so far apart (beyond 1e38) that the margin or
+    the error norm is not: nothing of it is recorded."""
+    bad = ~np.isfinite(cols["margin"]) | ~np.isfinite(cols["p_true"]) | ~np.isfinite(cols["el2n"])
+    if bad.any():
+        raise CurateError(
+            f"{_name(key)}: {int(bad.sum())} rows of the logits are too large to score (their "
+            "differences overflow float32); the model diverged or the batch is broken. Nothing "
+            "of this batch was recorded"
+        )
 
 
 class ResumedAccuracyWarning(UserWarning):
