@@ -22,12 +22,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# characters of DuckDB's file patterns (and of its database paths' options, "?"): a workspace path
+# with one would read another folder's files, or none
+PATTERN_CHARACTERS = ("*", "?", "[", "]")
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root).expanduser().absolute())
+        root = Path(self.root).expanduser().absolute()
+        pattern = sorted(set(PATTERN_CHARACTERS) & set(str(root)))
+        if pattern:
+            from curate.errors import CurateError
+
+            raise CurateError(
+                f"workspace {root}: its path holds {' '.join(pattern)}, which DuckDB reads as a "
+                "file pattern (the prediction log is read as <workspace>/runs/*/...); choose or "
+                f"rename a folder without any of {' '.join(PATTERN_CHARACTERS)}"
+            )
+        object.__setattr__(self, "root", root)
 
     @classmethod
     def resolve(cls, path: str | os.PathLike | None = None) -> Workspace:

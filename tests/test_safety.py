@@ -120,6 +120,37 @@ def test_a_moved_workspace_reads_its_own_log(small_scored_ws, tmp_path, capsys):
     assert "4" in out
 
 
+@pytest.mark.parametrize("name", ["ws[1]", "ws?", "ws*"])
+def test_a_workspace_path_duckdb_reads_as_a_pattern_is_refused(small_scored_ws, tmp_path, name):
+    """`[1]` matched no file of the log and `?` split the catalog's path; `*` would also read the
+    log of every sibling folder it matches. Each is one error line naming the character, before
+    anything is written."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from curate.errors import CurateError
+    from curate.workspace import Workspace
+
+    moved = tmp_path / name
+    shutil.copytree(small_scored_ws, moved)
+    before = sorted(p.name for p in moved.iterdir())
+    with pytest.raises(CurateError, match="DuckDB reads as a file pattern"):
+        Workspace(moved)
+    for args in (["query", "SELECT 1"], ["score", "digits"], ["ingest", "digits"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "curate", *args, "--workspace", str(moved)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("error: workspace") and proc.stderr.count("\n") == 1
+        assert name[-1] in proc.stderr.splitlines()[0].split("holds")[1]
+    assert sorted(p.name for p in moved.iterdir()) == before
+
+
 def test_app_console_has_the_same_walls(scored, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("do not read\n")
