@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # characters of DuckDB's file patterns (and of its database paths' options, "?"): a workspace path
 # with one would read another folder's files, or none
 PATTERN_CHARACTERS = ("*", "?", "[", "]")
