@@ -1,5 +1,5 @@
 """What curate's pruning benchmarks measured, in one place: every figure that the report's captions,
-`curate prune`'s regime note and the README quote from `benchmarks/results/prune*.json`.
+`curate prune`'s regime note and the docs (benchmarks, the prune guide) quote from `benchmarks/results/prune*.json`.
 
 `compute` reads the benchmark results and derives the figures; `load` reads them from
 `curate/findings.json`, package data written by `python -m curate.findings` (a wheel does not carry
@@ -35,7 +35,7 @@ HALF = 0.5
 
 
 def fmt(value: float, places: int = 1) -> str:
-    """`value` with `places` decimals, halves rounded away from zero, as the README writes them.
+    """`value` with `places` decimals, halves rounded away from zero, as the docs write them.
 
     Parameters
     ----------
@@ -187,7 +187,7 @@ def _high(runs: dict[str, dict], high: float) -> dict:
 
 
 def _quoted(runs: dict[str, dict]) -> dict:
-    """The single figures the README quotes in its pruning summary and recommendation."""
+    """The single figures the docs quote in their pruning summary and recommendation."""
     cifar = {k: s for k, s in runs.items() if s["dataset"].startswith("CIFAR-10")}
     best_below = []  # full data minus the best cell at 50 % kept, fixed epochs
     for s in cifar.values():
@@ -245,7 +245,7 @@ def compute(results: Path = RESULTS) -> dict:
     -------
     dict
         held_out_low and held_out_high (the regime thresholds), low and high (what the settings
-        on either side measured), quoted (single figures the README quotes) and sources.
+        on either side measured), quoted (single figures the docs quote) and sources.
     """
     runs = settings(results)
     low, high = thresholds(runs)

@@ -256,7 +256,7 @@ def drawn_among_ties(
 
 
 # What separated the settings curate's pruning benchmarks measured (benchmarks/bench_prune.py;
-# README, Pruning) was the scoring run's accuracy on held-out data, not how much of its train
+# docs/guide/prune.md) was the scoring run's accuracy on held-out data, not how much of its train
 # split it fit. Where it was HELD_OUT_HIGH or more keeping the hard beat random at 50 % kept and
 # `easy` lost to random at every fraction; where it was under HELD_OUT_LOW `hard` lost to random
 # at 50 % kept, at fixed epochs and at equal steps. The thresholds and every figure the note

@@ -876,3 +876,16 @@ def test_a_record_from_before_the_kind_used(lws, tmp_path, capsys):
         )
         assert import_log(lws, run, d, "--replace") == 0
         assert "replaced" in capsys.readouterr().out
+
+
+def test_pt_files_without_torch_name_the_extra(lws, tmp_path, capsys, monkeypatch):
+    """A .pt log where torch is not installed: one line naming the extra that reads it (and that
+    .npy / .npz need none), nothing imported."""
+    from curate import extras
+
+    folder = save_bf16(tmp_path / "pt", logits(5))
+    real = extras.installed
+    monkeypatch.setattr(extras, "installed", lambda m: m != "torch" and real(m))
+    assert import_log(lws, "no-torch", folder) == 2
+    one_error(capsys, "needs torch", "pip install 'curate[train]'", ".npy and .npz need no torch")
+    assert_nothing_imported(lws, "no-torch")

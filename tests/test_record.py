@@ -236,6 +236,25 @@ def test_labels_only_dataset_records_and_scores(lws, capsys):
         thumbnails(Workspace(lws), "toy", "train", [0])
 
 
+def test_a_recording_never_closed_scores_with_a_note_and_the_report_names_close(
+    lws, tmp_path, capsys
+):
+    """Every part logged, close() forgotten: `curate score` scores it and says the run is not
+    finished; `curate report` refuses it naming close(), not `curate train` (which did not make
+    it and may not be installed). close() then finishes it."""
+    log_all(Recorder(lws, run="open", dataset="toy", members=2, epochs=1), np.random.default_rng(2))
+    assert main(["score", "open", "--workspace", str(lws)]) == 0
+    err = capsys.readouterr().err
+    assert "note: run 'open' is not finished (its recording was never closed)" in err, err
+    assert main(["report", "open", "--workspace", str(lws), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "close() on a curate.Recorder" in err, err
+    assert "curate train" not in err
+    assert Recorder(lws, run="open", dataset="toy", members=2, epochs=1).close().complete
+    assert main(["score", "open", "--workspace", str(lws)]) == 0
+    assert "not finished" not in capsys.readouterr().err
+
+
 def test_logits_numpy_torch_any_order_same_part(lws):
     """A part is written once every idx came exactly once; numpy and torch inputs agree."""
     z = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
@@ -297,6 +316,12 @@ def test_multilabel_logits(lws):
         ),
         (lambda r: r.log("test", 0, 0, np.array([100, 100]), np.zeros((2, 3))), "appears twice"),
         (lambda r: r.log("train", 2, 0, np.arange(2), np.zeros((2, 3))), "member 2 is outside"),
+        (lambda r: r.log("train", True, 0, np.arange(2), np.zeros((2, 3))), "True: give a whole"),
+        (lambda r: r.log("train", 0, 1.0, np.arange(2), np.zeros((2, 3))), "1.0: give a whole"),
+        (
+            lambda r: r.log("train", 0, 0, np.array([2**63], np.uint64), np.zeros((1, 3))),
+            "idx 9223372036854775808 is beyond",
+        ),
         (lambda r: r.log("train", 0, 2, np.arange(2), np.zeros((2, 3))), "epoch 2 is outside"),
         (lambda r: r.log("val", 0, 0, np.arange(2), np.zeros((2, 3))), "has no such split"),
         (lambda r: r.log("train", 0, 0, np.arange(3), np.zeros((2, 3))), r"shape \(B, C\)"),

@@ -137,3 +137,15 @@ def test_bad_epoch_prefix(small_scored_ws, tmp_path, capsys, bad):
     shutil.copytree(small_scored_ws, ws)
     assert main(["score", "digits", "--epochs", bad, "--workspace", str(ws)]) == 2
     assert "--epochs" in capsys.readouterr().err
+
+
+def test_the_summary_line_says_when_the_target_is_reached_already():
+    from curate.scores.summary import reliability_line
+
+    base = {"epochs_for_rho_09": 3, "epochs": 10}
+    past = reliability_line({**base, "split_half_r": 0.996, "members_for_095": 4})
+    assert "past r = 0.95 already" in past and "would reach" not in past
+    short = reliability_line({**base, "split_half_r": 0.9, "members_for_095": 9})
+    assert "9 members would reach r = 0.95 (predicted)" in short
+    none = reliability_line({**base, "split_half_r": -0.1, "members_for_095": None})
+    assert "no ensemble size reaches" in none

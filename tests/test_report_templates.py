@@ -1,6 +1,6 @@
 """The pages from jinja2 templates (escaped names, shipped as package data) and the pruning
 benchmarks' figures read in one place (`curate.findings`): the packaged file equals what
-benchmarks/results give, and the regime note, the report's caption and the README quote it."""
+benchmarks/results give, and the regime note, the report's caption and the docs quote it."""
 
 from __future__ import annotations
 

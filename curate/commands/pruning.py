@@ -5,6 +5,7 @@ what it prints; the work is `curate.prune`.
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from curate.commands.common import Registry, Subparsers, add_force, add_workspace
 
@@ -44,7 +45,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         f"{args.strategy} by {side['score']}: kept {side['n']} of {side['pool']} train instances "
         f"of {side['dataset']} ({side['checksum']}) in {args.out} (its sidecar: "
         f"{sidecar_path(args.out)}); train on them with "
-        f"`curate train RECIPE --subset {args.out}`"
+        f"`curate train RECIPE --subset {shlex.quote(str(args.out))}`, or in your own loop (the "
+        "file holds their idx)"
     )
     ties = side.get("drawn_among_ties") or 0
     if ties >= 0.1 * side["n"]:  # worth a word: the seed, not the score, chose these
@@ -59,7 +61,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if regime:
         print(
             f"note: the members of run {args.run} score {scored[1]:.3f} on {scored[0]} (epoch "
-            f"{side['run_acc_epoch']}): {regime} (README: Pruning, which strategy for which "
+            f"{side['run_acc_epoch']}): {regime} (docs: the prune guide, which strategy for which "
             "regime)"
         )
     return 0

@@ -5,6 +5,7 @@ log into difficulty tables) and `curate run` (every stage of a recipe, `curate.p
 from __future__ import annotations
 
 import argparse
+import sys
 
 from curate.commands.common import Reads, Subparsers, add_recipe, recipe_flag, recipe_of
 from curate.config import NAMING_KEYS
@@ -178,7 +179,23 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     compute_correlations(ws, run_info(ws, args.run).dataset)  # when image statistics exist
     print_summary(ws, args.run, summary)
+    _note_unfinished(ws, args.run)
     return 0
+
+
+def _note_unfinished(ws: Workspace, run: str) -> None:
+    """A note on stderr when the scored run is not finished (no `runs` row): its scores cover what
+    was logged, and the report waits for the run to finish."""
+    from curate.runlog.manifest import unfinished
+    from curate.sql import fetch
+
+    if fetch(ws, "SELECT 1 FROM runs WHERE run = ?", [run]).empty:
+        why, fix = unfinished(ws.run_dir(run))
+        print(
+            f"note: run {run!r} is not finished ({why}): these scores cover what was logged, and "
+            f"`curate report` waits for it; {fix}, then score it again",
+            file=sys.stderr,
+        )
 
 
 def add_score(sub: Subparsers) -> None:

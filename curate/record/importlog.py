@@ -343,6 +343,9 @@ def _member_header(z: zipfile.ZipFile, member: str) -> _Header:
 def _pt(path: Path, mmap: bool = False):
     """(tensor, idx or None) from a .pt file (a tensor, or a dict with logits or probs); with
     `mmap`, the tensors are mapped, not read, where the file's format allows."""
+    from curate.extras import need
+
+    need("train", "torch", what=f"reading {path.name} (a .pt file; .npy and .npz need no torch)")
     import torch
 
     _regular(path)

@@ -423,7 +423,9 @@ class Recorder:
             )
             raise CurateError(f"split {split!r}: {why}")
         for what, v, top in (("member", member, self.members - 1), ("epoch", epoch, self.epochs)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= top:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise CurateError(f"{what} {v!r}: give a whole number, 0..{top}")
+            if not 0 <= v <= top:
                 raise CurateError(
                     f"{what} {v!r} is outside the declared 0..{top} (members={self.members}, "
                     f"epochs={self.epochs}, epoch 0 = before training); declare more when "
@@ -799,6 +801,8 @@ def _as_ids(idx) -> np.ndarray:
         raise CurateError(
             f"idx must be a 1-d array of integer instance ids, got {a.dtype} of shape {a.shape}"
         )
+    if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        raise CurateError(f"idx {int(a.max())} is beyond any split's idx (above 2^63 - 1)")
     return a.astype(np.int64, copy=False)
 
 

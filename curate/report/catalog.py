@@ -64,10 +64,12 @@ def _refuse_unfinished(ws: Workspace, run: str, flag: str) -> None:
     """A run without a `runs` row but with scores: its training was killed and `curate score`
     scored the epochs it had (the row is written when training finishes)."""
     if not fetch(ws, "SELECT 1 FROM epoch_metrics WHERE run = ? LIMIT 1", [run]).empty:
+        from curate.runlog.manifest import unfinished
+
+        why, fix = unfinished(ws.run_dir(run))
         raise CurateError(
-            f"{flag}run {run!r} is not finished (scored, but its training never completed: no row "
-            "in runs); rerun the `curate train` command that started it (it resumes where it "
-            f"stopped), then `curate score {run}`"
+            f"{flag}run {run!r} is not finished (scored, but {why}: no row in runs); {fix}, then "
+            f"`curate score {run}`"
         )
 
 
@@ -79,7 +81,8 @@ def _run_row(ws: Workspace, run: str) -> dict:
         known = fetch(ws, "SELECT run FROM runs ORDER BY run")["run"].tolist()
         raise CurateError(
             f"no run {run!r} in the catalog {ws.catalog} (runs: {', '.join(known) or 'none'}); "
-            "train it first (`curate run RECIPE`) or pass the right --workspace"
+            "make and score it first (`curate run RECIPE`, or a curate.Recorder / `curate import-log` "
+            "run, then `curate score RUN`) or pass the right --workspace"
         )
     return info.iloc[0].to_dict()
 

@@ -32,6 +32,22 @@ ORIGINS = {
     "recorder": "curate.Recorder",
     "import": "`curate import-log`",
 }
+# origin -> (why a run with a log has no `runs` row yet, how to finish it)
+UNFINISHED = {
+    "train": (
+        "its training never completed",
+        "rerun the `curate train` command that started it (it resumes where it stopped)",
+    ),
+    "recorder": (
+        "its recording was never closed",
+        "rerun the recording script (it resumes), or call close() on a curate.Recorder of that "
+        "run (same dataset, members and epochs)",
+    ),
+    "import": (
+        "its import never completed",
+        "rerun the `curate import-log` command that started it",
+    ),
+}
 _KEYS = ("arch", "members", "epochs", "seed")  # fields of the manifest kept in its `train` section
 
 
@@ -279,3 +295,13 @@ def check_complete(run_dir: Path, last_epoch: int | None = None) -> None:
         f"run {Path(run_dir).name} lacks {len(missing)} parts of its log: {shown}{more}; record "
         f"them (rerun the script: parts already written are skipped){prefix}"
     )
+
+
+def unfinished(run_dir: Path) -> tuple[str, str]:
+    """(why, how to finish) for a run whose log exists but which has no `runs` row (`UNFINISHED`,
+    by the manifest's origin; a run without a readable manifest: as `curate train`'s)."""
+    try:
+        manifest = load_manifest(run_dir)
+    except CurateError:
+        manifest = None
+    return UNFINISHED[manifest.origin if manifest is not None else "train"]

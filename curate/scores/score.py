@@ -41,7 +41,8 @@ def run_info(ws: Workspace, run: str) -> RunInfo:
         have = runlog.run_names(run_dir.parent)
         raise CurateError(
             f"no run {run!r} in {ws.root / 'runs'} (have: {', '.join(have) or 'none'}); "
-            f"train it first: curate train {run} --workspace {ws.root}"
+            "make it first (`curate train`, a curate.Recorder in your training loop, or "
+            "`curate import-log`) or pass the right --workspace"
         )
     con = catalog.read(ws)
     try:

@@ -51,11 +51,12 @@ def reliability_line(r: dict) -> str:
     if r.get("split_half_r") is None:
         return "reliability: accessibility is constant in one half of the members; no split-half r"
     need = r["members_for_095"]
-    members = (
-        f"{need} members would reach r = 0.95 (predicted)"
-        if need is not None
-        else "no ensemble size reaches r = 0.95 (the halves do not agree)"
-    )
+    if r["split_half_r"] >= 0.95:
+        members = "that is past r = 0.95 already"
+    elif need is not None:
+        members = f"{need} members would reach r = 0.95 (predicted)"
+    else:
+        members = "no ensemble size reaches r = 0.95 (the halves do not agree)"
     k = r["epochs_for_rho_09"]
     epochs = (
         f"scores from the first {k} of {r['epochs']} epochs already agree at rho >= 0.9 with the "
