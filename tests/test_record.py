@@ -363,6 +363,27 @@ def test_logits_beyond_float32_are_refused(lws, monkeypatch, torch_installed, z,
     assert np.isfinite(t[["p_true", "margin", "el2n"]].to_numpy()).all()
 
 
+@pytest.mark.parametrize("torch_installed", [True, False])
+def test_probabilities_given_as_logits_are_warned_of_once(lws, monkeypatch, torch_installed):
+    """Softmax outputs passed where logits go would be softmaxed twice: the first batch says so;
+    logits, even small ones, do not warn."""
+    import warnings
+
+    from curate.record import recorder
+
+    if not torch_installed:
+        monkeypatch.setattr(recorder, "_torch", lambda: None)
+    p = np.random.default_rng(0).dirichlet(np.ones(3), size=10)
+    rec = Recorder(lws, run="probs", dataset="toy", members=2, epochs=1)
+    with pytest.warns(recorder.ProbabilitiesWarning, match="like softmax probabilities"):
+        rec.log("train", 0, 0, np.arange(5), p[:5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec.log("train", 0, 0, np.arange(5, 10), p[5:])  # once per recorder
+        other = Recorder(lws, run="logits", dataset="toy", members=2, epochs=1)
+        other.log("train", 0, 0, np.arange(10), np.log(p) + 0.3)  # logits in [-3, 0.3]
+
+
 def test_logged_twice_across_batches(lws):
     rec = Recorder(lws, run="twice", dataset="toy", members=2, epochs=1)
     rec.log("train", 0, 0, np.arange(5), np.zeros((5, 3)))

@@ -200,8 +200,8 @@ def read(ws: Workspace) -> Reader:
     """Open the catalog read-only and sandboxed (see `Reader`); a clear error when there is none."""
     if not ws.catalog.exists():
         raise CurateError(
-            f"no catalog at {ws.catalog}; run `curate ingest digits --workspace {ws.root}` "
-            "(or `make scores`) first, or pass the right --workspace"
+            f"no catalog at {ws.catalog}; ingest a dataset first (`curate ingest FORMAT`, or "
+            "`curate ingest labels --labels FILE` for labels alone), or pass the right --workspace"
         )
     con = _connect_waiting(ws, "for reading", read_only=True)
     try:

@@ -238,6 +238,7 @@ class Recorder:
         self._device = "cpu"
         self._since = time.perf_counter()  # the last epoch completed here, of any member
         self._closed = False
+        self._kind_checked = False  # the first batch is looked at once: probabilities, not logits?
         self._rank, self._world, self._distributed = 0, 1, bool(distributed)
         self._resolve_rank()
         self._scan()
@@ -327,6 +328,17 @@ class Recorder:
         rows = self.data.splits[split]
         ids = _as_ids(idx)
         z = _as_logits(logits, len(ids), self.data.num_classes, key)
+        if not self._kind_checked and len(ids):
+            self._kind_checked = True
+            if not self.data.multilabel and _look_like_probabilities(z):
+                warnings.warn(
+                    f"run {self.run!r} {_name(key)}: every row of the logits is in [0, 1] and sums "
+                    "to 1, like softmax probabilities; the recorder takes logits (the raw output "
+                    "before softmax) and applies softmax itself. Pass the logits, or the log of "
+                    "the probabilities",
+                    ProbabilitiesWarning,
+                    stacklevel=2,
+                )
         pos = rows.positions(ids)
         if np.any(pos < 0):
             bad = ids[pos < 0]
@@ -899,6 +911,18 @@ def _check_columns(cols: dict, key) -> None:
             "differences overflow float32); the model diverged or the batch is broken. Nothing "
             "of this batch was recorded"
         )
+
+
+class ProbabilitiesWarning(UserWarning):
+    """The first batch given as logits looks like softmax probabilities."""
+
+
+def _look_like_probabilities(z) -> bool:
+    """Every row of a batch (B, C), C > 1, lies in [0, 1] and sums to 1 (within 1e-3)."""
+    if z.shape[1] < 2:
+        return False
+    lo, hi, sums = z.min(), z.max(), z.sum(1)
+    return bool(lo >= 0) and bool(hi <= 1) and bool((abs(sums - 1) <= 1e-3).all())
 
 
 class ResumedAccuracyWarning(UserWarning):
