@@ -167,6 +167,7 @@ def toy(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     "script, run, needs",
     [
         ("record_toy.py", "toy-mlp", None),
+        ("record_toy_numpy.py", "toy-numpy", None),
         ("record_toy_lightning.py", "toy-lightning", "lightning"),
         ("record_toy_hf.py", "toy-hf", "transformers"),
     ],
