@@ -25,7 +25,6 @@ leaves every file provable.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -41,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from curate.errors import CurateError
-from curate.workspace import pid_running
+from curate.workspace import pid_running, rename_noreplace
 
 MANIFEST = ".curate-outputs.json"
 TMP_SUFFIX = ".curate-tmp"
@@ -448,7 +447,7 @@ def write_folder(
             raise _os_error(e, target, flag) from None
         with _locked({target.parent}):
             target = check_folder(out, keep, flag, renew)
-            if not os.path.lexists(target) and _rename_noreplace(tmp, target):
+            if not os.path.lexists(target) and rename_noreplace(tmp, target):
                 return target
         target = check_folder(out, keep, flag, renew)  # it exists now: empty, or curate's
         with _locked({target}):
@@ -553,31 +552,6 @@ def _locked(folders: Iterable[Path]) -> Iterator[None]:
             except OSError:
                 pass
         yield
-
-
-def _rename_noreplace(src: Path, dst: Path) -> bool:
-    """Rename `src` to `dst` only if `dst` does not exist (renameat2 RENAME_NOREPLACE); False when
-    it does. Where the call is missing, a check then a rename (the gap only an empty folder could
-    slip into, and rename(2) refuses to replace a non-empty one)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        renameat2 = None
-    if renameat2 is not None:
-        at_fdcwd, noreplace = -100, 1
-        res = renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), noreplace)
-        if res == 0:
-            return True
-        err = ctypes.get_errno()
-        if err == errno.EEXIST:
-            return False
-        if err not in (errno.ENOSYS, errno.EINVAL):
-            raise OSError(err, os.strerror(err), str(dst))
-    if os.path.lexists(dst):
-        return False
-    os.rename(src, dst)
-    return True
 
 
 def _os_error(e: OSError, target: Path, flag: str) -> CurateError:

@@ -13,6 +13,8 @@ The workspace is `--workspace`, else `$CURATE_WORKSPACE`, else `./workspace`.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import tempfile
@@ -140,6 +142,44 @@ def atomic_path(target: Path, suffix: str = ""):
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def rename_noreplace(src: Path, dst: Path) -> bool:
+    """Rename `src` to `dst` only if `dst` does not exist; False when it does (`src` then stays).
+
+    renameat2 with RENAME_NOREPLACE where the kernel and file system have it; else, for a file, a
+    hard link (link(2) never replaces either, NFS included) and the unlink of `src`; else (a folder
+    where renameat2 is missing) a check then a rename, a gap only an empty folder could slip into
+    (rename(2) refuses to replace a non-empty one).
+    """
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, noreplace = -100, 1
+        if renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), noreplace) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), str(dst))
+    if not os.path.isdir(src) or os.path.islink(src):
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+        else:
+            os.unlink(src)
+            return True
+    if os.path.lexists(dst):
+        return False
+    os.rename(src, dst)
+    return True
 
 
 def no_space_message(path: Path | str) -> str:

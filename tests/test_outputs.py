@@ -436,3 +436,25 @@ def test_pairs_analyse_refuses_an_answers_file_it_would_overwrite(tmp_path, caps
     args = [str(tmp_path / "a" / "alice.csv"), str(tmp_path / "b" / "alice.csv")]
     assert main(["pairs-analyse", str(tmp_path), *args]) == 2
     assert "two answers files are named 'alice'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("renameat2", [True, False])
+def test_rename_noreplace_never_replaces(tmp_path, monkeypatch, renameat2):
+    """With renameat2, and without (its hard-link fallback for files): a target that exists stays,
+    and so does the source; a free target gets the source."""
+    from curate import workspace
+
+    if not renameat2:
+
+        def no_libc(*a, **k):
+            raise OSError("no renameat2 here")
+
+        monkeypatch.setattr(workspace.ctypes, "CDLL", no_libc)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_text("new")
+    dst.write_text("theirs")
+    assert not workspace.rename_noreplace(src, dst)
+    assert dst.read_text() == "theirs" and src.read_text() == "new"
+    dst.unlink()
+    assert workspace.rename_noreplace(src, dst)
+    assert dst.read_text() == "new" and not src.exists()

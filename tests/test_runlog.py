@@ -69,6 +69,30 @@ def test_the_manifest_round_trips(tmp_path, manifest):
     assert runlog.prepare_run(tmp_path / "run", manifest) == []  # the same run: accepted
 
 
+def test_two_processes_starting_one_run_at_once_agree_on_its_settings(tmp_path, monkeypatch):
+    """Both find no run.json, both write theirs: only the first is created, the second compares
+    with it (the ranks of a DDP job declaring other epochs were once both accepted)."""
+    from curate.runlog import manifest as mf
+
+    ours = runlog.Manifest("toy", 2, 2, "custom", splits=("train",), origin="recorder")
+    theirs = runlog.Manifest("toy", 2, 3, "custom", splits=("train",), origin="recorder")
+    run = tmp_path / "run"
+    real = mf.load_manifest
+    calls = []
+
+    def racing(run_dir):  # the other process creates the run between our look and our write
+        calls.append(run_dir)
+        if len(calls) == 1:
+            assert mf._create_manifest(run_dir, theirs)
+            return None
+        return real(run_dir)
+
+    monkeypatch.setattr(mf, "load_manifest", racing)
+    assert runlog.prepare_run(run, ours) == ["train.epochs"]
+    assert real(run) == theirs and [p.name for p in run.iterdir()] == ["run.json"]
+    assert not mf._create_manifest(run, ours) and real(run) == theirs
+
+
 def test_a_trained_manifest_keeps_the_identity_and_its_splits():
     m = runlog.Manifest.from_identity(TRAIN_IDENTITY)
     assert (m.dataset, m.members, m.epochs, m.arch, m.seed) == ("digits", 4, 2, "mlp", 0)

@@ -18,12 +18,15 @@ layout 2: `curate train`'s (dataset, loader, train) and `curate.Recorder`'s (the
 from __future__ import annotations
 
 import json
+import os
+import secrets
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curate.errors import CurateError
 from curate.runlog.layout import EVAL, import_record_path, manifest_path, shard_path
-from curate.workspace import atomic_path
+from curate.workspace import atomic_path, rename_noreplace
 
 LAYOUT = 2
 # origin -> who writes such a run, in messages
@@ -244,9 +247,27 @@ def prepare_run(run_dir: Path, manifest: Manifest, defaults: dict | None = None)
     """
     old = load_manifest(run_dir)
     if old is None:
-        write_manifest(run_dir, manifest)
-        return []
+        if _create_manifest(run_dir, manifest):
+            return []
+        old = load_manifest(run_dir)  # another process (a rank) created the run meanwhile
     return differences(old, manifest, defaults)
+
+
+def _create_manifest(run_dir: Path, manifest: Manifest) -> bool:
+    """Write `run.json` only if there is none (written whole, then renamed without replacing):
+    True when this call created it. Two processes starting one run at once (the ranks of a DDP
+    job) thus never both take their own settings for the run's."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = manifest_path(run_dir)
+    tmp = run_dir / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "x") as f:  # the umask's mode, as run.json always had
+            f.write(json.dumps(manifest.to_json(), indent=1))
+        return rename_noreplace(tmp, target)
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def missing_parts(
