@@ -443,3 +443,99 @@ def test_hf_trainer_ddp_gloo_matches_single_process(odd, tmp_path):
         assert res.returncode == 0, res.stderr[-3000:]
         out[run] = res
     same_as_single_process(odd, out)
+
+
+GROUP_SCRIPT = """
+import json, sys, time
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import curate
+from curate.record import recorder
+
+SIZES = {"train": 101, "test": 51}
+# FIXED_LOGITS
+
+
+def shares(n, world, r):
+    return np.asarray(list(torch.utils.data.DistributedSampler(range(n), world, r, False)))
+
+
+def rank_main(r, case, ws0, ws1, store, out):
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=r, world_size=2)
+    recorder.WAIT_NOTE = 1.0
+    ws = ws1 if case == "other-workspace" and r == 1 else ws0
+    run = f"r{r}" if case == "other-run" else "g"
+    result = "ok"
+    try:
+        rec = curate.Recorder(ws, run=run, dataset="odd", members=2, epochs=1, distributed=True)
+        for split, n in SIZES.items():
+            b = shares(n, 2, r)
+            rec.log(split, 0, 0, b, fixed_logits(b, 0))
+        if case == "late" and r == 1:
+            time.sleep(4)  # rank 0 waits at end_pass meanwhile, and says so
+        rec.end_pass(0, 0)
+    except curate.CurateError as e:
+        result = "error: " + str(e)
+    with open(f"{out}.{r}", "w") as f:
+        f.write(result)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    case, ws0, ws1, store, out = sys.argv[1:]
+    mp.spawn(rank_main, args=(case, ws0, ws1, store, out), nprocs=2)
+"""
+GROUP_SCRIPT = GROUP_SCRIPT.replace("# FIXED_LOGITS", inspect.getsource(fixed_logits))
+
+
+@pytest.mark.parametrize("case", ["other-run", "other-workspace", "late"])
+def test_ranks_of_a_group_that_do_not_end_one_pass_are_told(odd, tmp_path, case):
+    """Two gloo ranks: ranks naming other runs, or writing to other workspaces, once recorded
+    nothing and said nothing (exit 0, the run just lacked its parts): now each rank raises one
+    error and leaves no file of the pass. A rank waiting long at end_pass says so on stderr."""
+    ws1 = odd
+    if case == "other-workspace":
+        (tmp_path / "second").mkdir()
+        ws1 = labels_only_ws(tmp_path / "second", SIZES, K)
+    script = tmp_path / "group.py"
+    script.write_text(GROUP_SCRIPT)
+    out = tmp_path / "result"
+    res = subprocess.run(
+        [sys.executable, str(script), case, str(odd), str(ws1), str(tmp_path / "store"), str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = [Path(f"{out}.{r}").read_text() for r in (0, 1)]
+    hidden = [p for w in {odd, ws1} for p in (w / "runs").rglob(".rank-*")]
+    if case == "late":
+        assert results == ["ok", "ok"]
+        assert "rank 0 of 2: waiting 1 s so far at end_pass(member 0, epoch 0)" in res.stderr
+        for split in SIZES:
+            assert (
+                odd / f"runs/g/predictions/pass=eval/split={split}/member=0/epoch=0/part.parquet"
+            ).exists()
+    else:
+        words = "the ranks ended different passes" if case == "other-run" else "share is missing"
+        assert all(r.startswith("error: ") and words in r for r in results), results
+        assert not list((odd / "runs").rglob("part.parquet"))
+    assert not hidden, hidden
+
+
+def test_whole_parts_in_a_ddp_job_name_distributed_true(odd, monkeypatch):
+    """Every rank of a torchrun job recording whole parts (distributed=True forgotten): the
+    refusal names both ways to record under DDP, not only "another process"."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    first = Recorder(odd, run="w", dataset="odd", members=2, epochs=1)
+    first.log("train", 0, 0, np.arange(3), fixed_logits(np.arange(3), 0))  # holds the part
+    second = Recorder(odd, run="w", dataset="odd", members=2, epochs=1)
+    with pytest.raises(CurateError, match="in use by process") as e:
+        second.log("train", 0, 0, np.arange(3, 6), fixed_logits(np.arange(3, 6), 0))
+    assert "one of 2 of a DDP job" in str(e.value) and "distributed=True" in str(e.value)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(CurateError) as e:
+        second.log("train", 0, 0, np.arange(3, 6), fixed_logits(np.arange(3, 6), 0))
+    assert "DDP" not in str(e.value)

@@ -45,9 +45,10 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import threading
 import time
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -455,7 +456,7 @@ class Recorder:
                     path.parent / ".recording.lock",
                     f"part {_name(key)} of run {self.run!r}",
                     "another process is recording it: record each part in one process (e.g. one "
-                    "member per process), or wait for it to finish",
+                    "member per process), or wait for it to finish" + _ddp_hint(),
                 )
             )
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's temporary
@@ -464,7 +465,7 @@ class Recorder:
             stack.close()
             raise CurateError(
                 f"part {_name(key)} of run {self.run!r} was written by another process while "
-                "this one ran; rerun the script to resume from what is written"
+                "this one ran; rerun the script to resume from what is written" + _ddp_hint()
             )
         wide = np.int32 if self.data.multilabel else np.int16
         return _OpenPart(
@@ -619,26 +620,52 @@ class Recorder:
             return
         todo = [k for k in keys if not self.done(*k)]
         dist = _process_group()
-        grouped = dist is not None and dist.get_world_size() == self._world and bool(todo)
+        grouped = dist is not None and dist.get_world_size() == self._world
         own = {}  # rank 0 under a group merges its own rows from memory, without a file
+        written = []
         for key in todo:
             if grouped and self._rank == 0:
                 own[key] = self._rows(key)
                 self._drop(key)
             else:
                 self._write_rank_file(key)
-        if grouped:
-            dist.barrier()  # every other rank's file is renamed in place
+                written.append(key)
+        if not grouped:
+            outcome = self._merge_all(todo)
+        else:
+            # every rank says which pass of which run it ended; once all have (the gather is also
+            # the barrier: every rank's file is in place), all must agree
+            said = [None] * self._world
+            mine = (self.run, sorted(keys), str(self.run_dir))
+            with _waiting_note(self, member, epoch):
+                dist.all_gather_object(said, mine)
+            # the folder only informs: one shared folder may be mounted at other paths on other
+            # machines (a folder that is not shared leaves a share missing, refused below)
+            if any(x[:2] != said[0][:2] for x in said):
+                self._unlink_rank_files(written)  # nothing of this pass is left behind
+                raise CurateError(_ranks_differ(said))
             outcome = [self._merge_all(todo, own) if self._rank == 0 else None]
             dist.broadcast_object_list(outcome, src=0)
             outcome = outcome[0]
-        else:
-            outcome = self._merge_all(todo)
         for key, (state, message) in outcome.items():
             if state == "error":
                 raise CurateError(message)
             if state == "done":
                 self._complete.add(key)
+            elif grouped:  # every rank ended the pass, and a share is still missing
+                self._unlink_rank_files(written)
+                raise CurateError(
+                    f"{_name(key)} of run {self.run!r}: a rank's share is missing although every "
+                    "rank ended the pass (removed meanwhile, or the ranks do not see one "
+                    "workspace folder: a disk of each machine's own?); rerun the script to record "
+                    "the pass again"
+                )
+
+    def _unlink_rank_files(self, keys) -> None:
+        """Remove this rank's files of `keys` (a pass refused: nothing of it stays)."""
+        for key in keys:
+            path = runlog.rank_shard_path(self.run_dir, PASS, *key, self._rank, self._world)
+            path.unlink(missing_ok=True)
 
     def _rows(self, key: tuple[str, int, int]) -> dict[str, np.ndarray]:
         """This rank's rows of the part: idx and the columns (empty when it logged none)."""
@@ -795,6 +822,70 @@ def record_recorded_run(rec: Recorder) -> None:
     NULL."""
     facts = runlog.RunFacts(STRATEGY, rec._device, rec.precision)
     runlog.record_run(rec.ws, rec.run, rec.run_dir, rec.manifest, facts)
+
+
+def _ddp_hint() -> str:
+    """For a recorder of whole parts in a DDP job (a process group, or torchrun's WORLD_SIZE, of
+    more than one process): what the two ways of recording there are; else ""."""
+    dist = _process_group()
+    try:
+        world = dist.get_world_size() if dist is not None else int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        world = 1
+    if world <= 1:
+        return ""
+    return (
+        f". This process is one of {world} of a DDP job, and this Recorder records whole parts: "
+        "if each rank evaluates its share of the split (a DistributedSampler), create it with "
+        "distributed=True on every rank; if every rank evaluates the whole split, record on rank 0 "
+        "only"
+    )
+
+
+WAIT_NOTE = 60.0  # s a rank waits at end_pass for the others before it says so on stderr
+
+
+@contextmanager
+def _waiting_note(rec: Recorder, member: int, epoch: int):
+    """While the block runs: after `WAIT_NOTE` s, one line on stderr saying which rank waits for
+    the others at which pass, and the usual cause (a rank that never ends the pass waits until
+    the process group's own timeout, 30 minutes by default)."""
+
+    def note() -> None:
+        print(
+            f"rank {rec.rank} of {rec.world_size}: waiting {WAIT_NOTE:.0f} s so far at "
+            f"end_pass(member {member}, epoch {epoch}) of run {rec.run!r} for the other ranks. "
+            "Recording with distributed=True, every rank must call end_pass for every pass (a "
+            "loop that evaluates on rank 0 only: create the Recorder there without "
+            "distributed=True)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    timer = threading.Timer(WAIT_NOTE, note)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _ranks_differ(said: list) -> str:
+    """The one message for ranks that ended different passes, or passes of different runs."""
+
+    def what(x) -> str:
+        run, keys, folder = x
+        passes = sorted({(m, e) for _, m, e in keys})
+        ended = ", ".join(f"member {m} epoch {e}" for m, e in passes) or "nothing"
+        return f"run {run!r} in {folder}, {ended} ({', '.join(sorted({s for s, _, _ in keys}))})"
+
+    ranks = "; ".join(f"rank {r}: {what(x)}" for r, x in enumerate(said))
+    return (
+        f"the ranks ended different passes at once ({ranks}); sharded recording needs every rank "
+        "to give the Recorder the same workspace, run, members and epochs, and to call "
+        "end_pass(member, epoch) for the same pass and splits. Nothing of this pass was recorded"
+    )
 
 
 def _process_group():
