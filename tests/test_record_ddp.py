@@ -230,6 +230,8 @@ def test_close_on_nonzero_rank_reads_disk(odd, capsys):
     con = duckdb.connect(str(odd / "catalog.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT min(epochs_done) FROM members WHERE run='c'").fetchone() == (1,)
+        # the parent (world 1, no group) registered last: still the 2 ranks that recorded it
+        assert con.execute("SELECT world_size FROM runs WHERE run='c'").fetchone() == (2,)
     finally:
         con.close()
 

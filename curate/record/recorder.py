@@ -544,6 +544,8 @@ class Recorder:
     def _mark_done(self, m: int, e: int, seconds: float) -> None:
         acc = {s: self._part_acc((s, m, e)) for s in self.splits}
         record = {"acc": acc, "seconds": seconds, "unit": f"member-{m}"}
+        if self._world > 1:  # the processes that recorded it (a parent of spawned ranks has none)
+            record["world"] = self._world
         runlog.mark_epoch_done(self.run_dir, m, e, record)
 
     # ------------------------------------------------------------------ sharded recording

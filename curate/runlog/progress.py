@@ -83,6 +83,7 @@ class MemberState:
     epochs_done: int  # the last complete epoch (-1: none)
     final_acc: dict[str, float]  # accuracy per split at that epoch
     seconds: float  # its share of the wall time (`member_seconds`)
+    world: int = 1  # the most processes that recorded one of its epochs together (sharded)
 
 
 def member_states(run_dir: Path, members: int) -> list[MemberState]:
@@ -93,7 +94,9 @@ def member_states(run_dir: Path, members: int) -> list[MemberState]:
     for m in range(members):
         done = last_done_epoch(run_dir, m)
         final = records[m].get(str(done), {}).get("acc", {})
-        states.append(MemberState(m, done, final, seconds[m]))
+        worlds = [r.get("world", 1) for r in records[m].values() if isinstance(r, dict)]
+        world = max((w for w in worlds if isinstance(w, int)), default=1)
+        states.append(MemberState(m, done, final, seconds[m], world))
     return states
 
 

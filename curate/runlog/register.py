@@ -85,7 +85,9 @@ def run_row(
         "seed": manifest.seed,
         "strategy": facts.strategy,
         "device": facts.device,
-        "world_size": world_size() if timed else None,
+        # this process's job, or the ranks that recorded the run together (spawned ranks whose
+        # parent, outside their group, registers the run)
+        "world_size": max([world_size(), *(s.world for s in states)]) if timed else None,
         "recipe": json.dumps(manifest.identity()),
         "path": str(run_dir),
         "train_seconds": sum(s.seconds for s in states) if timed else None,
