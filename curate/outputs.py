@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from curate.errors import CurateError
-from curate.workspace import pid_running, rename_noreplace
+from curate.workspace import opened_workspaces, pid_running, rename_noreplace
 
 MANIFEST = ".curate-outputs.json"
 TMP_SUFFIX = ".curate-tmp"
@@ -200,6 +200,36 @@ def _refuse_workspace(target: Path, shown, flag: str) -> None:
                 f"{flag} {shown} lies inside the workspace {root}'s own files ({first}); write "
                 f"outputs elsewhere, e.g. {root / 'reports'} or a folder of your own"
             )
+    # the same folders (and catalog files) reached by another path: a bind mount, a hard link
+    owned = _owned_identities()
+    for place in (target, *target.parents):
+        try:
+            st = os.stat(place)
+        except OSError:
+            continue
+        hit = owned.get((st.st_dev, st.st_ino))
+        if hit is not None:
+            root, first = hit
+            raise CurateError(
+                f"{flag} {shown} lies inside the workspace {root}'s own files ({first}, reached "
+                f"through {place}); write outputs elsewhere, e.g. {root / 'reports'} or a folder "
+                "of your own"
+            )
+
+
+def _owned_identities() -> dict[tuple[int, int], tuple[Path, str]]:
+    """(device, inode) -> (workspace root, name) of the owned folders and catalog files of every
+    workspace this process named."""
+    out = {}
+    for root in opened_workspaces():
+        names = [*WORKSPACE_OWNED, "catalog.duckdb", "catalog.duckdb.wal"]
+        for name in names:
+            try:
+                st = os.stat(root / name)
+            except OSError:
+                continue
+            out[(st.st_dev, st.st_ino)] = (root, name)
+    return out
 
 
 def _suffix_hint(out) -> str:

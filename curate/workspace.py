@@ -28,6 +28,16 @@ from pathlib import Path
 PATTERN_CHARACTERS = ("*", "?", "[", "]")
 
 
+# every workspace this process has named: an output may lie inside none of their own trees, however
+# reached (`curate.outputs` compares the folders' identities: a bind mount, a hard link)
+_OPENED: set[Path] = set()
+
+
+def opened_workspaces() -> frozenset[Path]:
+    """The roots of the workspaces this process has made a `Workspace` of."""
+    return frozenset(_OPENED)
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -44,6 +54,7 @@ class Workspace:
                 f"rename a folder without any of {' '.join(PATTERN_CHARACTERS)}"
             )
         object.__setattr__(self, "root", root)
+        _OPENED.add(root)
 
     @classmethod
     def resolve(cls, path: str | os.PathLike | None = None) -> Workspace:

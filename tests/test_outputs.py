@@ -376,6 +376,30 @@ def test_runs_linked_to_another_disk_stays_the_workspaces(small_scored_ws, tmp_p
     assert tree(tmp_path / "big-runs") == before
 
 
+def test_runs_reached_through_a_bind_mount_stays_the_workspaces(small_scored_ws, tmp_path, capsys):
+    """The same runs/ mounted elsewhere: no catalog.duckdb beside it there, but the folder is the
+    workspace's (its device and inode); once --force replaced a run's run.json through it."""
+    import subprocess
+
+    ws = tmp_path / "ws"
+    shutil.copytree(small_scored_ws, ws)
+    bind = tmp_path / "bind"
+    bind.mkdir()
+    if subprocess.run(
+        ["mount", "--bind", str(ws / "runs"), str(bind)], capture_output=True
+    ).returncode:
+        pytest.skip("bind mounts need privileges this process does not have")
+    try:
+        before = tree(ws / "runs")
+        for out, extra in ((bind / "digits" / "run.json", ("--force",)), (bind / "new.csv", ())):
+            assert run("query", out, ws, *extra) == 2
+            err = capsys.readouterr().err
+            assert "inside the workspace" in err and "reached through" in err, err
+        assert tree(ws / "runs") == before
+    finally:
+        subprocess.run(["umount", str(bind)], check=True)
+
+
 def test_the_stats_folder_is_the_workspaces(small_scored_ws, capsys):
     out = small_scored_ws / "stats" / "digits" / "notes.csv"
     assert run("query", out, small_scored_ws, "--force") == 2
