@@ -37,7 +37,15 @@ COMMANDS = (
 )
 
 
-class CommandParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose refusal is one `error:` line (exit code 2), as every other error is: the
+    usage block argparse prints first is left to `--help`."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+class CommandParser(OneLineParser):
     """A subcommand's parser: its help lists what each recipe flag allows (`HelpFormatter`)."""
 
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs) -> None:
@@ -52,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser
         the parser; a subcommand that reads a recipe also sets `reads` (what it reads).
     """
-    parser = argparse.ArgumentParser(prog="curate", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="curate", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"curate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for add in COMMANDS:

@@ -42,6 +42,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError, core_schema
 
 from curate.errors import CurateError
+from curate.runlog.layout import MAX_EPOCHS, MAX_MEMBERS
 
 
 def shared_data(*parts: str) -> Path | None:
@@ -267,8 +268,10 @@ class TrainConfig:
     """[train]: the ensemble, its learner and its optimisation (curate.train)."""
 
     arch: Annotated[StrictStr, OneOf("curate.train.models:ARCHS", "architecture")] = "mlp"
-    members: StrictInt = Field(8, ge=2, **_why("agreement needs at least 2 members"))
-    epochs: StrictInt = Field(10, ge=1)
+    members: StrictInt = Field(
+        8, ge=2, le=MAX_MEMBERS, **_why("agreement needs at least 2 members")
+    )
+    epochs: StrictInt = Field(10, ge=1, le=MAX_EPOCHS)
     seed: StrictInt = Field(0, ge=0)
     # auto | a registered learner (curate.train.learner): fused, separate, ...
     strategy: Annotated[StrictStr, OneOf("curate.train.run:strategy_choices", "learner")] = "auto"
@@ -500,7 +503,8 @@ def _value_message(key: str, err: dict) -> str:
         return f"{key} = {value!r}: {err['msg']}"
     for attr, word in _BOUNDS:
         if attr in ctx and kind.startswith(("greater", "less")):
-            why = (field_info(key).json_schema_extra or {}).get("why")
+            why = (field_info(key).json_schema_extra or {}).get("why")  # the lower bound's
+            why = why if kind.startswith("greater") else None
             bound = f"must be {word} {ctx[attr]:g}" + (f" ({why})" if why else "")
             return f"{key} = {_shown(key, value)}: {bound}{_default_hint(key)}"
     return f"{key} = {value!r}: expected {allowed(key)}{_default_hint(key)}"

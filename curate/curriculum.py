@@ -69,11 +69,45 @@ def pacing_function(kind: str, n: int, total_steps: int, **params) -> Callable[[
     """
     if kind not in PACINGS:
         raise CurateError(f"unknown pacing {kind!r}; choose one of {', '.join(PACINGS)}")
+    check_pacing(kind, params)
     if kind == "none":
         return lambda t: n
     if kind == "fixed-exp":
         return lambda t: max(1, fixed_exp(t, n, **params))
     return lambda t: max(1, wu_pacing(kind, t, n, total_steps, **params))
+
+
+# each parameter: (the pacings that take it, its bounds as a test, the bounds in words)
+PACING_PARAMS = {
+    "a": (
+        PACINGS[1:7],
+        lambda v: 0 < v <= 1,
+        "in (0, 1] (the fraction of the steps to reach all data)",
+    ),
+    "b": (PACINGS[:7], lambda v: 0 <= v <= 1, "in [0, 1] (the fraction of the data at the start)"),
+    "c": (("exp", "log"), lambda v: 0 < v <= 700, "in (0, 700] (the steepness)"),
+    "inc": (("fixed-exp",), lambda v: 1 < v <= 1e6, "in (1, 1e6] (the growth factor)"),
+    "step": (
+        ("fixed-exp",),
+        lambda v: v >= 1 and v == int(v),
+        "a whole number >= 1 (batches between increases)",
+    ),
+}
+
+
+def check_pacing(kind: str, params: dict) -> None:
+    """Refuse a parameter the pacing `kind` does not take, or a value outside its bounds (NaN,
+    0 or negative steps, a pacing that never grows): one CurateError naming the flag."""
+    for key, value in params.items():
+        takes, ok, words = PACING_PARAMS.get(key, ((), None, ""))
+        if kind not in takes:
+            have = [k for k, (t, _, _) in PACING_PARAMS.items() if kind in t]
+            raise CurateError(
+                f"--pacing-{key}: pacing {kind!r} takes "
+                f"{', '.join('--pacing-' + k for k in have) or 'no parameter'}"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            raise CurateError(f"--pacing-{key} {value!r}: must be {words}")
 
 
 # ----------------------------------------------------------------------------- orderings

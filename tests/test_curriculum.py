@@ -49,6 +49,36 @@ def test_pacing_function_bounds_and_errors():
         cu.pacing_function("cubic", 10, 10)
 
 
+@pytest.mark.parametrize(
+    "kind, params, words",
+    [
+        ("linear", {"a": 0}, "--pacing-a 0: must be in (0, 1]"),  # once a division by zero
+        ("linear", {"a": float("nan")}, "--pacing-a nan"),  # once NaN in the sidecar's JSON
+        ("root", {"b": -1}, "--pacing-b -1"),
+        ("fixed-exp", {"step": 0}, "--pacing-step 0: must be a whole number >= 1"),
+        ("fixed-exp", {"step": -3}, "--pacing-step -3"),
+        ("fixed-exp", {"inc": 0}, "--pacing-inc 0: must be in (1, 1e6]"),
+        ("exp", {"c": 0}, "--pacing-c 0: must be in (0, 700]"),
+        ("linear", {"inc": 2.0}, "pacing 'linear' takes --pacing-a, --pacing-b"),
+        ("none", {"a": 0.5}, "takes no parameter"),
+    ],
+)
+def test_pacing_values_that_cannot_be_are_refused_before_anything_is_written(
+    kind, params, words, small_scored_ws, tmp_path
+):
+    from curate.curriculum import CurriculumSpec, export_curriculum
+    from curate.errors import CurateError
+    from curate.workspace import Workspace
+
+    with pytest.raises(CurateError) as e:
+        cu.pacing_function(kind, 10, 100, **params)
+    assert words in str(e.value)
+    with pytest.raises(CurateError, match=words.split(":")[0].replace("(", r"\(")):
+        spec = CurriculumSpec(pacing=kind, params=params)
+        export_curriculum(Workspace(small_scored_ws), "digits", tmp_path / "o.npy", spec)
+    assert not list(tmp_path.iterdir())
+
+
 def test_orderings_by_hand():
     score = np.array([0.9, 0.8, 0.7, 0.95, 0.1, 0.5])
     labels = np.array([0, 0, 1, 1, 2, 0])

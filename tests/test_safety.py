@@ -614,3 +614,37 @@ def test_query_out_cannot_replace_the_workspace_files(scored, capsys):
 def test_a_bad_catalog_timeout_falls_back_to_the_default(monkeypatch, value):
     monkeypatch.setenv("CURATE_CATALOG_TIMEOUT", value)
     assert catalog.connect.busy_timeout() == catalog.BUSY_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["prune", "digits", "--keep", "0.5", "--strategy", "ccs", "--seed", "-1"], "--seed: -1"),
+        (["curriculum", "digits", "--seed", "-1"], "--seed: -1 is outside"),
+        (["pairs", "digits", "--n", "-1"], "--n: -1 is outside 1.."),
+        (["pairs", "digits", "--train-trials", "-2"], "--train-trials: -2"),
+        (["label-issues", "digits", "--top", "99999999999999999999"], "--top: 99,999"),
+        (["prune", "digits", "--keep", ""], "--keep: invalid float value"),
+        (["train", "digits", "--members", "99999999999"], "must be <= 1000"),
+    ],
+)
+def test_bad_numbers_are_one_line_before_any_work(scored, tmp_path, args, words):
+    """Once tracebacks (a negative seed, a --top past int64), silent nonsense (-1 test trials) or
+    a training that grew without bound (99,999,999,999 members); argparse's refusals were a usage
+    block: now each is one `error:` line, exit code 2, nothing written."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "out" / ("o" if args[0] == "pairs" else "o.npy")
+    extra = ["--out", str(out)] if args[0] in ("prune", "curriculum", "pairs") else []
+    before = sorted(p.name for p in (scored / "runs").iterdir())
+    proc = subprocess.run(
+        [sys.executable, "-m", "curate", *args, *extra, "--workspace", str(scored)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+    assert proc.stderr.count("\n") == 1 and words in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (scored / "runs").iterdir()) == before

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 from curate.config import (
@@ -112,6 +113,28 @@ class HelpFormatter(argparse.HelpFormatter):
                     raise
                 text += f" ({key}: its choices come with {install_hint(extra_of(e))})"
         return text
+
+
+def whole(low: int, high: int = 2**62) -> Callable[[str], int]:
+    """An argparse type: a whole number in low..high, else one line saying so (a negative seed, a
+    count of -1 or one past int64 never reaches the command)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number; give one in {low}..{high:,}"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value:,} is outside {low}..{high:,}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+SEED = whole(0, 2**63 - 1)  # numpy's generators take any non-negative integer
 
 
 def add_workspace(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from curate.commands.common import Registry, Subparsers, add_force, add_workspace
+from curate.commands.common import SEED, Registry, Subparsers, add_force, add_workspace, whole
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -92,7 +92,7 @@ def add_prune(sub: Subparsers) -> None:
     p.add_argument(
         "--where", help="SQL filter on the difficulty view restricting the pool pruned from"
     )
-    p.add_argument("--seed", type=int, default=0, help="seeds ties and random draws")
+    p.add_argument("--seed", type=SEED, default=0, help="seeds ties and random draws")
     p.add_argument(
         "--no-balance",
         action="store_true",
@@ -104,7 +104,9 @@ def add_prune(sub: Subparsers) -> None:
         help="ccs: fraction of the hardest dropped first (default 0 at keep >= 0.5, 0.1 to 0.2, "
         "0.3 below)",
     )
-    p.add_argument("--strata", type=int, default=50, help="ccs: equal-width score strata")
+    p.add_argument(
+        "--strata", type=whole(1, 100_000), default=50, help="ccs: equal-width score strata"
+    )
     p.add_argument(
         "--out",
         required=True,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from curate.commands.common import Registry, Subparsers, add_force, add_workspace
+from curate.commands.common import SEED, Registry, Subparsers, add_force, add_workspace, whole
 from curate.errors import CurateError
 from curate.extras import need
 from curate.workspace import Workspace
@@ -163,7 +163,7 @@ def add_curriculum(sub: Subparsers) -> None:
         "--where",
         help="SQL filter on the difficulty view restricting the pool, e.g. \"ddd <> 'impossible'\"",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--out",
         required=True,
@@ -205,11 +205,13 @@ def add_pairs(sub: Subparsers) -> None:
         "pairs", help="export trivial-vs-impossible image pairs as a browser 2AFC experiment"
     )
     p.add_argument("run", help="a scored run")
-    p.add_argument("--n", type=int, default=80, help="test trials")
-    p.add_argument("--train-trials", type=int, default=5, help="practice trials shown first")
+    p.add_argument("--n", type=whole(1, 1_000_000), default=80, help="test trials")
+    p.add_argument(
+        "--train-trials", type=whole(0, 1_000_000), default=5, help="practice trials shown first"
+    )
     p.add_argument("--same-class", action="store_true", help="pair images of the same class")
     p.add_argument("--split", help="split to draw from (default: test, else val)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--out", required=True, help="a new folder for images, manifest.csv and index.html"
     )
@@ -300,7 +302,9 @@ def add_label_issues(sub: Subparsers) -> None:
     )
     p.add_argument("run", help="a scored run")
     p.add_argument("--split", default="train", help="the split to review (default train)")
-    p.add_argument("--top", type=int, help="at most N rows (default: 20 on screen, all in --out)")
+    p.add_argument(
+        "--top", type=whole(0), help="at most N rows (default: 20 on screen, all in --out)"
+    )
     p.add_argument("--all", action="store_true", help="every instance, not only flagged ones")
     p.add_argument("--out", help="write the list as CSV here")
     add_force(p)

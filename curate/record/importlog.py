@@ -96,8 +96,8 @@ TEMP = re.compile(r"[a-z0-9_]{8}")  # the random tail of mkdtemp's names
 
 # sane bounds, whatever the files say: an ensemble of at most 1000 members, epochs 0..100000, and
 # at most a million (member, epoch) parts per split (each one file of the log)
-MAX_MEMBERS = 1000
-MAX_EPOCHS = 100_000
+MAX_MEMBERS = runlog.layout.MAX_MEMBERS
+MAX_EPOCHS = runlog.layout.MAX_EPOCHS
 MAX_PARTS = 1_000_000
 BOUNDS = (
     f"import-log takes at most {MAX_MEMBERS} members, epochs 0..{MAX_EPOCHS} and {MAX_PARTS} "

@@ -59,6 +59,7 @@ from curate.config import check_name
 from curate.data.positions import find_positions
 from curate.errors import CurateError
 from curate.locks import exclusive
+from curate.runlog.layout import MAX_EPOCHS, MAX_MEMBERS
 from curate.workspace import Workspace, atomic_path, process_start, remove_dead_temps
 
 PASS = runlog.EVAL  # the recorder writes the evaluation pass, the one `curate score` reads
@@ -206,10 +207,11 @@ class Recorder:
     ) -> None:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
         self.run = check_name(str(run), "run")
-        for what, v, low in (("members", members, 2), ("epochs", epochs, 1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+        bounds = (("members", members, 2, MAX_MEMBERS), ("epochs", epochs, 1, MAX_EPOCHS))
+        for what, v, low, high in bounds:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= high:
                 why = " (agreement needs at least 2 members)" if what == "members" else ""
-                raise CurateError(f"{what} = {v!r}: must be an integer >= {low}{why}")
+                raise CurateError(f"{what} = {v!r}: must be an integer in {low}..{high}{why}")
         self.members, self.epochs = int(members), int(epochs)
         self.data = load_dataset_rows(self.ws, dataset)
         self.dataset = dataset

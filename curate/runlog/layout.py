@@ -27,6 +27,10 @@ IMPORT_RECORD = "import.json"
 PREDICTIONS = "predictions"
 SHARD = "part.parquet"
 STATE = "state"
+# the bounds of a run, whoever writes it (`curate train`, a Recorder, import-log): an ensemble of at
+# most 1000 members and epochs 0..100000, so that a mistyped size is refused before anything grows
+MAX_MEMBERS = 1000
+MAX_EPOCHS = 100_000
 # regular expression for the run's name in the path of one of its shards (the `predictions` view)
 RUN_IN_SHARD_PATH = f"/runs/([^/]+)/{PREDICTIONS}/"
 
