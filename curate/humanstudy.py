@@ -226,6 +226,35 @@ def observer_accuracy(correct: np.ndarray) -> dict:
     }
 
 
+MAX_CSV_BYTES = 256 * 2**20  # an experiment's manifest or answers: kilobytes; never read more
+
+
+def _read_csv(path: Path, needs: tuple[str, ...], what: str) -> pd.DataFrame:
+    """A small CSV holding the columns `needs`: a regular file (a FIFO would block, a folder
+    fail), at most `MAX_CSV_BYTES`, readable; else one CurateError naming it as `what`."""
+    import stat as stat_
+
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise CurateError(f"{path}: cannot be read ({e.strerror}); give {what}") from None
+    if not stat_.S_ISREG(st.st_mode):
+        raise CurateError(f"{path} is not a regular file; give {what}")
+    if st.st_size > MAX_CSV_BYTES:
+        raise CurateError(f"{path} holds {st.st_size:,} bytes, too many for {what}")
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise CurateError(f"{path} is empty; give {what}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CurateError(f"{path} is not a CSV ({first}); give {what}") from None
+    missing = [c for c in needs if c not in table.columns]
+    if missing:
+        raise CurateError(f"{path} lacks columns {missing}; it is not {what}")
+    return table
+
+
 def analyse(out: str | Path, answer_files: list[str], force: bool = False) -> pd.DataFrame:
     """Per observer accuracy and binomial p; kappa between observers; writes DIR/analysis.csv,
     DIR/consistency.csv and DIR/analysis.png. Returns the per-observer table."""
@@ -235,7 +264,7 @@ def analyse(out: str | Path, answer_files: list[str], force: bool = False) -> pd
     out = Path(out)
     written = [out / "analysis.csv", out / "consistency.csv", out / "analysis.png"]
     for f in written:
-        check_file(f, force)  # before any work
+        check_file(f, force, flag="output")  # before any work
     inputs = [Path(f).expanduser().absolute().resolve() for f in answer_files]
     clash = [
         f for f, r in zip(answer_files, inputs, strict=True) if r in {w.resolve() for w in written}
@@ -254,7 +283,9 @@ def analyse(out: str | Path, answer_files: list[str], force: bool = False) -> pd
     man_path = out / "manifest.csv"
     if not man_path.exists():
         raise CurateError(f"{man_path} is missing; give the folder `curate pairs` wrote")
-    man = pd.read_csv(man_path).set_index("trial")
+    man = _read_csv(
+        man_path, ("trial", "phase", "impossible_side"), "the manifest `curate pairs` wrote"
+    ).set_index("trial")
     if not answer_files:
         raise CurateError("give at least one answers CSV downloaded from the experiment page")
     observers, vectors = [], {}
@@ -262,15 +293,7 @@ def analyse(out: str | Path, answer_files: list[str], force: bool = False) -> pd
         p = Path(f)
         if not p.exists():
             raise CurateError(f"answers file {p} does not exist")
-        try:
-            a = pd.read_csv(p)
-        except (pd.errors.ParserError, UnicodeDecodeError) as e:
-            raise CurateError(f"{p} is not a CSV ({e})") from None
-        missing = {"trial", "chosen_side"} - set(a.columns)
-        if missing:
-            raise CurateError(
-                f"{p} lacks columns {sorted(missing)}; it is not an answers file of this experiment"
-            )
+        a = _read_csv(p, ("trial", "chosen_side"), "an answers file of this experiment")
         if not set(a["trial"]) <= set(man.index):
             raise CurateError(
                 f"{p} answers trials the manifest does not have; it belongs to another export"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -196,6 +197,22 @@ def test_analyse_refuses_bad_files(scored, tmp_path, capsys):
     assert main(["pairs-analyse", str(out), str(bad)]) == 2
     assert "lacks columns" in capsys.readouterr().err
     assert main(["pairs-analyse", str(tmp_path / "nowhere"), str(bad)]) == 2
+    capsys.readouterr()
+    # an empty file, a folder, a FIFO (reading it once blocked for ever): one line each
+    empty, folder, fifo = tmp_path / "empty.csv", tmp_path / "folder.csv", tmp_path / "fifo.csv"
+    empty.write_text("")
+    folder.mkdir()
+    os.mkfifo(fifo)
+    for answers, words in ((empty, "is empty"), (folder, "not a regular"), (fifo, "not a regular")):
+        assert main(["pairs-analyse", str(out), str(answers)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    # a manifest without its columns
+    (out / "manifest.csv").write_text("x,y\n1,2\n")
+    assert main(["pairs-analyse", str(out), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "lacks columns ['trial', 'phase', 'impossible_side']" in err and "--out" not in err
+    assert not (out / "analysis.csv").exists()
 
 
 def test_observer_names_with_dollars_are_drawn_as_text(tmp_path):
