@@ -365,6 +365,8 @@ def write_files(
         with _locked({t.parent for t in targets}):
             for t in targets:
                 check_file(t, force, flag)  # again, under the lock: another process may have won
+                if not force:
+                    _refuse_other_writer(t.parent, [t.name], by, flag, "pass --force to replace it")
             _commit(temps, digests, by)
         done = True
     finally:
@@ -482,6 +484,7 @@ def write_folder(
         target = check_folder(out, keep, flag, renew)  # it exists now: empty, or curate's
         with _locked({target}):
             check_folder(out, keep, flag, renew)
+            _refuse_other_writer(target, entries, by, flag, "choose a new folder")
             _merge_into(tmp, target, entries, by)
         return target
     finally:
@@ -505,9 +508,30 @@ def _merge_into(tmp: Path, target: Path, entries: dict[str, dict], by: str) -> N
             (target / rel).unlink()
     kept = {k: v for k, v in old.items() if k not in entries and os.path.lexists(target / k)}
     _write_manifest(target, kept | entries)
-    for d in sorted((p for p in target.rglob("*") if p.is_dir()), reverse=True):
-        if not any(d.iterdir()):
-            d.rmdir()  # a folder the previous output made and this one left empty
+    # a folder that held a file of the previous output and that this one left empty goes; an
+    # empty folder of the user's (no file curate wrote was ever in it) stays
+    made = {
+        target.joinpath(*Path(rel).parts[:i]) for rel in old for i in range(1, len(Path(rel).parts))
+    }
+    for d in sorted(made, key=lambda p: len(p.parts), reverse=True):
+        with suppress(OSError):
+            if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+                d.rmdir()
+
+
+def _refuse_other_writer(folder: Path, names: Iterable[str], by: str, flag: str, fix: str) -> None:
+    """A CurateError when one of `names` in `folder` is a file another curate command wrote (the
+    manifest's `by`): a report over a human-study export's index.html, a query export over its
+    manifest.csv. Entries of unknown writers (written before `by` was kept) do not count."""
+    manifest = read_manifest(folder) or {}
+    for name in names:
+        entry = manifest.get(name)
+        other = entry.get("by") if isinstance(entry, dict) else None
+        if other and by and other != by and os.path.lexists(folder / name):
+            raise CurateError(
+                f"{flag} {folder / name} was written by {other}, not {by}: it is another "
+                f"command's output; {fix}"
+            )
 
 
 def owns_entry(path: Path, entry: dict) -> bool:

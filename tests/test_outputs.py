@@ -414,6 +414,34 @@ def test_a_report_rerun_keeps_other_curate_outputs_in_its_folder(small_scored_ws
     assert (rep / "issues.csv").is_file() and owns(rep, "issues.csv")
 
 
+def test_one_commands_output_is_not_replaced_by_anothers(small_scored_ws, tmp_path, capsys):
+    """A report into a human-study export (its index.html), a query export over the export's
+    answer key: each file is provably curate's, but another command's; refused, nothing
+    changed. --force replaces a file all the same, and a command rewrites its own."""
+    exp = tmp_path / "exp"
+    assert run("pairs", exp, small_scored_ws) == 0
+    before = tree(exp)
+    assert run("report", exp, small_scored_ws) == 2
+    err = capsys.readouterr().err
+    assert "was written by curate pairs, not curate report" in err and err.count("\n") == 1, err
+    assert run("query", exp / "manifest.csv", small_scored_ws) == 2
+    assert "was written by curate pairs, not curate query" in capsys.readouterr().err
+    assert tree(exp) == before
+    assert run("query", exp / "manifest.csv", small_scored_ws, "--force") == 0
+    assert run("query", exp / "manifest.csv", small_scored_ws) == 0  # its own now: rewritten
+
+
+def test_a_report_rewrite_keeps_the_users_empty_folders(small_scored_ws, tmp_path):
+    """Empty folders of the user's in a report folder were removed by the next rewrite; only the
+    folders the previous report made and this one left empty go."""
+    rep = tmp_path / "rep"
+    (rep / "mynotes").mkdir(parents=True)
+    (rep / "deep" / "er").mkdir(parents=True)
+    assert run("report", rep, small_scored_ws) == 0
+    assert run("report", rep, small_scored_ws) == 0
+    assert (rep / "mynotes").is_dir() and (rep / "deep" / "er").is_dir()
+
+
 @pytest.mark.parametrize(
     "name",
     ["new/", "x" * 300 + "/a.csv", "loop/a.csv"],
