@@ -12,6 +12,7 @@ Usable without the rest of curate::
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -232,6 +233,26 @@ def load_ordering(path: str | Path) -> np.ndarray:
     return read_idx_file(path, "curriculum file", f"curate curriculum RUN --out {path}")
 
 
+def order_digest(idx: np.ndarray) -> str:
+    """BLAKE2b of the idx in their order (int64 little-endian): the sidecar keeps it, so an
+    ordering and a sidecar of two different exports (a kill between their renames, a file
+    swapped by hand) are told apart."""
+    a = np.asarray(idx, dtype=np.int64).astype("<i8")
+    return "blake2b:" + hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
+
+
+def check_pair(path: str | Path, idx: np.ndarray, side: dict) -> None:
+    """A CurateError when the sidecar of curriculum file `path` names another ordering than the
+    one the file holds (sidecars of earlier versions, without the digest, are taken as they are)."""
+    want = side.get("order")
+    if want is not None and want != order_digest(idx):
+        raise CurateError(
+            f"curriculum {path} and its sidecar do not belong together (the sidecar describes "
+            "another ordering: an export killed between its two files, or a file replaced by "
+            "hand); export the curriculum again"
+        )
+
+
 def load_sidecar(path: str | Path) -> dict:
     """The pacing parameters exported beside curriculum file `path`: `<name>.json` (order.npy.json),
     else `<stem>.json` as earlier versions wrote it."""
@@ -312,6 +333,7 @@ def export_curriculum(
         "pacing": spec.pacing,
         "pacing_params": spec.params or {},
         "n": len(ranked),
+        "order": order_digest(ranked["idx"].to_numpy()),
     }
     write_idx_file(out, ranked, sidecar, force, by="curate curriculum")
     return sidecar | {"file": out.name}

@@ -382,6 +382,12 @@ def load_subset(path: str | Path, dataset: str, split_idx: np.ndarray) -> Subset
                 f"subset {path} was made for dataset {meta['dataset']!r}, not {dataset!r}; prune a "
                 f"run on {dataset!r}"
             )
+        if meta.get("checksum") not in (None, checksum(idx)):
+            raise CurateError(
+                f"subset {path} and its sidecar do not belong together (the sidecar describes "
+                "another subset: an export killed between its two files, or a file replaced by "
+                "hand); prune again"
+            )
     if len(idx) == 0:
         raise CurateError(f"subset {path} is empty; keep at least one instance")
     if len(np.unique(idx)) != len(idx):

@@ -288,3 +288,34 @@ def test_train_with_a_curriculum_draws_from_the_easiest(scored_digits, tmp_path)
     )
     seen = set(np.concatenate([pq.read_table(p)["idx"].to_numpy() for p in shards]))
     assert len(shards) == 2 and seen <= allowed and len(seen) > 10
+
+
+def test_an_ordering_and_a_sidecar_of_two_exports_are_told_apart(small_scored_ws, tmp_path):
+    """A kill between an export's two renames, or a file swapped by hand, left an ordering beside
+    another export's sidecar, and training read the pair unchecked; the sidecar now keeps the
+    ordering's digest (and prune's its subset's checksum), and training refuses a pair that
+    does not match."""
+    import shutil
+
+    from curate.curriculum import CurriculumSpec, export_curriculum
+    from curate.errors import CurateError
+    from curate.prune import load_subset, prune
+    from curate.train.paced import load_paced
+    from curate.workspace import Workspace
+
+    ws = Workspace(small_scored_ws)
+    easy, hard = tmp_path / "easy.npy", tmp_path / "hard.npy"
+    export_curriculum(ws, "digits", easy, CurriculumSpec(pacing="linear"))
+    export_curriculum(ws, "digits", hard, CurriculumSpec(pacing="linear", mode="anti"))
+    split = np.sort(np.load(easy))
+    assert len(load_paced(str(easy), split, 10, 2).order) == len(split)  # a pair that matches
+    shutil.copyfile(hard, easy)  # the anti ordering beside the curriculum's sidecar
+    with pytest.raises(CurateError, match="do not belong together"):
+        load_paced(str(easy), split, 10, 2)
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    prune(ws, "digits", 0.5, "easy", a)
+    prune(ws, "digits", 0.5, "hard", b)
+    assert len(load_subset(a, "digits", split).idx) > 0
+    shutil.copyfile(b, a)
+    with pytest.raises(CurateError, match="do not belong together"):
+        load_subset(a, "digits", split)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.curriculum import load_ordering, load_sidecar, pacing_function
+from curate.curriculum import check_pair, load_ordering, load_sidecar, pacing_function
 from curate.data.positions import find_positions
 from curate.errors import CurateError
 
@@ -26,6 +26,7 @@ def load_paced(path: str, split_idx: np.ndarray, steps_per_epoch: int, epochs: i
     """Read an exported ordering and its sidecar; map its idx to row positions of the train split."""
     idx = load_ordering(path)
     side = load_sidecar(path if Path(path).suffix else Path(path).with_suffix(".npy"))
+    check_pair(path, idx, side)
     pos = find_positions(split_idx, idx)
     if np.any(pos < 0):
         raise CurateError(
