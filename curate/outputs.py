@@ -550,13 +550,29 @@ def _tmp_name(target: Path) -> Path:
     """A temporary path beside `target`, naming this process, so a later writer can tell a
     killed process's leftover from a live one's."""
     _remove_leftovers(target)
-    return target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+    return target.with_name(
+        f".{_tmp_stem(target)}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+    )
+
+
+# the most bytes a temporary's name adds to its target's: "." + "." + a pid (at most 10 digits) +
+# "-" + 8 hex digits + TMP_SUFFIX
+_TMP_EXTRA = 21 + len(TMP_SUFFIX)
+NAME_MAX = 255  # bytes in one path component, on Linux's file systems
+
+
+def _tmp_stem(target: Path) -> str:
+    """The target's name in its temporaries' names; a name too long to take the temporary's
+    additions (a valid name of 220 bytes and more): a digest of it instead."""
+    if len(os.fsencode(target.name)) + _TMP_EXTRA <= NAME_MAX:
+        return target.name
+    return "long-" + hashlib.blake2b(os.fsencode(target.name), digest_size=12).hexdigest()
 
 
 def _remove_leftovers(target: Path) -> None:
     """Remove temporaries of `target` left by processes that are gone (a SIGKILL runs no cleanup)."""
     pattern = re.compile(
-        rf"^\.{re.escape(target.name)}\.([0-9]+)-[0-9a-f]{{8}}{re.escape(TMP_SUFFIX)}$"
+        rf"^\.{re.escape(_tmp_stem(target))}\.([0-9]+)-[0-9a-f]{{8}}{re.escape(TMP_SUFFIX)}$"
     )
     try:
         names = os.listdir(target.parent)

@@ -510,3 +510,16 @@ def test_rename_noreplace_never_replaces(tmp_path, monkeypatch, renameat2):
     dst.unlink()
     assert workspace.rename_noreplace(src, dst)
     assert dst.read_text() == "new" and not src.exists()
+
+
+def test_a_long_valid_name_is_written(tmp_path):
+    """A 250-byte name is valid, but its temporary's name (its own plus about 35 bytes) was not:
+    refused as too long. The temporary takes a digest of such a name; a dead process's leftover
+    of it is still found and removed."""
+    from curate.outputs import TMP_SUFFIX, _tmp_stem, write_file
+
+    target = tmp_path / ("n" * 246 + ".csv")
+    leftover = tmp_path / f".{_tmp_stem(target)}.999998-0123abcd{TMP_SUFFIX}"  # a gone process's
+    leftover.write_text("half")
+    write_file(target, lambda p: p.write_text("x\n"))
+    assert target.read_text() == "x\n" and not leftover.exists()
