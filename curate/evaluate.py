@@ -173,10 +173,15 @@ def _numeric(a: np.ndarray, path: Path, column: str | None = None) -> np.ndarray
                 "true/false column with --column"
             )
         a = num
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+    if np.iscomplexobj(a) or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise CurateError(
-            f"--reference {path}: values must be numbers or booleans, got {a.dtype}; save a "
+            f"--reference {path}: values must be real numbers or booleans, got {a.dtype}; save a "
             "numeric or boolean array"
+        )
+    if a.dtype != bool and len(a) and not np.isfinite(a.astype(float)).any():
+        raise CurateError(
+            f"--reference {path}: {name} holds no finite value (all NaN or infinite); nothing "
+            "to compare with"
         )
     return a
 

@@ -368,6 +368,26 @@ def test_evaluate_refuses_a_non_numeric_reference_column(scored, tmp_path, capsy
 
 
 @pytest.mark.parametrize(
+    "values, words",
+    [
+        (np.full(5, 1 + 2j), "real numbers or booleans"),  # once only a ComplexWarning
+        (np.full(5, np.nan), "no finite value"),  # once NaN results stored, exit 0
+        (np.array([np.inf, -np.inf, np.inf, np.nan, -np.inf]), "no finite value"),
+    ],
+    ids=["complex", "all-nan", "all-inf"],
+)
+def test_evaluate_refuses_references_with_nothing_to_compare(
+    scored, tmp_path, capsys, values, words
+):
+    ref = tmp_path / "r.npy"
+    np.save(ref, values)
+    capsys.readouterr()
+    assert evaluate(scored, ref, "--split", "test") == 2
+    one_error(capsys, words)
+    assert stored(scored) == 0
+
+
+@pytest.mark.parametrize(
     "idx", [[0.5, 1.5, 2, 3], ["0", "1", "two", "3"]], ids=["fractions", "text"]
 )
 def test_evaluate_refuses_idx_that_are_not_whole_numbers(scored, tmp_path, capsys, idx):

@@ -152,6 +152,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         the exit code: 0 (what the user can fix raises a CurateError).
     """
     pmi = recipe_of(args).score.pmi  # before the work: a refused --set costs nothing
+    if args.out and not args.reference:
+        raise CurateError(
+            "--out writes the --reference histograms; statistics of a dataset go to the catalog "
+            "(image_stats): export them with curate query --out"
+        )
     need("stats", "torch", "ffcv", "numba", "cv2", "skimage", "threadpoolctl", what="curate stats")
     from curate.stats.compute import compute_stats, format_reference, reference
     from curate.stats.correlate import compute_correlations

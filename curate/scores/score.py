@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from curate import catalog, runlog
+from curate.config import name_problem
 from curate.data.positions import find_positions
 from curate.errors import CurateError
 from curate.scores import definitions as d
@@ -36,9 +37,9 @@ def run_info(ws: Workspace, run: str) -> RunInfo:
     """The run's dataset, ensemble size and splits; a clear error when the run or its dataset is
     missing."""
     run_dir = ws.run_dir(run)
-    manifest = runlog.load_manifest(run_dir)
+    manifest = runlog.load_manifest(run_dir) if not name_problem(run) else None
     if manifest is None:
-        have = runlog.run_names(run_dir.parent)
+        have = runlog.run_names(ws.runs)
         raise CurateError(
             f"no run {run!r} in {ws.root / 'runs'} (have: {', '.join(have) or 'none'}); "
             "make it first (`curate train`, a curate.Recorder in your training loop, or "
