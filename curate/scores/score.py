@@ -182,14 +182,14 @@ def _score_splits(
             raise CurateError(
                 f"--el2n-epoch {el2n_epoch}: split {s!r} has epochs 1..{end} to score; choose one"
             )
+        try:
+            d.check_tol(len(log_layout(run_dir, s)[0]), tol)
+        except ValueError as e:
+            raise CurateError(f"{e}; lower --tol") from None
         total += end + 1
     with tqdm(total=total, desc=f"score {info.run}", unit="epoch", disable=quiet) as bar:
         for split in info.splits:
             members, _ = log_layout(run_dir, split)
-            try:
-                d.check_tol(len(members), tol)
-            except ValueError as e:
-                raise CurateError(f"{e}; lower --tol") from None
             half = len(members) // 2
             halves = {"a": members[:half], "b": members[half:]}
             labels = catalog.split_labels(ws, info.dataset, split)
