@@ -382,6 +382,8 @@ def test_probabilities_given_as_logits_are_warned_of_once(lws, monkeypatch, torc
         rec.log("train", 0, 0, np.arange(5, 10), p[5:])  # once per recorder
         other = Recorder(lws, run="logits", dataset="toy", members=2, epochs=1)
         other.log("train", 0, 0, np.arange(10), np.log(p) + 0.3)  # logits in [-3, 0.3]
+        hard = Recorder(lws, run="hard", dataset="toy", members=2, epochs=1)
+        hard.log("train", 0, 0, np.arange(10), np.eye(3)[np.arange(10) % 3])  # one-hot rows
 
 
 def test_logged_twice_across_batches(lws):

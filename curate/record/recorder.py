@@ -1013,11 +1013,14 @@ class ProbabilitiesWarning(UserWarning):
 
 
 def _look_like_probabilities(z) -> bool:
-    """Every row of a batch (B, C), C > 1, lies in [0, 1] and sums to 1 (within 1e-3)."""
+    """Every row of a batch (B, C), C > 1, lies in [0, 1] and sums to 1 (within 1e-3), and some
+    value lies strictly between 0 and 1 (one-hot rows are valid, if unusual, logits)."""
     if z.shape[1] < 2:
         return False
     lo, hi, sums = z.min(), z.max(), z.sum(1)
-    return bool(lo >= 0) and bool(hi <= 1) and bool((abs(sums - 1) <= 1e-3).all())
+    if not (bool(lo >= 0) and bool(hi <= 1) and bool((abs(sums - 1) <= 1e-3).all())):
+        return False
+    return bool(((z > 1e-6) & (z < 1 - 1e-6)).any())
 
 
 class ResumedAccuracyWarning(UserWarning):

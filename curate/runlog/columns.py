@@ -132,4 +132,5 @@ def numpy_columns(
         err = prob
         err[rows, yi] -= 1
     el2n = np.sqrt(np.square(err).sum(1))
-    return pred, p_true.astype(np.float32), margin.astype(np.float32), el2n.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32: inf, which the recorder refuses
+        return pred, p_true.astype(np.float32), margin.astype(np.float32), el2n.astype(np.float32)
