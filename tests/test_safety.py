@@ -121,15 +121,12 @@ def test_a_moved_workspace_reads_its_own_log(small_scored_ws, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["ws[1]", "ws?", "ws*"])
-def test_a_workspace_path_duckdb_reads_as_a_pattern_is_refused(small_scored_ws, tmp_path, name):
+def test_a_workspace_path_duckdb_reads_as_a_pattern_is_refused(
+    small_scored_ws, tmp_path, capsys, name
+):
     """`[1]` matched no file of the log and `?` split the catalog's path; `*` would also read the
     log of every sibling folder it matches. Each is one error line naming the character, before
     anything is written."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     from curate.errors import CurateError
     from curate.workspace import Workspace
 
@@ -138,16 +135,12 @@ def test_a_workspace_path_duckdb_reads_as_a_pattern_is_refused(small_scored_ws, 
     before = sorted(p.name for p in moved.iterdir())
     with pytest.raises(CurateError, match="DuckDB reads as a file pattern"):
         Workspace(moved)
+    capsys.readouterr()
     for args in (["query", "SELECT 1"], ["score", "digits"], ["ingest", "digits"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "curate", *args, "--workspace", str(moved)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-        )
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.startswith("error: workspace") and proc.stderr.count("\n") == 1
-        assert name[-1] in proc.stderr.splitlines()[0].split("holds")[1]
+        assert main([*args, "--workspace", str(moved)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: workspace") and err.count("\n") == 1, err
+        assert name[-1] in err.splitlines()[0].split("holds")[1]
     assert sorted(p.name for p in moved.iterdir()) == before
 
 
@@ -628,23 +621,20 @@ def test_a_bad_catalog_timeout_falls_back_to_the_default(monkeypatch, value):
         (["train", "digits", "--members", "99999999999"], "must be <= 1000"),
     ],
 )
-def test_bad_numbers_are_one_line_before_any_work(scored, tmp_path, args, words):
+def test_bad_numbers_are_one_line_before_any_work(scored, tmp_path, capsys, args, words):
     """Once tracebacks (a negative seed, a --top past int64), silent nonsense (-1 test trials) or
     a training that grew without bound (99,999,999,999 members); argparse's refusals were a usage
     block: now each is one `error:` line, exit code 2, nothing written."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     out = tmp_path / "out" / ("o" if args[0] == "pairs" else "o.npy")
     extra = ["--out", str(out)] if args[0] in ("prune", "curriculum", "pairs") else []
     before = sorted(p.name for p in (scored / "runs").iterdir())
-    proc = subprocess.run(
-        [sys.executable, "-m", "curate", *args, *extra, "--workspace", str(scored)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
-    assert proc.stderr.count("\n") == 1 and words in proc.stderr, proc.stderr
+    capsys.readouterr()
+    try:
+        rc = main([*args, *extra, "--workspace", str(scored)])
+    except SystemExit as e:  # the command line's own refusal
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: "), err
+    assert err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in (scored / "runs").iterdir()) == before
