@@ -222,9 +222,9 @@ class DatasetConfig:
     workers: StrictInt = Field(0, ge=0)  # processes for decoding and writing; 0 = all cores
     # digits: held-out split (scikit-learn's digits has none)
     test_fraction: StrictFloat = Field(0.2, gt=0, lt=1)
-    split_seed: StrictInt = Field(0, ge=0)
+    split_seed: StrictInt = Field(0, ge=0, le=2**63 - 1)
     # synthetic controls (docs/concepts.md#synthetic-controls)
-    seed: StrictInt = Field(0, ge=0)
+    seed: StrictInt = Field(0, ge=0, le=2**63 - 1)
     # 0 = the control's default (gaussian-sigma 100, gabor 12, gaussian-2class 2)
     num_classes: StrictInt = Field(0, ge=0)
     train_per_class: StrictInt = Field(0, ge=0)  # 0 = the control's default
@@ -272,7 +272,7 @@ class TrainConfig:
         8, ge=2, le=MAX_MEMBERS, **_why("agreement needs at least 2 members")
     )
     epochs: StrictInt = Field(10, ge=1, le=MAX_EPOCHS)
-    seed: StrictInt = Field(0, ge=0)
+    seed: StrictInt = Field(0, ge=0, le=2**63 - 1)
     # auto | a registered learner (curate.train.learner): fused, separate, ...
     strategy: Annotated[StrictStr, OneOf("curate.train.run:strategy_choices", "learner")] = "auto"
     optimizer: Annotated[StrictStr, OneOf(("sgd", "adam"))] = "sgd"

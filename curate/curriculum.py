@@ -90,8 +90,8 @@ PACING_PARAMS = {
     "inc": (("fixed-exp",), lambda v: 1 < v <= 1e6, "in (1, 1e6] (the growth factor)"),
     "step": (
         ("fixed-exp",),
-        lambda v: v >= 1 and v == int(v),
-        "a whole number >= 1 (batches between increases)",
+        lambda v: 1 <= v <= 1e9 and v == int(v),
+        "a whole number in 1..1e9 (batches between increases)",
     ),
 }
 
@@ -260,6 +260,11 @@ def load_sidecar(path: str | Path) -> dict:
 
     p = Path(path)
     side = read_sidecar(p, legacy=(p.with_suffix(".json"),))
+    if side.get("kind") == "curate-subset":
+        raise CurateError(
+            f"{path} is a subset (curate prune wrote it), not a curriculum: train on it with "
+            "--subset, or export a curriculum for --curriculum"
+        )
     if "pacing" not in side:
         raise CurateError(
             f"{sidecar_path(p)} (the pacing parameters of {path}) is missing; export the "

@@ -68,7 +68,14 @@ def read_reference(
 ) -> tuple[np.ndarray | None, np.ndarray, str]:
     """(idx or None for "all n instances in idx order", values, the column used)."""
     if not path.is_file():
-        raise CurateError(f"--reference {path}: no such file")
+        what = (
+            "a folder"
+            if path.is_dir()
+            else "not a regular file"
+            if path.exists()
+            else "no such file"
+        )
+        raise CurateError(f"--reference {path}: {what}; give a .npy, .npz or .csv file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":

@@ -175,7 +175,9 @@ def subset_where(run: str, split: str, subset: Subset = Subset()) -> tuple[str, 
             clauses.append(f'"{col}" BETWEEN ? AND ?')
             params += [float(rng[0]), float(rng[1])]
     if where:
-        clauses.append(f"({where})")
+        from curate.sql import condition
+
+        clauses.append(condition(where, "the filter"))
     return " AND ".join(clauses), params
 
 

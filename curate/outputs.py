@@ -79,6 +79,11 @@ def _check_file(out, force: bool, flag: str) -> Path:
     target = _real(out, flag)
     if target.name == MANIFEST or target.name.endswith(TMP_SUFFIX):
         raise CurateError(f"{flag} {out}: that name is curate's own bookkeeping; choose another")
+    if len(os.fsencode(target.name)) > NAME_MAX:
+        raise CurateError(
+            f"{flag} {out}: a name of {len(os.fsencode(target.name))} bytes, past the file "
+            f"system's {NAME_MAX}; choose a shorter one"
+        )
     _refuse_workspace(_lexical(out), out, flag)
     _refuse_workspace(target, out, flag)
     if os.path.lexists(target):
@@ -191,15 +196,19 @@ def _refuse_workspace(target: Path, shown, flag: str) -> None:
     """A CurateError when `target` lies in a workspace's own tree: any workspace, a folder holding
     catalog.duckdb, not only the command's (the workspace folder itself is refused by the checks
     of files and folders: it is a folder, and not empty)."""
-    for root in target.parents:
-        if not (root / "catalog.duckdb").exists():
-            continue
-        first = target.relative_to(root).parts[0]
-        if first in WORKSPACE_OWNED or first.startswith(("catalog.duckdb", ".")):
-            raise CurateError(
-                f"{flag} {shown} lies inside the workspace {root}'s own files ({first}); write "
-                f"outputs elsewhere, e.g. {root / 'reports'} or a folder of your own"
-            )
+    # a bind mount of a folder inside a workspace: also the path its file system shows it at whole
+    for path in dict.fromkeys((target, _unbound(target))):
+        for root in path.parents:
+            if not (root / "catalog.duckdb").exists():
+                continue
+            first = path.relative_to(root).parts[0]
+            if first in WORKSPACE_OWNED or first.startswith(("catalog.duckdb", ".")):
+                through = f", reached through {target}" if path != target else ""
+                raise CurateError(
+                    f"{flag} {shown} lies inside the workspace {root}'s own files ({first}"
+                    f"{through}); write outputs elsewhere, e.g. {root / 'reports'} or a folder of "
+                    "your own"
+                )
     # the same folders (and catalog files) reached by another path: a bind mount, a hard link
     owned = _owned_identities()
     for place in (target, *target.parents):
@@ -215,6 +224,39 @@ def _refuse_workspace(target: Path, shown, flag: str) -> None:
                 f"through {place}); write outputs elsewhere, e.g. {root / 'reports'} or a folder "
                 "of your own"
             )
+
+
+def _unbound(path: Path) -> Path:
+    """`path` where its file system is mounted whole, when it lies under a bind mount of one of
+    its folders (`mount --bind ws/runs/x elsewhere`: elsewhere/f -> .../ws/runs/x/f); else (no
+    such mount, not Linux) `path` itself. From /proc/self/mountinfo: a mount's root (field 4) is
+    the folder of its file system it shows at its mount point (field 5)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return path
+
+    def unescape(text: str) -> str:  # mountinfo writes space, tab, newline, backslash as \ooo
+        return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+    mounts = [(r[2], unescape(r[3]), unescape(r[4])) for r in rows if len(r) > 4]
+    text = str(path)
+    under = [m for m in mounts if text == m[2] or text.startswith(m[2].rstrip("/") + "/")]
+    if not under:
+        return path
+    dev, root, point = max(under, key=lambda m: len(m[2]))
+    if root == "/":
+        return path
+    inner = root.rstrip("/") + "/" + text[len(point) :].lstrip("/")
+    # the same file system mounted at a root that holds `inner`: the widest such root
+    shown = [m for m in mounts if m[0] == dev and (inner + "/").startswith(m[1].rstrip("/") + "/")]
+    shown = [m for m in shown if m[1] != root or m[2] != point]
+    if not shown:
+        return path
+    _, wroot, wpoint = min(shown, key=lambda m: len(m[1]))
+    rest = inner[len(wroot.rstrip("/")) :].lstrip("/")
+    return Path(wpoint.rstrip("/") + "/" + rest) if rest else Path(wpoint)
 
 
 def _owned_identities() -> dict[tuple[int, int], tuple[Path, str]]:

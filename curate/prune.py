@@ -352,6 +352,13 @@ def read_sidecar(path: str | Path) -> dict:
     return read(p, legacy=(p.with_name(p.stem + ".subset.json"),), kind=KIND)
 
 
+def _any_sidecar(path: str | Path) -> dict:
+    """The sidecar beside `path`, of whichever command; {} when there is none."""
+    from curate.selection import read_sidecar as read
+
+    return read(path)
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """The idx of a subset file (.npy, or .csv / .parquet with an idx column), int64."""
     from curate.selection import read_idx_file
@@ -376,6 +383,11 @@ def load_subset(path: str | Path, dataset: str, split_idx: np.ndarray) -> Subset
     """
     idx = read_idx(path)
     meta = read_sidecar(path)
+    if not meta and "pacing" in _any_sidecar(path):
+        raise CurateError(
+            f"{path} is a curriculum (curate curriculum wrote it), not a subset: train on it with "
+            "--curriculum, or prune a run for --subset"
+        )
     if meta:
         if meta.get("dataset") not in (None, dataset):
             raise CurateError(

@@ -89,7 +89,7 @@ def scored_pool(
     """
     import pandas as pd
 
-    from curate.sql import MAX_QUERY_MEMORY, Limits, columns, fetch, quote_column
+    from curate.sql import MAX_QUERY_MEMORY, Limits, columns, condition, fetch, quote_column
 
     higher = higher_is_easier(score, direction)
     cols = columns(ws, "difficulty")
@@ -111,7 +111,7 @@ def scored_pool(
     sql = (
         f"SELECT dataset, idx, label, {quote_column(score, cols)} AS score, ddd, "
         f"{at} AS score_epoch FROM difficulty WHERE run = ? AND split = 'train'"
-        + (f" AND ({where})" if where else "")  # --where is an SQL filter by design
+        + (f" AND {condition(where)}" if where else "")  # --where is an SQL filter by design
         + " ORDER BY idx"
     )
     # a user's filter runs in a query worker, within the memory limit of `curate query`: an SQL

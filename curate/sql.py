@@ -226,6 +226,21 @@ def _first_line(e: BaseException) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0]
 
 
+def condition(where: str, flag: str = "--where") -> str:
+    """A user's filter as one parenthesised condition to AND into a statement: it must parse as a
+    single SQL expression (DuckDB's own parser), so `1=1) OR (1=1` or `...) ORDER BY idx LIMIT 5
+    --` cannot close the parenthesis and widen or reshape the statement around it. The text is
+    kept as written, a line break before the closing parenthesis ending any trailing comment."""
+    try:
+        duckdb.SQLExpression(where)
+    except (duckdb.Error, TypeError, ValueError) as e:
+        raise CurateError(
+            f"{flag} {where!r} is not one SQL condition ({_first_line(e)}); give a condition on "
+            "the columns of difficulty, e.g. \"ddd <> 'impossible'\""
+        ) from None
+    return f"({where}\n)"
+
+
 def columns(ws: Workspace, relation: str) -> list[str]:
     """The column names of a table or view of the catalog (`relation` is a name from code)."""
     con = catalog.read(ws)

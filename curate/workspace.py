@@ -25,7 +25,10 @@ from pathlib import Path
 
 # characters of DuckDB's file patterns (and of its database paths' options, "?"): a workspace path
 # with one would read another folder's files, or none
-PATTERN_CHARACTERS = ("*", "?", "[", "]")
+PATTERN_CHARACTERS = ("*", "?", "[", "]", "\\")
+# the log's partition folders (curate.runlog.layout: pass=, split=, member=, epoch=): DuckDB reads
+# key=value from every folder of a shard's path, so a workspace's own path may hold none of them
+PARTITION_KEYS = ("pass", "split", "member", "epoch")
 
 
 # every workspace this process has named: an output may lie inside none of their own trees, however
@@ -52,6 +55,15 @@ class Workspace:
                 f"workspace {root}: its path holds {' '.join(pattern)}, which DuckDB reads as a "
                 "file pattern (the prediction log is read as <workspace>/runs/*/...); choose or "
                 f"rename a folder without any of {' '.join(PATTERN_CHARACTERS)}"
+            )
+        keyed = [p for p in root.parts if p.split("=")[0] in PARTITION_KEYS and "=" in p]
+        if keyed:
+            from curate.errors import CurateError
+
+            raise CurateError(
+                f"workspace {root}: its path holds the folder {keyed[0]!r}, which DuckDB would "
+                "read as a partition of the prediction log (its folders are named pass=, split=, "
+                "member=, epoch=); choose or rename a folder without such names"
             )
         object.__setattr__(self, "root", root)
         _OPENED.add(root)

@@ -55,7 +55,7 @@ def test_pacing_function_bounds_and_errors():
         ("linear", {"a": 0}, "--pacing-a 0: must be in (0, 1]"),  # once a division by zero
         ("linear", {"a": float("nan")}, "--pacing-a nan"),  # once NaN in the sidecar's JSON
         ("root", {"b": -1}, "--pacing-b -1"),
-        ("fixed-exp", {"step": 0}, "--pacing-step 0: must be a whole number >= 1"),
+        ("fixed-exp", {"step": 0}, "--pacing-step 0: must be a whole number in 1..1e9"),
         ("fixed-exp", {"step": -3}, "--pacing-step -3"),
         ("fixed-exp", {"inc": 0}, "--pacing-inc 0: must be in (1, 1e6]"),
         ("exp", {"c": 0}, "--pacing-c 0: must be in (0, 700]"),
@@ -319,3 +319,36 @@ def test_an_ordering_and_a_sidecar_of_two_exports_are_told_apart(small_scored_ws
     shutil.copyfile(b, a)
     with pytest.raises(CurateError, match="do not belong together"):
         load_subset(a, "digits", split)
+
+
+def test_training_takes_each_export_for_what_it_is(small_scored_ws, tmp_path):
+    """An ordering naming an idx twice (once trained on), a curriculum given as a subset (once
+    accepted as one) and a subset given as a curriculum ("its sidecar is missing"): each refused,
+    naming what the file is."""
+    import shutil
+
+    from curate.curriculum import CurriculumSpec, export_curriculum
+    from curate.errors import CurateError
+    from curate.prune import load_subset, prune
+    from curate.train.paced import load_paced
+    from curate.workspace import Workspace
+
+    ws = Workspace(small_scored_ws)
+    order, keep = tmp_path / "order.csv", tmp_path / "keep.npy"
+    export_curriculum(ws, "digits", order, CurriculumSpec(pacing="linear"))
+    prune(ws, "digits", 0.5, "easy", keep)
+    split = np.sort(pd.read_csv(order)["idx"].to_numpy())
+    with pytest.raises(CurateError, match="is a curriculum .*not a subset"):
+        load_subset(order, "digits", split)
+    with pytest.raises(CurateError, match="is a subset .*not a curriculum"):
+        load_paced(str(keep), split, 10, 2)
+    twice = tmp_path / "twice.csv"
+    table = pd.read_csv(order)
+    table.loc[1, "idx"] = table.loc[0, "idx"]
+    table.to_csv(twice, index=False)
+    side = json.loads((tmp_path / "order.csv.json").read_text())
+    side.pop("order")  # as an earlier version wrote it: no digest to catch the edit
+    (tmp_path / "twice.csv.json").write_text(json.dumps(side))
+    shutil.copymode(order, twice)
+    with pytest.raises(CurateError, match="lists an idx more than once"):
+        load_paced(str(twice), split, 10, 2)

@@ -377,8 +377,9 @@ def test_runs_linked_to_another_disk_stays_the_workspaces(small_scored_ws, tmp_p
 
 
 def test_runs_reached_through_a_bind_mount_stays_the_workspaces(small_scored_ws, tmp_path, capsys):
-    """The same runs/ mounted elsewhere: no catalog.duckdb beside it there, but the folder is the
-    workspace's (its device and inode); once --force replaced a run's run.json through it."""
+    """The same runs/ (or a folder inside it) mounted elsewhere: no catalog.duckdb beside it
+    there, but the folder is the workspace's (its identity; the mount table's source of the
+    mount); once --force replaced a run's run.json through it."""
     import subprocess
 
     ws = tmp_path / "ws"
@@ -389,14 +390,23 @@ def test_runs_reached_through_a_bind_mount_stays_the_workspaces(small_scored_ws,
         ["mount", "--bind", str(ws / "runs"), str(bind)], capture_output=True
     ).returncode:
         pytest.skip("bind mounts need privileges this process does not have")
+    inner = tmp_path / "inner"  # a folder inside runs/ mounted elsewhere: no runs/ in its path
+    inner.mkdir()
+    subprocess.run(["mount", "--bind", str(ws / "runs" / "digits"), str(inner)], check=True)
     try:
         before = tree(ws / "runs")
-        for out, extra in ((bind / "digits" / "run.json", ("--force",)), (bind / "new.csv", ())):
+        for out, extra in (
+            (bind / "digits" / "run.json", ("--force",)),
+            (bind / "new.csv", ()),
+            (inner / "new.csv", ()),
+            (inner / "progress" / "member=0.json", ("--force",)),
+        ):
             assert run("query", out, ws, *extra) == 2
             err = capsys.readouterr().err
             assert "inside the workspace" in err and "reached through" in err, err
         assert tree(ws / "runs") == before
     finally:
+        subprocess.run(["umount", str(inner)], check=True)
         subprocess.run(["umount", str(bind)], check=True)
 
 
@@ -510,6 +520,14 @@ def test_rename_noreplace_never_replaces(tmp_path, monkeypatch, renameat2):
     dst.unlink()
     assert workspace.rename_noreplace(src, dst)
     assert dst.read_text() == "new" and not src.exists()
+
+
+def test_a_companion_name_past_the_limit_is_refused_before_anything(small_scored_ws, tmp_path):
+    """A 252-byte name is valid, its sidecar's (+ .json) is not: once the ordering was renamed
+    into place without its sidecar and a traceback followed; now one line, nothing written."""
+    out = tmp_path / ("k" * 248 + ".npy")
+    assert run("curriculum", out, small_scored_ws) == 2
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_long_valid_name_is_written(tmp_path):

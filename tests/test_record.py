@@ -319,6 +319,10 @@ def test_multilabel_logits(lws):
         (lambda r: r.log("train", True, 0, np.arange(2), np.zeros((2, 3))), "True: give a whole"),
         (lambda r: r.log("train", 0, 1.0, np.arange(2), np.zeros((2, 3))), "1.0: give a whole"),
         (
+            lambda r: r.log("train", 0, 0, np.arange(2), np.full((2, 3), np.inf, np.longdouble)),
+            "NaN or infinite",  # long double: once torch's own TypeError
+        ),
+        (
             lambda r: r.log("train", 0, 0, np.array([2**63], np.uint64), np.zeros((1, 3))),
             "idx 9223372036854775808 is beyond",
         ),

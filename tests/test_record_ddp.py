@@ -475,6 +475,8 @@ def rank_main(r, case, ws0, ws1, store, out):
         rec = curate.Recorder(ws, run=run, dataset="odd", members=2, epochs=1, distributed=True)
         for split, n in SIZES.items():
             b = shares(n, 2, r)
+            if case == "short" and r == 1:
+                b = b[:5]  # a rank that logs only part of its share
             rec.log(split, 0, 0, b, fixed_logits(b, 0))
         if case == "late" and r == 1:
             time.sleep(4)  # rank 0 waits at end_pass meanwhile, and says so
@@ -493,7 +495,7 @@ if __name__ == "__main__":
 GROUP_SCRIPT = GROUP_SCRIPT.replace("# FIXED_LOGITS", inspect.getsource(fixed_logits))
 
 
-@pytest.mark.parametrize("case", ["other-run", "other-workspace", "late"])
+@pytest.mark.parametrize("case", ["other-run", "other-workspace", "short", "late"])
 def test_ranks_of_a_group_that_do_not_end_one_pass_are_told(odd, tmp_path, case):
     """Two gloo ranks: ranks naming other runs, or writing to other workspaces, once recorded
     nothing and said nothing (exit 0, the run just lacked its parts): now each rank raises one
@@ -521,7 +523,11 @@ def test_ranks_of_a_group_that_do_not_end_one_pass_are_told(odd, tmp_path, case)
                 odd / f"runs/g/predictions/pass=eval/split={split}/member=0/epoch=0/part.parquet"
             ).exists()
     else:
-        words = "the ranks ended different passes" if case == "other-run" else "share is missing"
+        words = {
+            "other-run": "the ranks ended different passes",
+            "other-workspace": "share is missing",
+            "short": "logged by 2 ranks together",
+        }[case]
         assert all(r.startswith("error: ") and words in r for r in results), results
         assert not list((odd / "runs").rglob("part.parquet"))
     assert not hidden, hidden

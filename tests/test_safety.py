@@ -120,7 +120,7 @@ def test_a_moved_workspace_reads_its_own_log(small_scored_ws, tmp_path, capsys):
     assert "4" in out
 
 
-@pytest.mark.parametrize("name", ["ws[1]", "ws?", "ws*"])
+@pytest.mark.parametrize("name", ["ws[1]", "ws?", "ws*", "ws\\"])
 def test_a_workspace_path_duckdb_reads_as_a_pattern_is_refused(
     small_scored_ws, tmp_path, capsys, name
 ):
@@ -142,6 +142,26 @@ def test_a_workspace_path_duckdb_reads_as_a_pattern_is_refused(
         assert err.startswith("error: workspace") and err.count("\n") == 1, err
         assert name[-1] in err.splitlines()[0].split("holds")[1]
     assert sorted(p.name for p in moved.iterdir()) == before
+
+
+def test_a_workspace_path_with_the_logs_folder_names_reads_its_own_log(
+    small_scored_ws, tmp_path, capsys
+):
+    """A folder split=zz above the workspace once labelled every row of `predictions` split zz
+    (DuckDB reads key=value from every folder of a path): refused. A workspace under a folder
+    runs/x/predictions/ once labelled every row run x: the run is read from the end of the path."""
+    from curate.errors import CurateError
+    from curate.workspace import Workspace
+
+    with pytest.raises(CurateError, match="folder 'split=zz'"):
+        Workspace(tmp_path / "split=zz" / "ws")
+    ws = tmp_path / "runs" / "x" / "predictions" / "ws"
+    shutil.copytree(small_scored_ws, ws)
+    assert main(["score", "digits", "--workspace", str(ws)]) == 0  # the view is written anew
+    capsys.readouterr()
+    sql = "SELECT DISTINCT run, split FROM predictions ORDER BY split"
+    assert main(["query", sql, "--format", "csv", "--workspace", str(ws)]) == 0
+    assert capsys.readouterr().out.split() == ["run,split", "digits,test", "digits,train"]
 
 
 def test_app_console_has_the_same_walls(scored, tmp_path):
@@ -619,6 +639,11 @@ def test_a_bad_catalog_timeout_falls_back_to_the_default(monkeypatch, value):
         (["label-issues", "digits", "--top", "99999999999999999999"], "--top: 99,999"),
         (["prune", "digits", "--keep", ""], "--keep: invalid float value"),
         (["train", "digits", "--members", "99999999999"], "must be <= 1000"),
+        (
+            ["train", "digits", "--seed", "99999999999999999999"],
+            "train.seed = 99999999999999999999",
+        ),
+        (["stats", "digits", "--workers", "-1"], "--workers: -1 is outside 0.."),
     ],
 )
 def test_bad_numbers_are_one_line_before_any_work(scored, tmp_path, capsys, args, words):

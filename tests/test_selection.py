@@ -29,6 +29,8 @@ from curate.workspace import Workspace
         (["--score", "strict_final"], "not a numeric column"),  # a boolean column
         (["--score", "nope"], "unknown score 'nope'"),
         (["--where", "idx < 0"], "match --where"),
+        (["--where", "1=1) OR (1=1"], "is not one SQL condition"),  # once: test rows joined in
+        (["--where", "1=1) ORDER BY idx LIMIT 5 --"], "is not one SQL condition"),
     ],
 )
 def test_both_commands_refuse_the_same_pools(cmd, flags, words, small_scored_ws, tmp_path, capsys):

@@ -14,6 +14,7 @@ from curate.commands.common import (
     add_recipe,
     recipe_flag,
     recipe_of,
+    whole,
 )
 from curate.errors import CurateError
 from curate.extras import need
@@ -202,7 +203,9 @@ def add_stats(sub: Subparsers) -> None:
         "stats", help="image statistics of every instance, and their correlation with agreement"
     )
     p.add_argument("dataset", nargs="?", help="an ingested dataset")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    p.add_argument(
+        "--workers", type=whole(0, 4096), default=0, help="processes (default 0: all cores)"
+    )
     recipe_flag(
         p,
         STATS,

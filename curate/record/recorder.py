@@ -653,6 +653,8 @@ class Recorder:
             outcome = outcome[0]
         for key, (state, message) in outcome.items():
             if state == "error":
+                if grouped:  # every rank hears it: each removes its own files of the pass
+                    self._unlink_rank_files(written)
                 raise CurateError(message)
             if state == "done":
                 self._complete.add(key)
@@ -962,6 +964,9 @@ def _as_logits(logits, n: int, k: int, key):
         z = logits.detach()
     else:
         a = np.asarray(logits)
+        if a.dtype.kind == "f" and a.dtype.itemsize > 8:  # long double: torch takes none
+            with np.errstate(over="ignore"):
+                a = a.astype(np.float64)
         if a.dtype.kind not in "fiub":
             raise CurateError(
                 f"{_name(key)}: logits must be a float tensor or array (B, C), got "

@@ -32,7 +32,10 @@ STATE = "state"
 MAX_MEMBERS = 1000
 MAX_EPOCHS = 100_000
 # regular expression for the run's name in the path of one of its shards (the `predictions` view)
-RUN_IN_SHARD_PATH = f"/runs/([^/]+)/{PREDICTIONS}/"
+# (anchored at the end: a workspace whose own path holds /runs/x/predictions/ names no run x)
+RUN_IN_SHARD_PATH = (
+    f"/runs/([^/]+)/{PREDICTIONS}/[^/]+/[^/]+/[^/]+/[^/]+/{SHARD.replace('.', '[.]')}$"
+)
 
 
 def manifest_path(run_dir: Path) -> Path:

@@ -27,6 +27,11 @@ def load_paced(path: str, split_idx: np.ndarray, steps_per_epoch: int, epochs: i
     idx = load_ordering(path)
     side = load_sidecar(path if Path(path).suffix else Path(path).with_suffix(".npy"))
     check_pair(path, idx, side)
+    if len(np.unique(idx)) != len(idx):
+        raise CurateError(
+            f"curriculum {path} lists an idx more than once; an ordering names each instance "
+            "once: export it with curate curriculum"
+        )
     pos = find_positions(split_idx, idx)
     if np.any(pos < 0):
         raise CurateError(
