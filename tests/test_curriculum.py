@@ -240,7 +240,7 @@ def test_export_refusals(scored_digits, tmp_path, capsys):
         )
         == 2
     )
-    assert "SQL error" in capsys.readouterr().err
+    assert "is not one SQL condition" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:  # the pacing's choices come from its registry
         main(["curriculum", "digits", "--pacing", "cubic", "--out", str(tmp_path / "x.csv")])
     assert exit_.value.code == 2 and "invalid choice: 'cubic'" in capsys.readouterr().err

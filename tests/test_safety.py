@@ -178,8 +178,12 @@ def test_app_console_has_the_same_walls(scored, tmp_path):
         with pytest.raises(CurateError):
             explore.call(str(scored), "sql_console", sql)
     assert digest(catalog_file) == before and not (tmp_path / "x.duckdb").exists()
-    # the subset explorer's free WHERE clause goes through the same reader
-    clause, params = explore.subset_where("digits", "test", explore.Subset(where="1=1; SELECT 1"))
+    # the subset explorer's free WHERE clause: one condition (refused before any reader), and
+    # what passes goes through the same reader
+    with pytest.raises(CurateError, match="not one SQL condition"):
+        explore.subset_where("digits", "test", explore.Subset(where="1=1; SELECT 1"))
+    where = f"idx IN (SELECT 1 FROM read_text('{secret}'))"
+    clause, params = explore.subset_where("digits", "test", explore.Subset(where=where))
     with pytest.raises(CurateError):
         explore.call(str(scored), "subset_count", clause, params)
     df = explore.call(str(scored), "sql_console", "SELECT count(*) AS n FROM instances")
