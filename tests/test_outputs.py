@@ -417,11 +417,16 @@ def test_the_stats_folder_is_the_workspaces(small_scored_ws, capsys):
 
 
 def test_a_report_rerun_keeps_other_curate_outputs_in_its_folder(small_scored_ws, tmp_path):
+    """Another command's file in a report folder stays; so do the user's empty folders, which a
+    rewrite once removed (only folders the previous report made and this one left empty go)."""
     rep = tmp_path / "rep"
+    (rep / "mynotes").mkdir(parents=True)
+    (rep / "deep" / "er").mkdir(parents=True)
     assert run("report", rep, small_scored_ws) == 0
     assert run("label-issues", rep / "issues.csv", small_scored_ws) == 0
     assert run("report", rep, small_scored_ws) == 0
     assert (rep / "issues.csv").is_file() and owns(rep, "issues.csv")
+    assert (rep / "mynotes").is_dir() and (rep / "deep" / "er").is_dir()
 
 
 def test_one_commands_output_is_not_replaced_by_anothers(small_scored_ws, tmp_path, capsys):
@@ -439,17 +444,6 @@ def test_one_commands_output_is_not_replaced_by_anothers(small_scored_ws, tmp_pa
     assert tree(exp) == before
     assert run("query", exp / "manifest.csv", small_scored_ws, "--force") == 0
     assert run("query", exp / "manifest.csv", small_scored_ws) == 0  # its own now: rewritten
-
-
-def test_a_report_rewrite_keeps_the_users_empty_folders(small_scored_ws, tmp_path):
-    """Empty folders of the user's in a report folder were removed by the next rewrite; only the
-    folders the previous report made and this one left empty go."""
-    rep = tmp_path / "rep"
-    (rep / "mynotes").mkdir(parents=True)
-    (rep / "deep" / "er").mkdir(parents=True)
-    assert run("report", rep, small_scored_ws) == 0
-    assert run("report", rep, small_scored_ws) == 0
-    assert (rep / "mynotes").is_dir() and (rep / "deep" / "er").is_dir()
 
 
 @pytest.mark.parametrize(
