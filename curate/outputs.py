@@ -7,11 +7,12 @@ The rules, for a file output at ``D/name``:
   flushed to disk, then renamed onto the target, so a kill or a full disk leaves the target as it
   was;
 - an existing target is replaced only when curate can prove it wrote it: the manifest of its folder
-  (``D/.curate-outputs.json``) names that very file with the checksum it has now. A file the user
-  made, or changed since, is replaced only with ``--force``;
+  (``D/.curate-outputs.json``) names that very file with the checksum it has now, and the same
+  command as its writer. A file the user made, or changed since, or another command's output, is
+  replaced only with ``--force``;
 - never, not even with ``--force``: a folder, a symbolic link, a device or other non-regular file,
   or anything inside a workspace's own tree (``datasets/``, ``runs/``, ``sources/``, the catalog and
-  its lock files).
+  its lock files), by whatever path it is reached (a link, a bind mount).
 
 A folder output (a report, a human-study export) is built under a temporary name beside the target
 and renamed onto it when the target does not exist; an existing folder is written into only when it

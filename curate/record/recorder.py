@@ -833,11 +833,10 @@ def record_recorded_run(rec: Recorder) -> None:
 def _ddp_hint() -> str:
     """For a recorder of whole parts in a DDP job (a process group, or torchrun's WORLD_SIZE, of
     more than one process): what the two ways of recording there are; else ""."""
-    dist = _process_group()
     try:
-        world = dist.get_world_size() if dist is not None else int(os.environ.get("WORLD_SIZE", 1))
-    except ValueError:
-        world = 1
+        world = runlog.world_size()
+    except ValueError:  # a $WORLD_SIZE that is no number: no DDP job to speak of
+        return ""
     if world <= 1:
         return ""
     return (
