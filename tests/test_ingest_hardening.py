@@ -281,3 +281,27 @@ def test_more_class_names_than_classes_can_be_is_refused(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert err.startswith("error:") and "at most 1,048,576" in err and err.count("\n") == 1
+
+
+def test_files_that_are_no_csv_of_labels_are_refused_unread(toy, tmp_path, capsys):
+    """A 1 GB sparse file (NUL bytes) once took 7.5 to 18 GB and gave an error line of a
+    gigabyte; a FIFO given as --labels or --paths, or a --classes path that does not exist (once
+    taken as the one class's name), is one short line too; nothing is read into memory first."""
+    sparse = tmp_path / "sparse.csv"
+    with open(sparse, "wb") as f:
+        f.write(b"split,idx,label\ntrain,0,0\n")
+        f.truncate(2**30)
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    ok = _csv(tmp_path / "ok.csv", [("train", 0, 0), ("train", 1, 1)])
+    before = _tree(toy)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for args, words in (
+        ([sparse], "a NUL byte at byte 26"),
+        ([fifo], "not a regular file"),
+        ([ok, "--paths", str(fifo)], "--paths"),
+        ([ok, "--classes", str(tmp_path / "nope.txt")], "--classes"),
+    ):
+        _refused(capsys, _ingest(toy, args[0], "--name", "n", *args[1:]), words)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak < 256 * 2**20
+    assert _tree(toy) == before

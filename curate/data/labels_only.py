@@ -235,8 +235,10 @@ def _bitmasks(sets: np.ndarray, classes: list[str], path: Path) -> np.ndarray:
 def _read_labels(path: Path, multilabel: bool = False) -> tuple[_Splits, list[str] | None]:
     """split -> (idx, labels as given: int64 class indices, str names, or with `multilabel` label
     sets (CSV) or bitmasks (arrays)), and the class names a CSV used (arrays: '0'..'K-1')."""
-    if not path.is_file():
+    if not path.exists():
         raise CurateError(f"--labels {path}: no such file; give {FORMS}")
+    if not path.is_file():
+        raise CurateError(f"--labels {path}: not a regular file; give {FORMS}")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _read_labels_csv(path, multilabel)
@@ -335,6 +337,12 @@ def _classes(spec: str | None, used: list[str] | None, top: int) -> list[str]:
     """The class names: --classes, else the names a CSV used, else 0..top (top < MAX_CLASSES)."""
     if spec:
         p = Path(spec)
+        if "/" in spec and "," not in spec and not p.is_file():  # a path, not a class's name
+            what = "not a regular file" if p.exists() else "no such file"
+            raise CurateError(
+                f"--classes {spec}: {what}; give a text file of class names, one per line, or "
+                "the names separated by commas"
+            )
         try:
             text = p.read_text() if p.is_file() else None
         except (OSError, UnicodeDecodeError) as e:
@@ -480,7 +488,8 @@ def ingest_labels(
     lpath = Path(labels).absolute()
     ppath = Path(paths).absolute() if paths else None
     if ppath is not None and not ppath.is_file():
-        raise CurateError(f"--paths {ppath}: no such file; give a CSV with header split,idx,path")
+        what = "not a regular file" if ppath.exists() else "no such file"
+        raise CurateError(f"--paths {ppath}: {what}; give a CSV with header split,idx,path")
     raw, used = _read_labels(lpath, multilabel)
     top = _top_class(raw, multilabel)
     names = _classes(classes, used, top)  # top < MAX_CLASSES: checked as the labels were read
@@ -670,15 +679,53 @@ def add_flags(p) -> None:
     )
 
 
+MAX_CSV_BYTES = 4 * 2**30  # a CSV of labels or paths: 100 M rows of a few dozen bytes fit
+
+
+def _check_text_file(path: Path, flag: str, what: str) -> None:
+    """Refuse, before pandas reads it (its memory grows with the file), anything but a regular
+    file of text within `MAX_CSV_BYTES`: a FIFO, a folder, a sparse or binary file holding NUL
+    bytes (a 1 GB sparse file once took 18 GB and gave an error line of a gigabyte)."""
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise CurateError(f"{flag} {path}: cannot be read ({e.strerror}); give {what}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CurateError(f"{flag} {path}: not a regular file; give {what}")
+    if st.st_size > MAX_CSV_BYTES:
+        raise CurateError(
+            f"{flag} {path}: {st.st_size:,} bytes, more than a CSV of labels holds "
+            f"({MAX_CSV_BYTES:,}); give {what}"
+        )
+    with open(path, "rb") as f:
+        at = 0
+        while chunk := f.read(16 * 2**20):
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                raise CurateError(
+                    f"{flag} {path}: a NUL byte at byte {at + nul:,}: not a text file; give {what}"
+                )
+            at += len(chunk)
+
+
+def _shown(text: str, most: int = 80) -> str:
+    """`text` for a message: at most `most` characters."""
+    return text if len(text) <= most else text[:most] + "..."
+
+
 def _read_csv(path: Path, flag: str, value: str, skipinitialspace: bool = False) -> pd.DataFrame:
     """A split,idx,<value> CSV as strings, its header lower-cased; one error naming `flag` else."""
+    _check_text_file(path, flag, f"a CSV with header split,idx,{value}")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=skipinitialspace)
     except Exception as e:
-        raise CurateError(f"{flag} {path}: not a readable CSV ({e})") from None
+        raise CurateError(f"{flag} {path}: not a readable CSV ({_shown(str(e))})") from None
     df.columns = [c.strip().lower() for c in df.columns]
     if sorted(df.columns) != sorted(["idx", value, "split"]):
         raise CurateError(
-            f"{flag} {path}: the header must be split,idx,{value} (found {','.join(df.columns)})"
+            f"{flag} {path}: the header must be split,idx,{value} (found "
+            f"{_shown(','.join(df.columns))})"
         )
     return df
