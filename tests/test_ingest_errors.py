@@ -201,3 +201,26 @@ def test_failed_rebuild_keeps_previous_dataset(tmp_path, capsys):
 
     con = catalog.read(Workspace(ws))
     assert con.execute("SELECT count(*) FROM instances").fetchone() == (12,)
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_undecoded(tmp_path, capsys):
+    """A 0.6 KB JPEG whose header declares 13000 x 13000 pixels, below Pillow's own limit, was
+    decoded into 2.75 GB and stored as a 13000 x 13000 image; now refused before decoding."""
+    import io
+    import resource
+    import struct
+
+    from PIL import Image
+
+    make_image_folder(tmp_path / "f")
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, "JPEG")
+    jpeg = bytearray(buf.getvalue())
+    sof = jpeg.find(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 13000, 13000)  # height, width
+    (tmp_path / "f" / "train" / "cat" / "bomb.jpg").write_bytes(bytes(jpeg))
+    ws = tmp_path / "ws"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    code = ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws))
+    assert_refused(capsys, ws, code, "bomb.jpg", "declares 13000 x 13000 pixels")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak < 512 * 2**20

@@ -250,21 +250,45 @@ def file_split(
 # ----------------------------------------------------------------------------- decoding
 
 
+# the most pixels an image may declare: 64 M (8000 x 8000; a 50-megapixel photograph fits), so a
+# file of a few KB declaring 13000 x 13000 never takes gigabytes to decode
+MAX_PIXELS = 64_000_000
+
+
+class _TooLarge(ValueError):
+    """An image declaring more than `MAX_PIXELS` pixels."""
+
+
 def decode_image(path: str) -> np.ndarray:
     """Decode a file to (H, W, C) uint8 with C in {1, 3}: grey stays grey, palette/RGBA/CMYK become RGB
     (alpha dropped), 16-bit scaled to 8-bit. Raises ValueError with the reason when unreadable."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # the pixel count is checked here, before anything is decoded: Pillow's own warning
+            # (past 89 M pixels) would only repeat it, and its error comes at 179 M
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise _TooLarge(
+                    f"declares {w} x {h} pixels, more than curate decodes ({MAX_PIXELS:,}): a "
+                    "damaged file or a decompression bomb; resize it, or leave it out"
+                )
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(im, dtype=np.float64)
+                a = np.asarray(im, dtype=np.float32)
                 a = np.clip(a / max(a.max(), 1) * 255, 0, 255).astype(np.uint8)[..., None]
             elif im.mode in ("L", "1"):
                 a = np.asarray(im.convert("L"), dtype=np.uint8)[..., None]
             else:
                 a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except _TooLarge:
+        raise
     except UnidentifiedImageError:
         raise ValueError("not a readable image (unknown format)") from None
     except Image.DecompressionBombError as e:  # its header claims more pixels than memory holds
