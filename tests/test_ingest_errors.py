@@ -224,3 +224,19 @@ def test_an_image_declaring_too_many_pixels_is_refused_undecoded(tmp_path, capsy
     code = ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws))
     assert_refused(capsys, ws, code, "bomb.jpg", "declares 13000 x 13000 pixels")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak < 512 * 2**20
+
+
+def test_a_batch_larger_than_the_train_split_is_refused_before_the_run_exists(tmp_path, capsys):
+    """Refused once only after run.json was written: the fixed command was then "another
+    recipe" under the same run name. Now nothing of the run exists after the refusal."""
+    from curate.cli import main
+
+    make_image_folder(tmp_path / "f")  # 6 train images
+    ws = tmp_path / "ws"
+    assert ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws)) == 0
+    capsys.readouterr()
+    args = ["train", "f", "--members", "2", "--epochs", "1", "--run-name", "r"]
+    assert main([*args, "--workspace", str(ws)]) == 2
+    err = capsys.readouterr().err
+    assert "loader.batch_size = " in err and "exceeds the 6 training instances" in err, err
+    assert not (ws / "runs" / "r").exists()

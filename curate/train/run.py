@@ -165,6 +165,12 @@ def _train(recipe: Recipe, ws: Workspace, run: str, quiet: bool) -> Path:
             identity["train"]["epochs_asked"] = t.epochs  # E, of which `epochs` is the equal steps
             t = recipe.train
         identity["train"]["subset"] = sub.checksum
+    n_train = len(sub.idx) if t.subset else info.splits["train"]
+    if recipe.loader.batch_size > n_train:  # before the run exists: a fixed rerun is the same run
+        raise CurateError(
+            f"loader.batch_size = {recipe.loader.batch_size} exceeds the {n_train} training "
+            "instances; lower it (--set loader.batch_size=N)"
+        )
     run_dir = prepare_run_dir(ws, run, identity) if where.rank == 0 else ws.run_dir(run)
     where.barrier()
 
