@@ -240,3 +240,14 @@ def test_a_batch_larger_than_the_train_split_is_refused_before_the_run_exists(tm
     err = capsys.readouterr().err
     assert "loader.batch_size = " in err and "exceeds the 6 training instances" in err, err
     assert not (ws / "runs" / "r").exists()
+
+
+@pytest.mark.parametrize("split", ["a=b", "te\nst"])
+def test_image_folder_split_names_are_checked_like_labels(tmp_path, capsys, split):
+    """A split folder `a=b` ingested, then broke train and score with a traceback (the log's
+    folder split=a=b); a newline made a file te\\nst.beton. Refused as ingest labels refuses them."""
+    make_image_folder(tmp_path / "f")
+    (tmp_path / "f" / "test").rename(tmp_path / "f" / split)
+    ws = tmp_path / "ws"
+    code = ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws))
+    assert_refused(capsys, ws, code, "imagefolder split", "a name becomes a folder")

@@ -314,6 +314,8 @@ def _ingest_locked(
 ) -> IngestResult:
     workers = _workers(cfg.workers)
     src: SourceData = read_source(cfg, ws)
+    for s in src.splits:  # a split names a folder and files of the prediction log, whatever format
+        check_name(s.name, f"{cfg.format} split")
     if cfg.labels and src.multilabel:
         raise CurateError(
             f"--labels replaces class indices; {cfg.format} labels are class sets (bitmasks), "
