@@ -205,6 +205,18 @@ def rename_noreplace(src: Path, dst: Path) -> bool:
     return True
 
 
+def remove_atomic_leftovers(target: Path) -> None:
+    """Remove what `atomic_path` left beside `target` when its process was killed (its temporary
+    names `.NAME.XXXXXXXX.tmp` do not say whose: call this only holding `target`'s lock)."""
+    import re
+
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp$")
+    if target.parent.is_dir():
+        for p in target.parent.iterdir():
+            if pattern.match(p.name):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def no_space_message(path: Path | str) -> str:
     """The one message for a full disk: which path, how much is free, what to do."""
     path = Path(path)

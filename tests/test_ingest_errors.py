@@ -251,3 +251,21 @@ def test_image_folder_split_names_are_checked_like_labels(tmp_path, capsys, spli
     ws = tmp_path / "ws"
     code = ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws))
     assert_refused(capsys, ws, code, "imagefolder split", "a name becomes a folder")
+
+
+def test_an_unpack_killed_midway_is_cleaned_by_the_next(tmp_path, capsys):
+    """A kill while an archive unpacked into sources/ left its temporary folder there for good
+    (only datasets/ was swept); the next ingest of the archive removes it, under the archive's
+    lock."""
+    import tarfile
+
+    make_image_folder(tmp_path / "k")
+    with tarfile.open(tmp_path / "k.tar.gz", "w:gz") as t:
+        t.add(tmp_path / "k", arcname="k")
+    ws = tmp_path / "ws"
+    stale = ws / "sources" / ".k.ab12cd34.tmp"  # as atomic_path names it
+    (stale / "k").mkdir(parents=True)
+    code = ingest_cli("imagefolder", "--source", str(tmp_path / "k.tar.gz"), "--workspace", str(ws))
+    assert code == 0, capsys.readouterr().err
+    assert not stale.exists() and (ws / "sources" / "k" / ".curate-archive").is_file()
+    assert sorted(p.name for p in (ws / "sources").iterdir()) == ["k"]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from curate.data.formats.base import SourceData, Split, decode_image
 from curate.data.writer import page_size, write_beton
 from curate.errors import CurateError
 from curate.locks import dataset_lock
-from curate.workspace import Workspace, atomic_path
+from curate.workspace import Workspace, atomic_path, remove_atomic_leftovers
 
 # the [dataset] keys that do not change what ingest writes (so changing them needs no --force)
 _NOT_CONTENT = {"workers", "download", "source"}
@@ -296,17 +294,8 @@ def ingest(cfg: DatasetConfig, ws: Workspace, force: bool = False) -> IngestResu
         cfg = dataclasses.replace(cfg, storage="jpeg")  # the papers' setting: JPEG, short side 256
     target = ws.dataset_dir(name)
     with dataset_lock(target):
-        _remove_stale_temporaries(target)
+        remove_atomic_leftovers(target)  # a killed ingest's (we hold its lock)
         return _ingest_locked(cfg, ws, name, target, force)
-
-
-def _remove_stale_temporaries(target: Path) -> None:
-    """Folders `atomic_path` left beside `target` when an ingest was killed (we hold its lock)."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp$")
-    if target.parent.is_dir():
-        for p in target.parent.iterdir():
-            if pattern.match(p.name):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def _ingest_locked(

@@ -710,7 +710,7 @@ def _check_text_file(path: Path, flag: str, what: str) -> None:
             at += len(chunk)
 
 
-def _shown(text: str, most: int = 80) -> str:
+def _clip(text: str, most: int = 80) -> str:
     """`text` for a message: at most `most` characters."""
     return text if len(text) <= most else text[:most] + "..."
 
@@ -721,11 +721,11 @@ def _read_csv(path: Path, flag: str, value: str, skipinitialspace: bool = False)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=skipinitialspace)
     except Exception as e:
-        raise CurateError(f"{flag} {path}: not a readable CSV ({_shown(str(e))})") from None
+        raise CurateError(f"{flag} {path}: not a readable CSV ({_clip(str(e))})") from None
     df.columns = [c.strip().lower() for c in df.columns]
     if sorted(df.columns) != sorted(["idx", value, "split"]):
         raise CurateError(
             f"{flag} {path}: the header must be split,idx,{value} (found "
-            f"{_shown(','.join(df.columns))})"
+            f"{_clip(','.join(df.columns))})"
         )
     return df

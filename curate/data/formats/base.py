@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from curate.errors import CurateError
-from curate.workspace import Workspace, atomic_path
+from curate.locks import exclusive
+from curate.workspace import Workspace, atomic_path, remove_atomic_leftovers
 
 IMAGE_EXTENSIONS = {
     ".jpg",
@@ -132,22 +133,33 @@ def unpack_archive(path: Path, ws: Workspace) -> Path:
     dest = ws.sources_dir() / name
     marker = dest / ".curate-archive"
     digest = _hash_file(path)
-    if not (marker.exists() and marker.read_text() == digest):
-        print(f"unpacking {path} into {dest}")
-        with atomic_path(dest) as tmp:
-            tmp.mkdir()
-            try:
-                if path.name.endswith(".zip"):
-                    with zipfile.ZipFile(path) as z:
-                        z.extractall(tmp)
-                else:
-                    with tarfile.open(path) as t:
-                        t.extractall(tmp, filter="data")
-            except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-                raise CurateError(f"cannot unpack {path} ({e}); is the archive complete?") from None
-            (tmp / ".curate-archive").write_text(digest)
+    with exclusive(
+        dest.parent / f".{name}.lock",
+        f"source {name!r}",
+        "another `curate ingest` is unpacking it: wait for it to finish",
+    ):
+        remove_atomic_leftovers(dest)  # an unpack that was killed
+        if not (marker.exists() and marker.read_text() == digest):
+            _unpack(path, dest, digest)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def _unpack(path: Path, dest: Path, digest: str) -> None:
+    """The archive at `path` into the new folder `dest` (its checksum `digest` marked in it)."""
+    print(f"unpacking {path} into {dest}")
+    with atomic_path(dest) as tmp:
+        tmp.mkdir()
+        try:
+            if path.name.endswith(".zip"):
+                with zipfile.ZipFile(path) as z:
+                    z.extractall(tmp)
+            else:
+                with tarfile.open(path) as t:
+                    t.extractall(tmp, filter="data")
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+            raise CurateError(f"cannot unpack {path} ({e}); is the archive complete?") from None
+        (tmp / ".curate-archive").write_text(digest)
 
 
 def resolve_source(source: str, fmt: str, what: str, ws: Workspace) -> Path:
