@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -269,3 +270,36 @@ def test_an_unpack_killed_midway_is_cleaned_by_the_next(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert not stale.exists() and (ws / "sources" / "k" / ".curate-archive").is_file()
     assert sorted(p.name for p in (ws / "sources").iterdir()) == ["k"]
+
+
+def test_an_ingest_killed_after_its_catalog_commit_is_done_again(tmp_path, capsys, monkeypatch):
+    """Killed between the catalog's commit and the rename of its files: a first ingest left a
+    catalog row without files ("rerun with --force"), a --force rebuild left the earlier files
+    under the new row ("up to date", for good). The next run now sees the files are not the
+    catalog's and rebuilds them; the run after is up to date."""
+    from PIL import Image
+
+    from curate.data import ingest as ing
+
+    src, ws = tmp_path / "f", tmp_path / "ws"
+    make_image_folder(src)
+    real = ing._record
+
+    def killed(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # after the commit, before the rename
+
+    cmd = ("imagefolder", "--source", str(src), "--workspace", str(ws))
+    monkeypatch.setattr(ing, "_record", killed)
+    assert ingest_cli(*cmd) == 130
+    monkeypatch.undo()
+    assert not (ws / "datasets" / "f").exists()
+    assert ingest_cli(*cmd) == 0 and "rebuilding" in capsys.readouterr().out
+    Image.new("RGB", (12, 10)).save(src / "train" / "cat" / "extra.png")  # the input changes
+    monkeypatch.setattr(ing, "_record", killed)
+    assert ingest_cli(*cmd, "--force") == 130
+    monkeypatch.undo()
+    assert ingest_cli(*cmd) == 0 and "rebuilding" in capsys.readouterr().out
+    meta = json.loads((ws / "datasets" / "f" / "dataset.json").read_text())
+    assert meta["splits"]["train"] == 7  # the new file is in
+    assert ingest_cli(*cmd) == 0 and "up to date" in capsys.readouterr().out

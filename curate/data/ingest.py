@@ -355,16 +355,16 @@ def _unchanged(
         return None
     same_input = old["checksum"] == src.checksum
     same_cfg = old["recipe"] == json.loads(json.dumps(content_config(cfg)))
-    files_ok = all(ws.beton(name, s).exists() for s in old["splits"])
-    if same_input and same_cfg and files_ok:
-        counts = dict(zip(old["splits"], old["counts"], strict=True))
-        return IngestResult(name, "up to date", counts, old["storage"], target)
+    if same_input and same_cfg:
+        if _files_match(ws, name, old, target):
+            counts = dict(zip(old["splits"], old["counts"], strict=True))
+            return IngestResult(name, "up to date", counts, old["storage"], target)
+        # this very ingest was killed between its catalog's commit and its files' rename (the
+        # files are missing, or an earlier ingest's): it is done again, as if never begun
+        print(f"{name}: its files do not match the catalog (an ingest killed midway?); rebuilding")
+        return None
     what = (
-        "input changed (checksum differs)"
-        if not same_input
-        else "the [dataset] settings changed"
-        if not same_cfg
-        else "its .beton files are missing"
+        "input changed (checksum differs)" if not same_input else "the [dataset] settings changed"
     )
     raise CurateError(
         f"dataset {name!r} is already in {ws.catalog} but {what}; rerun with --force to "
@@ -438,8 +438,26 @@ def _normalisation(source, storage: str) -> tuple[list[float], list[float]]:
     return channel_stats(source.images) if storage != "jpeg" else (IMAGENET_MEAN, IMAGENET_STD)
 
 
+def _files_match(ws: Workspace, name: str, old: dict, target: Path) -> bool:
+    """The dataset's files are the ones its catalog rows describe: every split's .beton, and a
+    dataset.json with the same input checksum and settings (one written before it kept them:
+    taken on trust)."""
+    if not all(ws.beton(name, s).exists() for s in old["splits"]):
+        return False
+    try:
+        meta = json.loads((target / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        meta.get("checksum", old["checksum"]) == old["checksum"]
+        and meta.get("recipe", old["recipe"]) == old["recipe"]
+    )
+
+
 def _write_dataset_json(tmp: Path, name, cfg, src, preps, storage, shape, stats) -> None:
     meta = {
+        "checksum": src.checksum,  # what the catalog's row says too: the files are that ingest's
+        "recipe": json.loads(json.dumps(content_config(cfg))),
         "dataset": name,
         "format": cfg.format,
         "storage": storage,
