@@ -553,8 +553,8 @@ def validate(data: dict[str, Any], reads: Any = None) -> Recipe:
 def find_recipe(name_or_path: str) -> Path | None:
     """`pipelines/<name>.toml` for a bare name, the path itself for a path; None when neither exists."""
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        return p if p.exists() else None
+    if p.suffix == ".toml" or p.is_file():  # a folder of that name is not a recipe
+        return p if p.is_file() else None
     candidate = PIPELINES / f"{name_or_path}.toml"
     return candidate if candidate.exists() else None
 

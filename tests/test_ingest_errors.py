@@ -303,3 +303,19 @@ def test_an_ingest_killed_after_its_catalog_commit_is_done_again(tmp_path, capsy
     meta = json.loads((ws / "datasets" / "f" / "dataset.json").read_text())
     assert meta["splits"]["train"] == 7  # the new file is in
     assert ingest_cli(*cmd) == 0 and "up to date" in capsys.readouterr().out
+
+
+def test_entries_of_a_class_folder_that_are_no_images_are_named_for_what_they_are(tmp_path, capsys):
+    """A FIFO or a dangling link named x.jpg was "a folder inside a class folder"."""
+    import os
+
+    make_image_folder(tmp_path / "f")
+    ws = tmp_path / "ws"
+    cat = tmp_path / "f" / "train" / "cat"
+    os.mkfifo(cat / "fifo.jpg")
+    code = ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws))
+    assert_refused(capsys, ws, code, "fifo.jpg: not a regular file")
+    (cat / "fifo.jpg").unlink()
+    (cat / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    code = ingest_cli("imagefolder", "--source", str(tmp_path / "f"), "--workspace", str(ws))
+    assert_refused(capsys, ws, code, "gone.jpg: a dangling or looping symbolic link")

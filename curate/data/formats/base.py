@@ -215,22 +215,24 @@ def list_class_folder(
     """(file, label) of every image in one class folder, sorted; other entries stop the read, or
     with `skip_corrupt` are appended to `skipped` as (path, reason)."""
     out = []
+
+    def kind(f: Path) -> str:  # what an entry that is no image is, for the message
+        if f.is_symlink() and not f.exists():
+            return "a dangling or looping symbolic link"
+        if f.is_dir():
+            return "a folder inside a class folder"
+        if not f.is_file():
+            return "not a regular file (a FIFO, a device?)"
+        return "not an image file (extension)"
+
     for f in sorted(filter(visible, folder.iterdir())):
         if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
             out.append((str(f), label))
         elif skip_corrupt:
-            skipped.append(
-                (
-                    str(f),
-                    "not an image file (extension)"
-                    if f.is_file()
-                    else "a folder inside a class folder",
-                )
-            )
+            skipped.append((str(f), kind(f)))
         else:
-            what = "is not an image file" if f.is_file() else "is a folder inside a class folder"
             raise CurateError(
-                f"{f} {what} (image extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                f"{f}: {kind(f)} (image extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}); "
                 "remove it, or pass --skip-corrupt to skip it"
             )
     if not out:
