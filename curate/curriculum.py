@@ -12,7 +12,6 @@ Usable without the rest of curate::
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -237,8 +236,9 @@ def order_digest(idx: np.ndarray) -> str:
     """BLAKE2b of the idx in their order (int64 little-endian): the sidecar keeps it, so an
     ordering and a sidecar of two different exports (a kill between their renames, a file
     swapped by hand) are told apart."""
-    a = np.asarray(idx, dtype=np.int64).astype("<i8")
-    return "blake2b:" + hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
+    from curate.selection import idx_digest
+
+    return idx_digest(idx)
 
 
 def check_pair(path: str | Path, idx: np.ndarray, side: dict) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from curate.errors import CurateError
+from curate.inputs import check_small_file
 from curate.workspace import Workspace
 
 SIDE = 224  # pixels of the exported images
@@ -232,16 +233,7 @@ MAX_CSV_BYTES = 256 * 2**20  # an experiment's manifest or answers: kilobytes; n
 def _read_csv(path: Path, needs: tuple[str, ...], what: str) -> pd.DataFrame:
     """A small CSV holding the columns `needs`: a regular file (a FIFO would block, a folder
     fail), at most `MAX_CSV_BYTES`, readable; else one CurateError naming it as `what`."""
-    import stat as stat_
-
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise CurateError(f"{path}: cannot be read ({e.strerror}); give {what}") from None
-    if not stat_.S_ISREG(st.st_mode):
-        raise CurateError(f"{path} is not a regular file; give {what}")
-    if st.st_size > MAX_CSV_BYTES:
-        raise CurateError(f"{path} holds {st.st_size:,} bytes, too many for {what}")
+    check_small_file(path, str(path), what, MAX_CSV_BYTES)
     try:
         table = pd.read_csv(path)
     except pd.errors.EmptyDataError:

@@ -26,7 +26,6 @@ checksum that a training run on it records.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,8 +331,9 @@ def check_keep(keep: float) -> None:
 def checksum(idx: np.ndarray) -> str:
     """BLAKE2b of the sorted, distinct idx (int64 little-endian): what a run on the subset
     records."""
-    a = np.unique(np.asarray(idx, dtype=np.int64)).astype("<i8")
-    return "blake2b:" + hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
+    from curate.selection import idx_digest
+
+    return idx_digest(np.unique(np.asarray(idx, dtype=np.int64)))
 
 
 def sidecar_path(path: str | Path) -> Path:

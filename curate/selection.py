@@ -135,6 +135,16 @@ def scored_pool(
 # ----------------------------------------------------------------------------- idx files
 
 
+def idx_digest(idx: np.ndarray) -> str:
+    """BLAKE2b (16 bytes) of idx as int64 little-endian, in the order given: what a sidecar keeps
+    of its idx file (a subset's sorted and distinct, `curate.prune.checksum`; an ordering's as
+    ordered, `curate.curriculum.order_digest`)."""
+    import hashlib
+
+    a = np.asarray(idx, dtype=np.int64).astype("<i8")
+    return "blake2b:" + hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
+
+
 def sidecar_path(path: str | Path) -> Path:
     """The sidecar of idx file `path`: `<name>.json` beside it."""
     from curate.outputs import sidecar_of

@@ -49,6 +49,7 @@ import pandas as pd
 from curate import catalog, runlog
 from curate.config import check_name
 from curate.errors import CurateError
+from curate.inputs import check_small_file
 from curate.locks import dataset_lock
 from curate.workspace import Workspace
 
@@ -682,34 +683,6 @@ def add_flags(p) -> None:
 MAX_CSV_BYTES = 4 * 2**30  # a CSV of labels or paths: 100 M rows of a few dozen bytes fit
 
 
-def _check_text_file(path: Path, flag: str, what: str) -> None:
-    """Refuse, before pandas reads it (its memory grows with the file), anything but a regular
-    file of text within `MAX_CSV_BYTES`: a FIFO, a folder, a sparse or binary file holding NUL
-    bytes (a 1 GB sparse file once took 18 GB and gave an error line of a gigabyte)."""
-    import stat
-
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise CurateError(f"{flag} {path}: cannot be read ({e.strerror}); give {what}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise CurateError(f"{flag} {path}: not a regular file; give {what}")
-    if st.st_size > MAX_CSV_BYTES:
-        raise CurateError(
-            f"{flag} {path}: {st.st_size:,} bytes, more than a CSV of labels holds "
-            f"({MAX_CSV_BYTES:,}); give {what}"
-        )
-    with open(path, "rb") as f:
-        at = 0
-        while chunk := f.read(16 * 2**20):
-            nul = chunk.find(b"\0")
-            if nul >= 0:
-                raise CurateError(
-                    f"{flag} {path}: a NUL byte at byte {at + nul:,}: not a text file; give {what}"
-                )
-            at += len(chunk)
-
-
 def _clip(text: str, most: int = 80) -> str:
     """`text` for a message: at most `most` characters."""
     return text if len(text) <= most else text[:most] + "..."
@@ -717,7 +690,9 @@ def _clip(text: str, most: int = 80) -> str:
 
 def _read_csv(path: Path, flag: str, value: str, skipinitialspace: bool = False) -> pd.DataFrame:
     """A split,idx,<value> CSV as strings, its header lower-cased; one error naming `flag` else."""
-    _check_text_file(path, flag, f"a CSV with header split,idx,{value}")
+    # before pandas reads it: a 1 GB sparse file once took 18 GB and gave a gigabyte-long error
+    what = f"a CSV with header split,idx,{value}"
+    check_small_file(path, f"{flag} {path}", what, MAX_CSV_BYTES, text=True)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=skipinitialspace)
     except Exception as e:
